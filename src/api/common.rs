@@ -1,0 +1,181 @@
+//! Types shared by the Rollout and analysis kinds, and the small value
+//! helpers (durations, int-or-percent) that upstream keeps in its `defaults`
+//! and `timeutil` packages.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
+
+/// Labels and annotations added to pods or AnalysisRuns.
+#[skip_serializing_none]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateMetadata {
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A reference to an AnalysisTemplate (or ClusterAnalysisTemplate with
+/// `clusterScope: true`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisTemplateRef {
+    pub template_name: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_scope: bool,
+}
+
+/// `fieldRef` of an argument: a JSON path into the owning object
+/// (`metadata.labels['x']`, `metadata.name`, ...).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldRef {
+    pub field_path: String,
+}
+
+/// Marks metrics (by name, a regular expression) as dry-run: measured but not
+/// counted in the run's phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRun {
+    pub metric_name: String,
+}
+
+/// How many measurements of a metric the run keeps in its status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeasurementRetention {
+    pub metric_name: String,
+    pub limit: i32,
+}
+
+/// A value of an API field that is either a whole number or a percentage
+/// string ("25%", or upstream's stored default "25").
+pub fn int_or_percent(value: &IntOrString, total: i32, round_up: bool) -> Result<i32, ValueError> {
+    match value {
+        IntOrString::Int(i) => Ok(*i),
+        IntOrString::String(s) => {
+            let digits = s.strip_suffix('%').unwrap_or(s);
+            let pct: i64 = digits
+                .trim()
+                .parse()
+                .map_err(|_| ValueError::Percent(s.clone()))?;
+            let scaled = pct * i64::from(total);
+            let v = if round_up {
+                (scaled + 99).div_euclid(100)
+            } else {
+                scaled.div_euclid(100)
+            };
+            i32::try_from(v).map_err(|_| ValueError::Percent(s.clone()))
+        }
+    }
+}
+
+/// Parses a step or analysis duration: an integer (seconds), a bare numeric
+/// string (seconds), or a Go-style duration string such as "30s", "5m",
+/// "1h30m", "500ms".
+pub fn parse_duration(value: &IntOrString) -> Result<Duration, ValueError> {
+    match value {
+        IntOrString::Int(i) => u64::try_from(*i)
+            .map(Duration::from_secs)
+            .map_err(|_| ValueError::Duration(i.to_string())),
+        IntOrString::String(s) => parse_duration_str(s),
+    }
+}
+
+/// String form of [`parse_duration`].
+pub fn parse_duration_str(s: &str) -> Result<Duration, ValueError> {
+    let bad = || ValueError::Duration(s.to_string());
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0f64;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// A malformed value in a user's object.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ValueError {
+    #[error("invalid duration {0:?}: use seconds (30) or a duration string (\"30s\", \"5m\", \"1h\")")]
+    Duration(String),
+    #[error("invalid int or percentage {0:?}: use an integer (1) or a percentage (\"25%\")")]
+    Percent(String),
+}
+
+/// Schema for fields we accept and store as-is but do not interpret yet
+/// (other traffic routers, experiment steps, plugins). Keeping them lets an
+/// Argo Rollouts manifest apply unchanged.
+pub fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_round_as_upstream() {
+        let p = |s: &str| IntOrString::String(s.into());
+        assert_eq!(int_or_percent(&p("25%"), 10, true), Ok(3));
+        assert_eq!(int_or_percent(&p("25%"), 10, false), Ok(2));
+        // upstream stores its default without the percent sign
+        assert_eq!(int_or_percent(&p("25"), 4, false), Ok(1));
+        assert_eq!(int_or_percent(&IntOrString::Int(2), 10, false), Ok(2));
+        assert!(int_or_percent(&p("abc%"), 10, false).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        let s = |v: &str| parse_duration(&IntOrString::String(v.into()));
+        assert_eq!(s("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(s("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(s("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(s("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(s("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(s("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            parse_duration(&IntOrString::Int(7)),
+            Ok(Duration::from_secs(7))
+        );
+        assert!(s("5 minutes").is_err());
+        assert!(s("").is_err());
+        assert!(s("m").is_err());
+        assert!(parse_duration(&IntOrString::Int(-1)).is_err());
+    }
+}

@@ -1,0 +1,4 @@
+//! rollouts: a progressive-delivery controller for Kubernetes that serves the
+//! Argo Rollouts API (`argoproj.io/v1alpha1`).
+
+pub mod api;
