@@ -173,22 +173,31 @@ pub struct MetricProvider {
     pub web: Option<WebMetric>,
     pub job: Option<JobMetric>,
     // Providers accepted so Argo templates apply, not implemented.
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub kayenta: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub datadog: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub wavefront: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub new_relic: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub cloud_watch: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub graphite: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub influxdb: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub skywalking: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub plugin: Option<serde_json::Value>,
 }
@@ -261,8 +270,10 @@ pub struct WebMetric {
     pub json_path: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    #[serde(default)]
     #[schemars(schema_with = "any_json")]
     pub json_body: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub authentication: Option<serde_json::Value>,
 }

@@ -198,12 +198,14 @@ pub struct PingPongSpec {
 pub struct CanaryStep {
     pub set_weight: Option<i32>,
     pub pause: Option<RolloutPause>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub experiment: Option<serde_json::Value>,
     pub analysis: Option<RolloutAnalysis>,
     pub set_canary_scale: Option<SetCanaryScale>,
     pub set_header_route: Option<SetHeaderRoute>,
     pub set_mirror_route: Option<SetMirrorRoute>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub plugin: Option<serde_json::Value>,
 }
@@ -284,20 +286,28 @@ pub struct RolloutTrafficRouting {
     pub managed_routes: Vec<ManagedRoute>,
     // Routers other than nginx are accepted (so Argo manifests apply) but not
     // implemented; validation names them.
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub istio: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub alb: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub smi: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub ambassador: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub app_mesh: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub traefik: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub apisix: Option<serde_json::Value>,
+    #[serde(default)]
     #[schemars(schema_with = "opaque_object")]
     pub plugins: Option<serde_json::Value>,
 }
