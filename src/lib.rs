@@ -2,3 +2,4 @@
 //! Argo Rollouts API (`argoproj.io/v1alpha1`).
 
 pub mod api;
+pub mod rollout;

@@ -1,0 +1,198 @@
+//! Names derived from content: the pod-template hash that names ReplicaSets,
+//! the steps hash, and the label-selector string of `status.selector`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde::Serialize;
+
+/// Label carrying the pod-template hash on ReplicaSets, pods and Services.
+pub const POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
+
+/// FNV-1a (32-bit) over the JSON of the template, plus the collision count
+/// (as upstream: little-endian u32 in eight bytes), rendered like Kubernetes'
+/// `rand.SafeEncodeString` so it is safe in names and label values.
+///
+/// Upstream hashes Go's JSON encoding; ours is serde's, so hashes differ from
+/// an Argo Rollouts controller's for the same template. ReplicaSets are found
+/// by this label, so the effect of a migration is one new ReplicaSet per
+/// Rollout (see docs/migrating-from-argo-rollouts.md).
+pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
+    let mut h = Fnv32a::new();
+    h.write_json(template);
+    if let Some(c) = collision_count {
+        let mut bytes = [0u8; 8];
+        bytes[..4].copy_from_slice(&(c as u32).to_le_bytes());
+        h.write(&bytes);
+    }
+    safe_encode(&h.0.to_string())
+}
+
+/// Hash of the canary steps: a change of steps restarts the rollout's steps.
+pub fn steps_hash<T: Serialize>(steps: &T) -> String {
+    let mut h = Fnv32a::new();
+    h.write_json(steps);
+    safe_encode(&h.0.to_string())
+}
+
+/// FNV-1a, 32-bit (Go's `hash/fnv.New32a`).
+struct Fnv32a(u32);
+
+impl Fnv32a {
+    fn new() -> Self {
+        Fnv32a(0x811c_9dc5)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u32::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0193);
+        }
+    }
+    fn write_json<T: Serialize>(&mut self, value: &T) {
+        // Serializing plain API structs into a Vec cannot fail.
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.write(&bytes);
+    }
+}
+
+/// Kubernetes' alphabet for `SafeEncodeString` (no vowels, no look-alikes).
+const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+pub fn safe_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| ALPHANUMS[usize::from(b) % ALPHANUMS.len()] as char)
+        .collect()
+}
+
+/// `metav1.FormatLabelSelector`: requirements sorted by key, comma-joined;
+/// `<none>` when empty.
+pub fn format_selector(selector: Option<&LabelSelector>) -> String {
+    let Some(sel) = selector else {
+        return "<none>".into();
+    };
+    let mut reqs: Vec<(String, String)> = Vec::new();
+    for (k, v) in sel.match_labels.iter().flatten() {
+        reqs.push((k.clone(), format!("{k}={v}")));
+    }
+    for e in sel.match_expressions.iter().flatten() {
+        let mut values = e.values.clone().unwrap_or_default();
+        values.sort();
+        let text = match e.operator.as_str() {
+            "In" => format!("{} in ({})", e.key, values.join(",")),
+            "NotIn" => format!("{} notin ({})", e.key, values.join(",")),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            other => format!("{} {other} ({})", e.key, values.join(",")),
+        };
+        reqs.push((e.key.clone(), text));
+    }
+    if reqs.is_empty() {
+        return "<none>".into();
+    }
+    reqs.sort();
+    reqs.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(",")
+}
+
+/// Whether `labels` satisfy `selector` (matchLabels and matchExpressions).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+/// Whether a selector selects nothing in particular (matches every object).
+pub fn selector_is_empty(selector: &LabelSelector) -> bool {
+    selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector.match_expressions.as_ref().is_none_or(|m| m.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    #[test]
+    fn fnv32a_matches_reference_vectors() {
+        // Published FNV-1a 32 test vectors.
+        let mut h = Fnv32a::new();
+        h.write(b"");
+        assert_eq!(h.0, 0x811c_9dc5);
+        let mut h = Fnv32a::new();
+        h.write(b"a");
+        assert_eq!(h.0, 0xe40c_292c);
+        let mut h = Fnv32a::new();
+        h.write(b"foobar");
+        assert_eq!(h.0, 0xbf9c_f968);
+    }
+
+    #[test]
+    fn safe_encoding_uses_kubernetes_alphabet() {
+        // digits 0-9 map to "4 5 6 7 8 9 b c d f"
+        assert_eq!(safe_encode("0123456789"), "456789bcdf");
+    }
+
+    #[test]
+    fn template_hash_is_stable_and_changes_with_template_and_collisions() {
+        let mut t = PodTemplateSpec::default();
+        let a = pod_template_hash(&t, None);
+        assert_eq!(a, pod_template_hash(&t, None));
+        assert_ne!(a, pod_template_hash(&t, Some(1)));
+        t.metadata = Some(Default::default());
+        t.metadata.as_mut().unwrap().labels = Some([("app".into(), "x".into())].into());
+        assert_ne!(a, pod_template_hash(&t, None));
+        assert!(a.len() <= 10 && a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    fn sel(labels: &[(&str, &str)], exprs: Vec<LabelSelectorRequirement>) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            match_expressions: Some(exprs),
+        }
+    }
+
+    fn req(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: Some(values.iter().map(|v| v.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn selector_formatting_matches_kubernetes() {
+        assert_eq!(format_selector(None), "<none>");
+        assert_eq!(format_selector(Some(&sel(&[], vec![]))), "<none>");
+        let s = sel(
+            &[("app", "web"), ("tier", "fe")],
+            vec![req("env", "In", &["prod", "dev"]), req("zone", "DoesNotExist", &[])],
+        );
+        assert_eq!(format_selector(Some(&s)), "app=web,env in (dev,prod),tier=fe,!zone");
+    }
+
+    #[test]
+    fn selector_matching() {
+        let labels: BTreeMap<String, String> =
+            [("app".to_string(), "web".to_string()), ("env".into(), "prod".into())].into();
+        assert!(selector_matches(&sel(&[("app", "web")], vec![]), &labels));
+        assert!(!selector_matches(&sel(&[("app", "db")], vec![]), &labels));
+        assert!(selector_matches(&sel(&[], vec![req("env", "In", &["prod"])]), &labels));
+        assert!(!selector_matches(&sel(&[], vec![req("env", "NotIn", &["prod"])]), &labels));
+        assert!(selector_matches(&sel(&[], vec![req("app", "Exists", &[])]), &labels));
+        assert!(!selector_matches(&sel(&[], vec![req("app", "DoesNotExist", &[])]), &labels));
+        assert!(selector_is_empty(&sel(&[], vec![])));
+    }
+}

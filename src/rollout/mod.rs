@@ -1,0 +1,4 @@
+pub mod hash;
+pub mod plan;
+pub mod snapshot;
+pub mod validate;

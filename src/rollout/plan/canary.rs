@@ -1,0 +1,343 @@
+//! The canary strategy. With no steps it is a rolling update: the new
+//! ReplicaSet grows to full size and older ones shrink, within maxSurge and
+//! maxUnavailable, and the new one becomes stable once fully available.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+
+use super::replicas::{CanaryInput, OldRs, RsCounts, basic_canary_counts, canary_limits, scale_down_old};
+use super::status::{self as st, condition};
+use super::{Action, Plan};
+use crate::api::Rollout;
+use crate::api::rollout::RolloutStatus;
+use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, pod_template_hash, steps_hash};
+use crate::rollout::snapshot::{DESIRED_REPLICAS_ANNOTATION, REVISION_ANNOTATION, ReplicaSetExt};
+
+/// Rollout annotations not copied to its ReplicaSets (as upstream).
+const NOT_COPIED: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION_ANNOTATION,
+    "rollout.argoproj.io/revision-history",
+    DESIRED_REPLICAS_ANNOTATION,
+];
+
+pub fn plan(ro: &Rollout, all: &[ReplicaSet], mut status: RolloutStatus, now: &Time) -> Plan {
+    let old_status = ro.status.clone().unwrap_or_default();
+    let spec = &ro.spec;
+    // Validation guarantees a canary strategy and a template here.
+    let canary = spec.strategy.canary.clone().unwrap_or_default();
+    let template = spec.template.clone().unwrap_or_default();
+    let replicas = spec.replicas_or_default();
+    let hash = pod_template_hash(&template, old_status.collision_count);
+    status.current_pod_hash = Some(hash.clone());
+    status.current_step_hash = Some(steps_hash(&canary.steps));
+
+    let new_rs = all.iter().find(|rs| rs.pod_hash() == Some(hash.as_str()));
+    let stable_rs = old_status
+        .stable_rs
+        .as_deref()
+        .and_then(|s| all.iter().find(|rs| rs.pod_hash() == Some(s)));
+    let max_revision = all.iter().map(|rs| rs.revision()).max().unwrap_or(0);
+    let mut actions = Vec::new();
+
+    // Observed counts: updated pods are those of the new ReplicaSet.
+    status.replicas = all.iter().map(|rs| rs.status_replicas()).sum();
+    status.hpa_replicas = status.replicas;
+    status.ready_replicas = all.iter().map(|rs| rs.ready()).sum();
+    status.available_replicas = all.iter().map(|rs| rs.available()).sum();
+    status.updated_replicas = new_rs.map_or(0, |rs| rs.status_replicas());
+
+    // Initial deploy, or the new ReplicaSet fully available: it becomes stable.
+    let promote = match stable_rs {
+        None => true,
+        Some(_) => !status.abort && new_rs.is_some_and(|rs| rs.available() == replicas),
+    };
+    if promote {
+        status.stable_rs = Some(hash.clone());
+        status.pause_conditions.clear();
+        status.abort = false;
+        status.promote_full = false;
+    }
+    status.promote_full = status.promote_full && status.current_pod_hash != status.stable_rs;
+
+    let Some(new_rs) = new_rs else {
+        let rs = new_replica_set(ro, &template, &hash, max_revision + 1);
+        let rs_name = rs.metadata.name.clone().unwrap_or_default();
+        actions.push(Action::CreateReplicaSet(Box::new(rs)));
+        actions.push(Action::SetRolloutRevision { revision: max_revision + 1 });
+        st::refresh(
+            &mut status.conditions,
+            condition(st::PROGRESSING, "True", st::REASON_NEW_RS_CREATED, format!("Created new replica set {rs_name:?}")),
+            now,
+        );
+        conditions(ro, &old_status, &mut status, None, now);
+        let requeue_after = requeue(ro, &status, now);
+        return Plan { actions, status, requeue_after };
+    };
+    let new_name = new_rs.metadata.name.clone().unwrap_or_default();
+
+    // A template seen before (a rollback) becomes the newest revision again.
+    let revision = if new_rs.revision() < max_revision {
+        actions.push(Action::SetReplicaSetRevision { name: new_name.clone(), revision: max_revision + 1 });
+        max_revision + 1
+    } else {
+        new_rs.revision()
+    };
+    let rollout_revision = ro
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION_ANNOTATION))
+        .and_then(|r| r.parse::<i64>().ok());
+    if rollout_revision != Some(revision) {
+        actions.push(Action::SetRolloutRevision { revision });
+    }
+
+    if !spec.paused {
+        actions.extend(scale(ro, all, new_rs, stable_rs, replicas));
+    }
+    actions.extend(history_cleanup(ro, all, new_rs, stable_rs));
+
+    conditions(ro, &old_status, &mut status, Some(&new_name), now);
+    let requeue_after = requeue(ro, &status, now);
+    Plan { actions, status, requeue_after }
+}
+
+/// At most one kind of scaling per plan, as upstream: stable first, then the
+/// new ReplicaSet, then older ones. Each change is observed (through the
+/// ReplicaSet's status) before the next is decided, which is what keeps
+/// availability within maxUnavailable.
+fn scale(
+    ro: &Rollout,
+    all: &[ReplicaSet],
+    new_rs: &ReplicaSet,
+    stable_rs: Option<&ReplicaSet>,
+    replicas: i32,
+) -> Vec<Action> {
+    let canary = ro.spec.strategy.canary.clone().unwrap_or_default();
+    let Ok(limits) = canary_limits(canary.max_surge.as_ref(), canary.max_unavailable.as_ref(), replicas)
+    else {
+        return vec![]; // rejected by validation before we get here
+    };
+    let counts = |rs: &ReplicaSet| RsCounts { spec: rs.spec_replicas(), available: rs.available() };
+    let new_name = new_rs.metadata.name.as_deref();
+    let stable_name = stable_rs.and_then(|s| s.metadata.name.as_deref());
+    let stable_is_new = stable_name.is_some() && stable_name == new_name;
+    let separate_stable = stable_rs.filter(|_| !stable_is_new);
+    let others: Vec<&ReplicaSet> = all
+        .iter()
+        .filter(|rs| {
+            let n = rs.metadata.name.as_deref();
+            n != new_name && n != stable_name
+        })
+        .collect();
+    let other_counts: Vec<RsCounts> = others.iter().map(|rs| counts(rs)).collect();
+    let new_counts = counts(new_rs);
+    let stable_counts = separate_stable.map(counts);
+    // Without steps the canary weight is 100: all pods on the new template.
+    let (new_target, stable_target) = basic_canary_counts(&CanaryInput {
+        replicas,
+        weight: 100,
+        limits,
+        new_rs: Some(&new_counts),
+        stable_rs: stable_counts.as_ref(),
+        stable_is_new,
+        others: &other_counts,
+    });
+    let scale_to = |rs: &ReplicaSet, to: i32| Action::ScaleReplicaSet {
+        name: rs.metadata.name.clone().unwrap_or_default(),
+        from: rs.spec_replicas(),
+        to,
+        desired_replicas: replicas,
+    };
+    if let Some(stable) = separate_stable
+        && stable.spec_replicas() != stable_target
+    {
+        return vec![scale_to(stable, stable_target)];
+    }
+    if new_rs.spec_replicas() != new_target {
+        return vec![scale_to(new_rs, new_target)];
+    }
+    let old: Vec<OldRs> = others
+        .iter()
+        .map(|rs| OldRs {
+            name: rs.metadata.name.clone().unwrap_or_default(),
+            spec: rs.spec_replicas(),
+            available: rs.available(),
+            revision: rs.revision(),
+        })
+        .collect();
+    let total_available = all.iter().map(|rs| rs.available()).sum();
+    scale_down_old(&old, total_available, replicas, limits.max_unavailable)
+        .into_iter()
+        .filter_map(|(name, to)| {
+            others
+                .iter()
+                .find(|rs| rs.metadata.name.as_deref() == Some(name.as_str()))
+                .map(|rs| scale_to(rs, to))
+        })
+        .collect()
+}
+
+/// Old ReplicaSets beyond revisionHistoryLimit that are empty, oldest first.
+fn history_cleanup(
+    ro: &Rollout,
+    all: &[ReplicaSet],
+    new_rs: &ReplicaSet,
+    stable_rs: Option<&ReplicaSet>,
+) -> Vec<Action> {
+    let keep = usize::try_from(ro.spec.revision_history_limit_or_default()).unwrap_or(0);
+    let mut old: Vec<&ReplicaSet> = all
+        .iter()
+        .filter(|rs| rs.metadata.name != new_rs.metadata.name)
+        .filter(|rs| stable_rs.is_none_or(|s| s.metadata.name != rs.metadata.name))
+        .collect();
+    if old.len() <= keep {
+        return vec![];
+    }
+    old.sort_by_key(|rs| (rs.revision(), rs.metadata.creation_timestamp.clone()));
+    let excess = old.len() - keep;
+    old.into_iter()
+        .take(excess)
+        .filter(|rs| rs.spec_replicas() == 0 && rs.status_replicas() == 0 && rs.metadata.deletion_timestamp.is_none())
+        .map(|rs| Action::DeleteReplicaSet { name: rs.metadata.name.clone().unwrap_or_default() })
+        .collect()
+}
+
+/// Healthy, Progressing, Available, Completed and Paused conditions.
+fn conditions(ro: &Rollout, old: &RolloutStatus, status: &mut RolloutStatus, new_rs: Option<&str>, now: &Time) {
+    let spec = &ro.spec;
+    let replicas = spec.replicas_or_default();
+    let name = ro.metadata.name.as_deref().unwrap_or_default();
+    let observed = old.observed_generation == ro.metadata.generation.map(|g| g.to_string());
+    let completed = status.stable_rs.is_some() && status.stable_rs == status.current_pod_hash;
+    let paused = spec.paused || !status.pause_conditions.is_empty();
+    let healthy = status.updated_replicas == replicas
+        && status.available_replicas == replicas
+        && status.replicas == replicas
+        && observed
+        && completed;
+    let subject = match new_rs {
+        Some(rs) => format!("ReplicaSet {rs:?}"),
+        None => format!("Rollout {name:?}"),
+    };
+
+    if !paused && healthy {
+        st::set(&mut status.conditions, condition(st::HEALTHY, "True", "RolloutHealthy", "Rollout is healthy".into()), now);
+    } else if st::find(&status.conditions, st::HEALTHY).is_some() {
+        st::set(&mut status.conditions, condition(st::HEALTHY, "False", "RolloutHealthy", "Rollout is not healthy".into()), now);
+    }
+
+    let progressing = st::find(&status.conditions, st::PROGRESSING).cloned();
+    let timed_out = progressing.as_ref().is_some_and(|c| c.reason.as_deref() == Some(st::REASON_DEADLINE));
+    if spec.paused {
+        st::set(
+            &mut status.conditions,
+            condition(st::PROGRESSING, "Unknown", st::REASON_PAUSED, "Rollout is paused".into()),
+            now,
+        );
+    } else if healthy {
+        st::set(
+            &mut status.conditions,
+            condition(st::PROGRESSING, "True", st::REASON_NEW_RS_AVAILABLE, format!("{subject} has successfully progressed.")),
+            now,
+        );
+    } else if st::made_progress(old, status)
+        || progressing.as_ref().is_none_or(|c| c.reason.as_deref() == Some(st::REASON_PAUSED))
+        || progressing.as_ref().is_some_and(|c| c.reason.as_deref() == Some(st::REASON_NEW_RS_AVAILABLE))
+    {
+        // Progress (or a fresh start) restarts the deadline.
+        st::refresh(
+            &mut status.conditions,
+            condition(st::PROGRESSING, "True", st::REASON_RS_UPDATED, format!("{subject} is progressing.")),
+            now,
+        );
+    } else if !timed_out && st::deadline(&status.conditions, spec).is_some_and(|d| d <= now.0) {
+        st::set(
+            &mut status.conditions,
+            condition(st::PROGRESSING, "False", st::REASON_DEADLINE, format!("{subject} has timed out progressing.")),
+            now,
+        );
+    }
+
+    let (avail_status, avail_msg) = if status.available_replicas >= replicas {
+        ("True", "Rollout has minimum availability")
+    } else {
+        ("False", "Rollout does not have minimum availability")
+    };
+    st::set(&mut status.conditions, condition(st::AVAILABLE, avail_status, "AvailableReason", avail_msg.into()), now);
+    st::set(
+        &mut status.conditions,
+        condition(st::COMPLETED, if completed { "True" } else { "False" }, "RolloutCompleted", "RolloutCompleted".into()),
+        now,
+    );
+    if spec.paused {
+        st::set(&mut status.conditions, condition(st::PAUSED, "True", st::REASON_PAUSED, "Rollout is paused".into()), now);
+    } else if st::find(&status.conditions, st::PAUSED).is_some() {
+        st::set(&mut status.conditions, condition(st::PAUSED, "False", st::REASON_RESUMED, "Rollout is resumed".into()), now);
+    }
+}
+
+/// Look again when the progress deadline would pass.
+fn requeue(ro: &Rollout, status: &RolloutStatus, now: &Time) -> Option<Duration> {
+    let deadline = st::deadline(&status.conditions, &ro.spec)?;
+    let secs = (deadline.as_second() - now.0.as_second()).max(1);
+    Some(Duration::from_secs(secs as u64))
+}
+
+/// The ReplicaSet for the current template: `<rollout>-<hash>`, labelled
+/// with the hash, owned by the Rollout, created at 0 replicas.
+fn new_replica_set(ro: &Rollout, template: &PodTemplateSpec, hash: &str, revision: i64) -> ReplicaSet {
+    let name = ro.metadata.name.clone().unwrap_or_default();
+    let mut template = template.clone();
+    let meta = template.metadata.get_or_insert_with(Default::default);
+    let labels = meta.labels.get_or_insert_with(Default::default);
+    labels.insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
+    let labels = labels.clone();
+
+    let mut selector: LabelSelector = ro.spec.selector.clone().unwrap_or_default();
+    selector
+        .match_labels
+        .get_or_insert_with(Default::default)
+        .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
+
+    let mut annotations: BTreeMap<String, String> = ro
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    annotations.insert(REVISION_ANNOTATION.into(), revision.to_string());
+    annotations.insert(DESIRED_REPLICAS_ANNOTATION.into(), ro.spec.replicas_or_default().to_string());
+
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-{hash}")),
+            namespace: ro.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "argoproj.io/v1alpha1".into(),
+                kind: "Rollout".into(),
+                name,
+                uid: ro.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..Default::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(0),
+            min_ready_seconds: Some(ro.spec.min_ready_seconds),
+            selector,
+            template: Some(template),
+        }),
+        status: None,
+    }
+}

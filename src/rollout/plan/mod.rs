@@ -1,0 +1,110 @@
+//! The functional core of a reconcile: `plan(snapshot, now)` decides every
+//! change (ReplicaSets to create, scale or delete; the status to write; when
+//! to look again) without touching the API. The shell applies the plan.
+
+pub mod canary;
+pub mod replicas;
+pub mod status;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::Rollout;
+use crate::api::rollout::RolloutStatus;
+use crate::rollout::hash::format_selector;
+use crate::rollout::snapshot::Snapshot;
+use crate::rollout::validate::invalid_spec_message;
+
+/// Everything one reconcile intends to change, in the order to apply it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// The complete status to write (written last, only if it changed).
+    pub status: RolloutStatus,
+    /// Look again after this long even if nothing changes (timed events such
+    /// as the progress deadline). None: only on changes.
+    pub requeue_after: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Create this ReplicaSet (at 0 replicas; a later plan scales it).
+    CreateReplicaSet(Box<ReplicaSet>),
+    /// Set spec.replicas (and the desired-replicas annotation).
+    ScaleReplicaSet { name: String, from: i32, to: i32, desired_replicas: i32 },
+    /// Raise a ReplicaSet's revision annotation (a template seen before
+    /// becomes the newest revision again).
+    SetReplicaSetRevision { name: String, revision: i64 },
+    /// Delete an old, empty ReplicaSet beyond revisionHistoryLimit.
+    DeleteReplicaSet { name: String },
+    /// Set the Rollout's `rollout.argoproj.io/revision` annotation.
+    SetRolloutRevision { revision: i64 },
+}
+
+/// Decides the next changes for one Rollout. Pure: the same snapshot and
+/// time always give the same plan, and applying a plan then planning again
+/// on the result gives no further actions once the rollout has settled.
+pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
+    // Kubernetes stores times to the second; planning with finer times would
+    // make every status look changed and write it again forever.
+    let now = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
+    let ro = &snapshot.rollout;
+    let mut status = base_status(ro);
+
+    let message = invalid_spec_message(ro).or_else(|| unsupported(ro));
+    if let Some(message) = message {
+        status::set(
+            &mut status.conditions,
+            status::condition(status::INVALID_SPEC, "True", status::INVALID_SPEC, message),
+            &now,
+        );
+        finish(ro, &mut status);
+        return Plan { actions: vec![], status, requeue_after: None };
+    }
+    status::remove(&mut status.conditions, status::INVALID_SPEC);
+
+    let mut plan = canary::plan(ro, &snapshot.replica_sets, status, &now);
+    finish(ro, &mut plan.status);
+    plan
+}
+
+/// Fields carried over from the observed status or derived from the spec.
+fn base_status(ro: &Rollout) -> RolloutStatus {
+    let mut s = ro.status.clone().unwrap_or_default();
+    s.observed_generation = ro.metadata.generation.map(|g| g.to_string());
+    s.selector = Some(format_selector(ro.spec.selector.as_ref()));
+    s
+}
+
+fn finish(ro: &Rollout, status: &mut RolloutStatus) {
+    let (phase, message) = status::phase(&ro.spec, status);
+    status.phase = Some(phase);
+    status.message = Some(message);
+}
+
+/// Parts of the Argo Rollouts API this version accepts but does not act on.
+/// Reported as InvalidSpec so the rollout shows Degraded with the reason,
+/// instead of silently doing nothing.
+fn unsupported(ro: &Rollout) -> Option<String> {
+    let name = ro.metadata.name.as_deref().unwrap_or_default();
+    let what = if ro.spec.workload_ref.is_some() {
+        "spec.workloadRef"
+    } else if ro.spec.strategy.blue_green.is_some() {
+        "the blueGreen strategy"
+    } else if ro.spec.strategy.canary.as_ref().is_some_and(|c| !c.steps.is_empty()) {
+        "canary steps"
+    } else if ro.spec.strategy.canary.as_ref().is_some_and(|c| c.traffic_routing.is_some()) {
+        "canary trafficRouting"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "The Rollout {name:?} uses {what}, which this version of the controller does not implement yet"
+    ))
+}
+
+#[cfg(test)]
+mod tests;
