@@ -1,3 +1,7 @@
+//! The Rollout controller: snapshot -> pure plan -> idempotent apply.
+
+pub mod apply;
+pub mod controller;
 pub mod hash;
 pub mod plan;
 pub mod snapshot;

@@ -82,7 +82,8 @@ fn base_status(ro: &Rollout) -> RolloutStatus {
 fn finish(ro: &Rollout, status: &mut RolloutStatus) {
     let (phase, message) = status::phase(&ro.spec, status);
     status.phase = Some(phase);
-    status.message = Some(message);
+    // Upstream omits an empty message (Healthy).
+    status.message = (!message.is_empty()).then_some(message);
 }
 
 /// Parts of the Argo Rollouts API this version accepts but does not act on.

@@ -1,0 +1,172 @@
+//! The imperative shell's write side: applies a [`Plan`] with idempotent
+//! patches, in plan order, the status last (so a crash in between repeats
+//! work on the next reconcile instead of skipping it).
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Map, Value, json};
+use tracing::info;
+
+use crate::api::Rollout;
+use crate::api::rollout::RolloutStatus;
+use crate::rollout::plan::{Action, Plan};
+use crate::rollout::snapshot::{DESIRED_REPLICAS_ANNOTATION, REVISION_ANNOTATION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("creating ReplicaSet {name}: {source}")]
+    Create { name: String, source: kube::Error },
+    #[error("ReplicaSet {name} already exists and is not controlled by this Rollout; bumped status.collisionCount")]
+    Collision { name: String },
+    #[error("patching ReplicaSet {name}: {source}")]
+    PatchReplicaSet { name: String, source: kube::Error },
+    #[error("deleting ReplicaSet {name}: {source}")]
+    Delete { name: String, source: kube::Error },
+    #[error("patching Rollout {name}: {source}")]
+    PatchRollout { name: String, source: kube::Error },
+    #[error("writing status of Rollout {name}: {source}")]
+    Status { name: String, source: kube::Error },
+    #[error("serializing the status of Rollout {name}: {source}")]
+    Serialize { name: String, source: serde_json::Error },
+}
+
+pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), ApplyError> {
+    let ns = ro.namespace().unwrap_or_default();
+    let ro_name = ro.name_any();
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let ro_api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
+    let merge = PatchParams::default();
+
+    for action in &plan.actions {
+        match action {
+            Action::CreateReplicaSet(rs) => {
+                let name = rs.name_any();
+                match rs_api.create(&PostParams::default(), rs).await {
+                    Ok(_) => info!(rollout = %ro_name, replicaset = %name, "created ReplicaSet"),
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        // Ours from an earlier reconcile (the cache lagged): fine.
+                        // Someone else's: change the hash and try again.
+                        let existing = rs_api
+                            .get(&name)
+                            .await
+                            .map_err(|source| ApplyError::Create { name: name.clone(), source })?;
+                        let ours = existing
+                            .owner_references()
+                            .iter()
+                            .any(|o| o.controller == Some(true) && Some(&o.uid) == ro.metadata.uid.as_ref());
+                        if !ours {
+                            let count = ro.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0) + 1;
+                            ro_api
+                                .patch_status(&ro_name, &merge, &Patch::Merge(json!({"status": {"collisionCount": count}})))
+                                .await
+                                .map_err(|source| ApplyError::Status { name: ro_name.clone(), source })?;
+                            return Err(ApplyError::Collision { name });
+                        }
+                    }
+                    Err(source) => return Err(ApplyError::Create { name, source }),
+                }
+            }
+            Action::ScaleReplicaSet { name, from, to, desired_replicas } => {
+                let patch = json!({
+                    "metadata": {"annotations": {DESIRED_REPLICAS_ANNOTATION: desired_replicas.to_string()}},
+                    "spec": {"replicas": to},
+                });
+                rs_api
+                    .patch(name, &merge, &Patch::Merge(patch))
+                    .await
+                    .map_err(|source| ApplyError::PatchReplicaSet { name: name.clone(), source })?;
+                let direction = if to > from { "up" } else { "down" };
+                info!(rollout = %ro_name, replicaset = %name, from, to, "scaled {direction} ReplicaSet");
+            }
+            Action::SetReplicaSetRevision { name, revision } => {
+                let patch = json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision.to_string()}}});
+                rs_api
+                    .patch(name, &merge, &Patch::Merge(patch))
+                    .await
+                    .map_err(|source| ApplyError::PatchReplicaSet { name: name.clone(), source })?;
+                info!(rollout = %ro_name, replicaset = %name, revision, "ReplicaSet is the newest revision again");
+            }
+            Action::DeleteReplicaSet { name } => {
+                match rs_api.delete(name, &DeleteParams::background()).await {
+                    Ok(_) => info!(rollout = %ro_name, replicaset = %name, "deleted old ReplicaSet beyond revisionHistoryLimit"),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(source) => return Err(ApplyError::Delete { name: name.clone(), source }),
+                }
+            }
+            Action::SetRolloutRevision { revision } => {
+                let patch = json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision.to_string()}}});
+                ro_api
+                    .patch(&ro_name, &merge, &Patch::Merge(patch))
+                    .await
+                    .map_err(|source| ApplyError::PatchRollout { name: ro_name.clone(), source })?;
+            }
+        }
+    }
+
+    let to_json = |v: &RolloutStatus| {
+        serde_json::to_value(v).map_err(|source| ApplyError::Serialize { name: ro_name.clone(), source })
+    };
+    let observed = ro.status.clone().unwrap_or_default();
+    let old = to_json(&observed)?;
+    let new = to_json(&plan.status)?;
+    if let Some(diff) = merge_diff(&old, &new) {
+        ro_api
+            .patch_status(&ro_name, &merge, &Patch::Merge(json!({ "status": diff })))
+            .await
+            .map_err(|source| ApplyError::Status { name: ro_name.clone(), source })?;
+        info!(
+            rollout = %ro_name,
+            phase = plan.status.phase.map(|p| p.as_str()).unwrap_or_default(),
+            message = plan.status.message.as_deref().unwrap_or_default(),
+            "status updated"
+        );
+    }
+    Ok(())
+}
+
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`; None when
+/// they are equal. Fields missing from `new` become null, so a cleared field
+/// is really removed from the stored status.
+pub fn merge_diff(old: &Value, new: &Value) -> Option<Value> {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut out = Map::new();
+            for (k, nv) in n {
+                match o.get(k) {
+                    Some(ov) => {
+                        if let Some(d) = merge_diff(ov, nv) {
+                            out.insert(k.clone(), d);
+                        }
+                    }
+                    None => {
+                        out.insert(k.clone(), nv.clone());
+                    }
+                }
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                out.insert(k.clone(), Value::Null);
+            }
+            (!out.is_empty()).then_some(Value::Object(out))
+        }
+        _ if old == new => None,
+        _ => Some(new.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_diff;
+    use serde_json::json;
+
+    #[test]
+    fn merge_diff_sets_changes_and_nulls_removals() {
+        let old = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1], "gone": true});
+        let new = json!({"a": 1, "b": {"c": 5, "d": 3}, "e": [1, 2], "added": "x"});
+        assert_eq!(
+            merge_diff(&old, &new),
+            Some(json!({"b": {"c": 5}, "e": [1, 2], "added": "x", "gone": null}))
+        );
+        assert_eq!(merge_diff(&new, &new), None);
+    }
+}
