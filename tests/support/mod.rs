@@ -1,0 +1,188 @@
+//! Integration-test support: one real local cluster per test run
+//! (hack/cluster.sh up, reused when it already runs), the CRDs installed
+//! once, a namespace per test, a controller per test scoped to that
+//! namespace, and wait helpers that fail with what they last saw.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use tokio::sync::oneshot;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts the cluster (or finds it running) and installs the CRDs, once per
+/// test binary. Returns the kubeconfig path.
+fn kubeconfig() -> &'static Path {
+    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    KUBECONFIG.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("hack/cluster.sh"))
+            .arg("up")
+            .output()
+            .expect("running hack/cluster.sh up");
+        assert!(
+            out.status.success(),
+            "hack/cluster.sh up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+        PathBuf::from(path)
+    })
+}
+
+pub async fn client() -> Result<Client> {
+    let path = kubeconfig();
+    let kc = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    let client = Client::try_from(config)?;
+    install_crds(&client).await?;
+    Ok(client)
+}
+
+/// Server-side applies crds/*.yaml and waits until they are Established.
+async fn install_crds(client: &Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let ssa = PatchParams::apply("rollouts-tests").force();
+    for (file, _) in rollouts::api::crds() {
+        let path = repo_root().join("crds").join(file);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)?;
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &ssa, &Patch::Apply(&crd)).await.with_context(|| format!("applying {file}"))?;
+        wait_for(&format!("CRD {name} Established"), Duration::from_secs(30), || async {
+            let crd = api.get(&name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            Ok(established.then_some(()).ok_or_else(|| "not established yet".to_string()))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// A namespace of its own for one test, with a controller scoped to it.
+pub struct TestEnv {
+    pub client: Client,
+    pub ns: String,
+    stop: Option<oneshot::Sender<()>>,
+    controller: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestEnv {
+    /// Creates namespace `t-<name>-<suffix>` and starts the controller on it.
+    pub async fn new(name: &str) -> Result<Self> {
+        let mut env = Self::without_controller(name).await?;
+        env.start_controller();
+        Ok(env)
+    }
+
+    pub async fn without_controller(name: &str) -> Result<Self> {
+        let client = client().await?;
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let ns = format!("t-{name}-{:x}{n}", nanos % 0xfffff);
+        let nss: Api<Namespace> = Api::all(client.clone());
+        let mut obj = Namespace::default();
+        obj.metadata.name = Some(ns.clone());
+        nss.create(&PostParams::default(), &obj).await.with_context(|| format!("creating namespace {ns}"))?;
+        Ok(TestEnv { client, ns, stop: None, controller: None })
+    }
+
+    pub fn start_controller(&mut self) {
+        let (tx, rx) = oneshot::channel::<()>();
+        let client = self.client.clone();
+        let scope = rollouts::rollout::controller::Scope { namespace: Some(self.ns.clone()) };
+        let ns = self.ns.clone();
+        self.controller = Some(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.await;
+            };
+            if let Err(e) = rollouts::rollout::controller::run(client, scope, shutdown).await {
+                panic!("controller for namespace {ns} failed: {e}");
+            }
+        }));
+        self.stop = Some(tx);
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Applies a multi-document YAML manifest into the namespace
+    /// (server-side apply, as `kubectl apply --server-side` would).
+    pub async fn apply_yaml(&self, yaml: &str) -> Result<()> {
+        let discovery = kube::discovery::Discovery::new(self.client.clone()).run().await?;
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let obj: kube::api::DynamicObject = serde::Deserialize::deserialize(doc)?;
+            let types = obj.types.clone().context("object without apiVersion/kind")?;
+            let gvk = kube::core::GroupVersionKind::try_from(&types)?;
+            let (ar, _) = discovery.resolve_gvk(&gvk).with_context(|| format!("unknown kind {gvk:?}"))?;
+            let api: Api<kube::api::DynamicObject> = Api::namespaced_with(self.client.clone(), &self.ns, &ar);
+            let name = obj.metadata.name.clone().context("object without a name")?;
+            api.patch(&name, &PatchParams::apply("rollouts-tests").force(), &Patch::Apply(&obj))
+                .await
+                .with_context(|| format!("applying {} {name}", types.kind))?;
+        }
+        Ok(())
+    }
+
+    /// Stops the controller and deletes the namespace.
+    pub async fn cleanup(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.controller.take() {
+            tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .context("controller did not stop within 10s")??;
+        }
+        let nss: Api<Namespace> = Api::all(self.client.clone());
+        nss.delete(&self.ns, &DeleteParams::default()).await?;
+        Ok(())
+    }
+}
+
+/// Polls `check` every 200ms until it returns Ok(Ok(value)). Ok(Err(why))
+/// means "not yet" and `why` is reported if the time runs out; Err aborts.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<std::result::Result<T, String>>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(why)) => why,
+            Err(e) => format!("error: {e:#}"),
+        };
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
