@@ -44,11 +44,18 @@ spec:
 }
 
 fn strategy(surge: &str, unavailable: &str) -> String {
-    format!("  strategy:\n    canary:\n      maxSurge: {surge}\n      maxUnavailable: {unavailable}\n")
+    format!(
+        "  strategy:\n    canary:\n      maxSurge: {surge}\n      maxUnavailable: {unavailable}\n"
+    )
 }
 
 async fn status(env: &TestEnv, name: &str) -> Result<RolloutStatus> {
-    Ok(env.api::<Rollout>().get(name).await?.status.unwrap_or_default())
+    Ok(env
+        .api::<Rollout>()
+        .get(name)
+        .await?
+        .status
+        .unwrap_or_default())
 }
 
 /// Waits for phase Healthy on the current generation and returns the status.
@@ -61,14 +68,20 @@ async fn wait_healthy(env: &TestEnv, name: &str) -> Result<RolloutStatus> {
         if s.phase == Some(RolloutPhase::Healthy) && s.observed_generation == generation {
             Ok(Ok(s))
         } else {
-            Ok(Err(format!("phase {:?} ({:?}), observedGeneration {:?} of {generation:?}", s.phase, s.message, s.observed_generation)))
+            Ok(Err(format!(
+                "phase {:?} ({:?}), observedGeneration {:?} of {generation:?}",
+                s.phase, s.message, s.observed_generation
+            )))
         }
     })
     .await
 }
 
 async fn ready_pods(env: &TestEnv, app: &str) -> Result<i32> {
-    let pods = env.api::<Pod>().list(&ListParams::default().labels(&format!("app={app}"))).await?;
+    let pods = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await?;
     Ok(pods
         .items
         .iter()
@@ -85,34 +98,81 @@ async fn ready_pods(env: &TestEnv, app: &str) -> Result<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_deploy_creates_replica_set_and_reaches_healthy() -> Result<()> {
     let env = TestEnv::new("first").await?;
-    env.apply_yaml(&rollout_yaml("web", 3, "nginx:1.0", &strategy("1", "0"))).await?;
+    env.apply_yaml(&rollout_yaml("web", 3, "nginx:1.0", &strategy("1", "0")))
+        .await?;
     let s = wait_healthy(&env, "web").await?;
 
     let hash = s.current_pod_hash.clone().expect("currentPodHash");
     assert_eq!(s.stable_rs.as_deref(), Some(hash.as_str()));
-    assert_eq!((s.replicas, s.updated_replicas, s.ready_replicas, s.available_replicas), (3, 3, 3, 3));
+    assert_eq!(
+        (
+            s.replicas,
+            s.updated_replicas,
+            s.ready_replicas,
+            s.available_replicas
+        ),
+        (3, 3, 3, 3)
+    );
     assert_eq!(s.hpa_replicas, 3);
     assert_eq!(s.selector.as_deref(), Some("app=web"));
     assert_eq!(s.observed_generation.as_deref(), Some("1"));
-    let cond = |t: &str| s.conditions.iter().find(|c| c.r#type == t).map(|c| (c.status.clone(), c.reason.clone()));
-    assert_eq!(cond("Available"), Some(("True".into(), Some("AvailableReason".into()))));
-    assert_eq!(cond("Progressing"), Some(("True".into(), Some("NewReplicaSetAvailable".into()))));
-    assert_eq!(cond("Healthy"), Some(("True".into(), Some("RolloutHealthy".into()))));
-    assert_eq!(cond("Completed"), Some(("True".into(), Some("RolloutCompleted".into()))));
+    let cond = |t: &str| {
+        s.conditions
+            .iter()
+            .find(|c| c.r#type == t)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    assert_eq!(
+        cond("Available"),
+        Some(("True".into(), Some("AvailableReason".into())))
+    );
+    assert_eq!(
+        cond("Progressing"),
+        Some(("True".into(), Some("NewReplicaSetAvailable".into())))
+    );
+    assert_eq!(
+        cond("Healthy"),
+        Some(("True".into(), Some("RolloutHealthy".into())))
+    );
+    assert_eq!(
+        cond("Completed"),
+        Some(("True".into(), Some("RolloutCompleted".into())))
+    );
 
     let rs = env.api::<ReplicaSet>().get(&format!("web-{hash}")).await?;
     let labels = rs.metadata.labels.clone().unwrap_or_default();
     assert_eq!(labels.get("rollouts-pod-template-hash"), Some(&hash));
     let annotations = rs.metadata.annotations.clone().unwrap_or_default();
-    assert_eq!(annotations.get("rollout.argoproj.io/revision").map(String::as_str), Some("1"));
-    assert_eq!(annotations.get("rollout.argoproj.io/desired-replicas").map(String::as_str), Some("3"));
+    assert_eq!(
+        annotations
+            .get("rollout.argoproj.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        annotations
+            .get("rollout.argoproj.io/desired-replicas")
+            .map(String::as_str),
+        Some("3")
+    );
     let owner = &rs.metadata.owner_references.clone().unwrap_or_default()[0];
     let ro = env.api::<Rollout>().get("web").await?;
-    assert_eq!((owner.kind.as_str(), Some(&owner.uid), owner.controller), ("Rollout", ro.metadata.uid.as_ref(), Some(true)));
-    assert_eq!(rs.status.and_then(|s| s.ready_replicas), Some(3), "pods made Ready by kwok");
+    assert_eq!(
+        (owner.kind.as_str(), Some(&owner.uid), owner.controller),
+        ("Rollout", ro.metadata.uid.as_ref(), Some(true))
+    );
+    assert_eq!(
+        rs.status.and_then(|s| s.ready_replicas),
+        Some(3),
+        "pods made Ready by kwok"
+    );
     assert_eq!(ready_pods(&env, "web").await?, 3);
     assert_eq!(
-        ro.metadata.annotations.unwrap_or_default().get("rollout.argoproj.io/revision").map(String::as_str),
+        ro.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("rollout.argoproj.io/revision")
+            .map(String::as_str),
         Some("1")
     );
     env.cleanup().await
@@ -122,7 +182,13 @@ async fn first_deploy_creates_replica_set_and_reaches_healthy() -> Result<()> {
 async fn image_change_replaces_pods_within_surge_and_unavailability() -> Result<()> {
     let env = TestEnv::new("update").await?;
     let (replicas, surge, unavailable) = (5, 1, 1);
-    env.apply_yaml(&rollout_yaml("api", replicas, "nginx:1.0", &strategy("1", "1"))).await?;
+    env.apply_yaml(&rollout_yaml(
+        "api",
+        replicas,
+        "nginx:1.0",
+        &strategy("1", "1"),
+    ))
+    .await?;
     let first = wait_healthy(&env, "api").await?;
 
     // Sample the cluster during the update: ready pods and ReplicaSet sizes.
@@ -141,15 +207,22 @@ async fn image_change_replaces_pods_within_surge_and_unavailability() -> Result<
                         .items
                         .iter()
                         .filter(|p| {
-                            p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
+                            p.status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|cs| {
+                                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                                })
                         })
                         .count() as i32;
                     min_ready.fetch_min(ready, Ordering::Relaxed);
                 }
                 if let Ok(list) = rss.list(&ListParams::default()).await {
-                    let total: i32 = list.items.iter().filter_map(|r| r.spec.as_ref()?.replicas).sum();
+                    let total: i32 = list
+                        .items
+                        .iter()
+                        .filter_map(|r| r.spec.as_ref()?.replicas)
+                        .sum();
                     max_pods.fetch_max(total, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -158,25 +231,63 @@ async fn image_change_replaces_pods_within_surge_and_unavailability() -> Result<
     };
 
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:2.0"}]}}}});
-    env.api::<Rollout>().patch("api", &PatchParams::default(), &Patch::Merge(patch)).await?;
+    env.api::<Rollout>()
+        .patch("api", &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
     let second = wait_healthy(&env, "api").await?;
     stop.store(true, Ordering::Relaxed);
     sampler.await?;
 
     assert_ne!(second.current_pod_hash, first.current_pod_hash);
-    assert_eq!(second.stable_rs, second.current_pod_hash, "new ReplicaSet became stable");
+    assert_eq!(
+        second.stable_rs, second.current_pod_hash,
+        "new ReplicaSet became stable"
+    );
     assert_eq!(second.observed_generation.as_deref(), Some("2"));
-    let old = env.api::<ReplicaSet>().get(&format!("api-{}", first.current_pod_hash.unwrap_or_default())).await?;
-    assert_eq!(old.spec.and_then(|s| s.replicas), Some(0), "old ReplicaSet scaled to zero");
-    let new = env.api::<ReplicaSet>().get(&format!("api-{}", second.current_pod_hash.unwrap_or_default())).await?;
-    let rev = new.metadata.annotations.unwrap_or_default().get("rollout.argoproj.io/revision").cloned();
+    let old = env
+        .api::<ReplicaSet>()
+        .get(&format!(
+            "api-{}",
+            first.current_pod_hash.unwrap_or_default()
+        ))
+        .await?;
+    assert_eq!(
+        old.spec.and_then(|s| s.replicas),
+        Some(0),
+        "old ReplicaSet scaled to zero"
+    );
+    let new = env
+        .api::<ReplicaSet>()
+        .get(&format!(
+            "api-{}",
+            second.current_pod_hash.unwrap_or_default()
+        ))
+        .await?;
+    let rev = new
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get("rollout.argoproj.io/revision")
+        .cloned();
     assert_eq!(rev.as_deref(), Some("2"));
     assert_eq!(ready_pods(&env, "api").await?, replicas);
 
-    let (min_ready, max_pods) = (min_ready.load(Ordering::Relaxed), max_pods.load(Ordering::Relaxed));
-    assert!(min_ready >= replicas - unavailable, "ready pods fell to {min_ready} (< {replicas} - {unavailable})");
-    assert!(max_pods <= replicas + surge, "{max_pods} pods requested (> {replicas} + {surge})");
-    assert!(max_pods > replicas, "the update used its surge (saw at most {max_pods} pods)");
+    let (min_ready, max_pods) = (
+        min_ready.load(Ordering::Relaxed),
+        max_pods.load(Ordering::Relaxed),
+    );
+    assert!(
+        min_ready >= replicas - unavailable,
+        "ready pods fell to {min_ready} (< {replicas} - {unavailable})"
+    );
+    assert!(
+        max_pods <= replicas + surge,
+        "{max_pods} pods requested (> {replicas} + {surge})"
+    );
+    assert!(
+        max_pods > replicas,
+        "the update used its surge (saw at most {max_pods} pods)"
+    );
     env.cleanup().await
 }
 
@@ -184,14 +295,17 @@ async fn image_change_replaces_pods_within_surge_and_unavailability() -> Result<
 async fn canary_that_never_becomes_ready_hits_the_progress_deadline() -> Result<()> {
     let env = TestEnv::new("deadline").await?;
     let spec = format!("  progressDeadlineSeconds: 5\n{}", strategy("1", "0"));
-    env.apply_yaml(&rollout_yaml("slow", 2, "nginx:1.0", &spec)).await?;
+    env.apply_yaml(&rollout_yaml("slow", 2, "nginx:1.0", &spec))
+        .await?;
     let first = wait_healthy(&env, "slow").await?;
 
     // kwok keeps pods labelled fail-readiness=true Running but never Ready.
     let patch = json!({"spec": {"template": {
         "metadata": {"labels": {"app": "slow", "fail-readiness": "true"}},
         "spec": {"containers": [{"name": "app", "image": "nginx:bad"}]}}}});
-    env.api::<Rollout>().patch("slow", &PatchParams::default(), &Patch::Merge(patch)).await?;
+    env.api::<Rollout>()
+        .patch("slow", &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
     let api = env.api::<Rollout>();
     let s = wait_for("ProgressDeadlineExceeded", TIMEOUT, || async {
         let s = api.get("slow").await?.status.unwrap_or_default();
@@ -202,10 +316,20 @@ async fn canary_that_never_becomes_ready_hits_the_progress_deadline() -> Result<
     })
     .await?;
     let msg = s.message.clone().unwrap_or_default();
-    assert!(msg.starts_with("ProgressDeadlineExceeded: ReplicaSet \"slow-"), "{msg}");
+    assert!(
+        msg.starts_with("ProgressDeadlineExceeded: ReplicaSet \"slow-"),
+        "{msg}"
+    );
     assert!(msg.ends_with("has timed out progressing."), "{msg}");
-    assert_eq!(s.stable_rs, first.stable_rs, "the stable ReplicaSet is unchanged");
-    assert_eq!(ready_pods(&env, "slow").await?, 2, "maxUnavailable 0 kept both stable pods");
+    assert_eq!(
+        s.stable_rs, first.stable_rs,
+        "the stable ReplicaSet is unchanged"
+    );
+    assert_eq!(
+        ready_pods(&env, "slow").await?,
+        2,
+        "maxUnavailable 0 kept both stable pods"
+    );
     env.cleanup().await
 }
 
@@ -216,8 +340,13 @@ async fn invalid_spec(env: &TestEnv, name: &str) -> Result<String> {
         let s = api.get(name).await?.status.unwrap_or_default();
         let cond = s.conditions.iter().find(|c| c.r#type == "InvalidSpec");
         match (cond, s.phase) {
-            (Some(c), Some(RolloutPhase::Degraded)) => Ok(Ok(c.message.clone().unwrap_or_default())),
-            _ => Ok(Err(format!("phase {:?}, conditions {:?}", s.phase, s.conditions))),
+            (Some(c), Some(RolloutPhase::Degraded)) => {
+                Ok(Ok(c.message.clone().unwrap_or_default()))
+            }
+            _ => Ok(Err(format!(
+                "phase {:?}, conditions {:?}",
+                s.phase, s.conditions
+            ))),
         }
     })
     .await
@@ -226,9 +355,11 @@ async fn invalid_spec(env: &TestEnv, name: &str) -> Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_rollouts_get_invalid_spec_and_the_controller_keeps_going() -> Result<()> {
     let env = TestEnv::new("invalid").await?;
-    env.apply_yaml(&rollout_yaml("no-strategy", 1, "nginx", "")).await?;
+    env.apply_yaml(&rollout_yaml("no-strategy", 1, "nginx", ""))
+        .await?;
     let both = "  strategy:\n    canary: {}\n    blueGreen: {activeService: svc}\n";
-    env.apply_yaml(&rollout_yaml("both", 1, "nginx", both)).await?;
+    env.apply_yaml(&rollout_yaml("both", 1, "nginx", both))
+        .await?;
     let mismatch = rollout_yaml("mismatch", 1, "nginx", &strategy("1", "0")).replace(
         "    matchLabels: {app: mismatch}",
         "    matchLabels: {app: something-else}",
@@ -248,15 +379,26 @@ async fn malformed_rollouts_get_invalid_spec_and_the_controller_keeps_going() ->
         "The Rollout \"mismatch\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"mismatch\"}: `selector` does not match template `labels`"
     );
     let s = status(&env, "both").await?;
-    assert!(s.message.unwrap_or_default().starts_with("InvalidSpec: The Rollout \"both\" is invalid"));
+    assert!(
+        s.message
+            .unwrap_or_default()
+            .starts_with("InvalidSpec: The Rollout \"both\" is invalid")
+    );
     let rss = env.api::<ReplicaSet>().list(&ListParams::default()).await?;
     assert!(rss.items.is_empty(), "no ReplicaSet for invalid Rollouts");
 
     // The controller still serves valid Rollouts next to them...
-    env.apply_yaml(&rollout_yaml("fine", 2, "nginx", &strategy("1", "0"))).await?;
+    env.apply_yaml(&rollout_yaml("fine", 2, "nginx", &strategy("1", "0")))
+        .await?;
     wait_healthy(&env, "fine").await?;
     // ...and a fixed Rollout recovers.
-    env.apply_yaml(&rollout_yaml("no-strategy", 1, "nginx", &strategy("1", "0"))).await?;
+    env.apply_yaml(&rollout_yaml(
+        "no-strategy",
+        1,
+        "nginx",
+        &strategy("1", "0"),
+    ))
+    .await?;
     let s = wait_healthy(&env, "no-strategy").await?;
     assert!(s.conditions.iter().all(|c| c.r#type != "InvalidSpec"));
     env.cleanup().await

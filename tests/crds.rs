@@ -37,9 +37,20 @@ async fn api_server_serves_the_kinds_with_upstream_names_and_columns() -> Result
     let scale = sub.scale.expect("scale subresource");
     assert_eq!(scale.spec_replicas_path, ".spec.replicas");
     assert_eq!(scale.status_replicas_path, ".status.HPAReplicas");
-    assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
-    let columns: Vec<String> = v.additional_printer_columns.iter().flatten().map(|c| c.name.clone()).collect();
-    assert_eq!(columns, ["Desired", "Current", "Up-to-date", "Available", "Age"]);
+    assert_eq!(
+        scale.label_selector_path.as_deref(),
+        Some(".status.selector")
+    );
+    let columns: Vec<String> = v
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Desired", "Current", "Up-to-date", "Available", "Age"]
+    );
 
     for (name, short, scope) in [
         ("analysistemplates.argoproj.io", "at", "Namespaced"),
@@ -47,12 +58,20 @@ async fn api_server_serves_the_kinds_with_upstream_names_and_columns() -> Result
         ("analysisruns.argoproj.io", "ar", "Namespaced"),
     ] {
         let crd = crds.get(name).await?;
-        assert_eq!(crd.spec.names.short_names, Some(vec![short.to_string()]), "{name}");
+        assert_eq!(
+            crd.spec.names.short_names,
+            Some(vec![short.to_string()]),
+            "{name}"
+        );
         assert_eq!(crd.spec.scope, scope, "{name}");
     }
     let ar = crds.get("analysisruns.argoproj.io").await?;
-    let columns: Vec<String> =
-        ar.spec.versions[0].additional_printer_columns.iter().flatten().map(|c| c.name.clone()).collect();
+    let columns: Vec<String> = ar.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
     assert_eq!(columns, ["Status", "Age"]);
     Ok(())
 }
@@ -69,7 +88,13 @@ async fn upstream_example_rollouts_apply_and_round_trip() -> Result<()> {
     let steps = &canary.spec.strategy.canary.as_ref().expect("canary").steps;
     assert_eq!(steps.len(), 8);
     assert_eq!(steps[0].set_weight, Some(20));
-    assert!(steps[1].pause.as_ref().is_some_and(|p| p.duration.is_none()), "pause {{}} kept as indefinite");
+    assert!(
+        steps[1]
+            .pause
+            .as_ref()
+            .is_some_and(|p| p.duration.is_none()),
+        "pause {{}} kept as indefinite"
+    );
     assert_eq!(
         steps[3].pause.as_ref().and_then(|p| p.duration.clone()),
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(40))
@@ -77,26 +102,48 @@ async fn upstream_example_rollouts_apply_and_round_trip() -> Result<()> {
     assert_eq!(canary.spec.replicas, Some(5));
 
     let bg = env.api::<Rollout>().get("rollout-bluegreen").await?;
-    let BlueGreenStrategy { active_service, preview_service, auto_promotion_enabled, .. } =
-        bg.spec.strategy.blue_green.clone().expect("blueGreen");
+    let BlueGreenStrategy {
+        active_service,
+        preview_service,
+        auto_promotion_enabled,
+        ..
+    } = bg.spec.strategy.blue_green.clone().expect("blueGreen");
     assert_eq!(active_service, "rollout-bluegreen-active");
-    assert_eq!(preview_service.as_deref(), Some("rollout-bluegreen-preview"));
+    assert_eq!(
+        preview_service.as_deref(),
+        Some("rollout-bluegreen-preview")
+    );
     assert_eq!(auto_promotion_enabled, Some(false));
 
     for file in ["web-success-rate.yaml", "job-smoke-test.yaml"] {
         let yaml = std::fs::read_to_string(repo_root().join("analysis-examples").join(file))?;
         env.apply_yaml(&yaml).await?;
     }
-    let web = env.api::<AnalysisTemplate>().get("web-success-rate").await?;
-    assert_eq!(web.spec.metrics[0].provider.web.as_ref().map(|w| w.url.as_str()), Some("{{args.service-url}}/metrics/summary"));
+    let web = env
+        .api::<AnalysisTemplate>()
+        .get("web-success-rate")
+        .await?;
+    assert_eq!(
+        web.spec.metrics[0]
+            .provider
+            .web
+            .as_ref()
+            .map(|w| w.url.as_str()),
+        Some("{{args.service-url}}/metrics/summary")
+    );
     let job = env.api::<AnalysisTemplate>().get("job-smoke-test").await?;
     assert!(job.spec.metrics[0].provider.job.is_some());
 
     // Cluster-scoped: applied and removed here, not in the namespace.
-    let yaml = std::fs::read_to_string(repo_root().join("analysis-examples/prometheus-error-rate.yaml"))?;
+    let yaml =
+        std::fs::read_to_string(repo_root().join("analysis-examples/prometheus-error-rate.yaml"))?;
     let cat: ClusterAnalysisTemplate = serde_yaml::from_str(&yaml)?;
     let cats: Api<ClusterAnalysisTemplate> = Api::all(env.client.clone());
-    let name = format!("{}-{}", cat.metadata.name.clone().unwrap_or_default(), env.ns);
+    let name = format!(
+        "{}-{}",
+        cat.metadata.name.clone().unwrap_or_default(),
+        env.ns
+    );
     let mut cat = cat;
     cat.metadata.name = Some(name.clone());
     cats.create(&Default::default(), &cat).await?;

@@ -1,5 +1,8 @@
 //! AnalysisTemplate, ClusterAnalysisTemplate and AnalysisRun
 //! (`argoproj.io/v1alpha1`), field for field as Argo Rollouts serves them.
+// kube's `printcolumn(...)` attributes repeat `type_ = ...`, which clippy
+// mistakes for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 

@@ -129,7 +129,9 @@ pub fn parse_duration_str(s: &str) -> Result<Duration, ValueError> {
 /// A malformed value in a user's object.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ValueError {
-    #[error("invalid duration {0:?}: use seconds (30) or a duration string (\"30s\", \"5m\", \"1h\")")]
+    #[error(
+        "invalid duration {0:?}: use seconds (30) or a duration string (\"30s\", \"5m\", \"1h\")"
+    )]
     Duration(String),
     #[error("invalid int or percentage {0:?}: use an integer (1) or a percentage (\"25%\")")]
     Percent(String),

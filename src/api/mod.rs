@@ -7,17 +7,20 @@ pub mod rollout;
 pub use analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 pub use rollout::{Rollout, RolloutSpec, RolloutStatus};
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
+use kube::CustomResourceExt;
 
 /// Every CRD this project serves, in the order `crds/` lists them.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("rollout-crd.yaml", trim(Rollout::crd())),
         ("analysis-template-crd.yaml", trim(AnalysisTemplate::crd())),
-        ("cluster-analysis-template-crd.yaml", trim(ClusterAnalysisTemplate::crd())),
+        (
+            "cluster-analysis-template-crd.yaml",
+            trim(ClusterAnalysisTemplate::crd()),
+        ),
         ("analysis-run-crd.yaml", trim(AnalysisRun::crd())),
     ]
 }
@@ -30,7 +33,11 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
 ///   what client-side `kubectl apply` can store in its annotation.
 fn trim(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
-        let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
             continue;
         };
         trim_schema(schema, false);
@@ -55,7 +62,10 @@ fn trim_schema(schema: &mut JSONSchemaProps, strip_descriptions: bool) {
     if let Some(JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
         trim_schema(extra, strip_descriptions);
     }
-    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of].into_iter().flatten() {
+    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of]
+        .into_iter()
+        .flatten()
+    {
         for s in list {
             trim_schema(s, strip_descriptions);
         }

@@ -1,6 +1,9 @@
 //! The Rollout kind (`argoproj.io/v1alpha1`), field for field as Argo Rollouts
 //! serves it. Defaults are applied at read time by the accessor methods, as
 //! upstream does; nothing is defaulted into the stored object.
+// kube's `printcolumn(...)` attributes repeat `type_ = ...`, which clippy
+// mistakes for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 
@@ -13,8 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
 use super::common::{
-    AnalysisTemplateRef, DryRun, FieldRef, MeasurementRetention, PodTemplateMetadata,
-    opaque_object,
+    AnalysisTemplateRef, DryRun, FieldRef, MeasurementRetention, PodTemplateMetadata, opaque_object,
 };
 
 /// Desired state of a Rollout.

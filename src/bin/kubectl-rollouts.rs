@@ -4,7 +4,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "kubectl-rollouts", version, about = "Manage Rollouts (Argo Rollouts API)")]
+#[command(
+    name = "kubectl-rollouts",
+    version,
+    about = "Manage Rollouts (Argo Rollouts API)"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,

@@ -35,7 +35,10 @@ async fn main() -> ExitCode {
     let filter = match EnvFilter::try_new(&args.log_level) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("rollouts-controller: invalid --log-level {:?}: {e}", args.log_level);
+            eprintln!(
+                "rollouts-controller: invalid --log-level {:?}: {e}",
+                args.log_level
+            );
             return ExitCode::from(2);
         }
     };
@@ -50,21 +53,32 @@ async fn main() -> ExitCode {
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("rollouts-controller: no Kubernetes configuration found (set KUBECONFIG or run in a cluster): {e}");
+            eprintln!(
+                "rollouts-controller: no Kubernetes configuration found (set KUBECONFIG or run in a cluster): {e}"
+            );
             return ExitCode::FAILURE;
         }
     };
     let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
     };
-    match run(client, Scope { namespace: args.namespace }, shutdown).await {
+    match run(
+        client,
+        Scope {
+            namespace: args.namespace,
+        },
+        shutdown,
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rollouts-controller: {e}");

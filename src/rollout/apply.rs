@@ -17,7 +17,9 @@ use crate::rollout::snapshot::{DESIRED_REPLICAS_ANNOTATION, REVISION_ANNOTATION}
 pub enum ApplyError {
     #[error("creating ReplicaSet {name}: {source}")]
     Create { name: String, source: kube::Error },
-    #[error("ReplicaSet {name} already exists and is not controlled by this Rollout; bumped status.collisionCount")]
+    #[error(
+        "ReplicaSet {name} already exists and is not controlled by this Rollout; bumped status.collisionCount"
+    )]
     Collision { name: String },
     #[error("patching ReplicaSet {name}: {source}")]
     PatchReplicaSet { name: String, source: kube::Error },
@@ -28,7 +30,10 @@ pub enum ApplyError {
     #[error("writing status of Rollout {name}: {source}")]
     Status { name: String, source: kube::Error },
     #[error("serializing the status of Rollout {name}: {source}")]
-    Serialize { name: String, source: serde_json::Error },
+    Serialize {
+        name: String,
+        source: serde_json::Error,
+    },
 }
 
 pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), ApplyError> {
@@ -47,27 +52,47 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                     Err(kube::Error::Api(e)) if e.code == 409 => {
                         // Ours from an earlier reconcile (the cache lagged): fine.
                         // Someone else's: change the hash and try again.
-                        let existing = rs_api
-                            .get(&name)
-                            .await
-                            .map_err(|source| ApplyError::Create { name: name.clone(), source })?;
-                        let ours = existing
-                            .owner_references()
-                            .iter()
-                            .any(|o| o.controller == Some(true) && Some(&o.uid) == ro.metadata.uid.as_ref());
-                        if !ours {
-                            let count = ro.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0) + 1;
-                            ro_api
-                                .patch_status(&ro_name, &merge, &Patch::Merge(json!({"status": {"collisionCount": count}})))
+                        let existing =
+                            rs_api
+                                .get(&name)
                                 .await
-                                .map_err(|source| ApplyError::Status { name: ro_name.clone(), source })?;
+                                .map_err(|source| ApplyError::Create {
+                                    name: name.clone(),
+                                    source,
+                                })?;
+                        let ours = existing.owner_references().iter().any(|o| {
+                            o.controller == Some(true) && Some(&o.uid) == ro.metadata.uid.as_ref()
+                        });
+                        if !ours {
+                            let count = ro
+                                .status
+                                .as_ref()
+                                .and_then(|s| s.collision_count)
+                                .unwrap_or(0)
+                                + 1;
+                            ro_api
+                                .patch_status(
+                                    &ro_name,
+                                    &merge,
+                                    &Patch::Merge(json!({"status": {"collisionCount": count}})),
+                                )
+                                .await
+                                .map_err(|source| ApplyError::Status {
+                                    name: ro_name.clone(),
+                                    source,
+                                })?;
                             return Err(ApplyError::Collision { name });
                         }
                     }
                     Err(source) => return Err(ApplyError::Create { name, source }),
                 }
             }
-            Action::ScaleReplicaSet { name, from, to, desired_replicas } => {
+            Action::ScaleReplicaSet {
+                name,
+                from,
+                to,
+                desired_replicas,
+            } => {
                 let patch = json!({
                     "metadata": {"annotations": {DESIRED_REPLICAS_ANNOTATION: desired_replicas.to_string()}},
                     "spec": {"replicas": to},
@@ -75,7 +100,10 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                 rs_api
                     .patch(name, &merge, &Patch::Merge(patch))
                     .await
-                    .map_err(|source| ApplyError::PatchReplicaSet { name: name.clone(), source })?;
+                    .map_err(|source| ApplyError::PatchReplicaSet {
+                        name: name.clone(),
+                        source,
+                    })?;
                 let direction = if to > from { "up" } else { "down" };
                 info!(rollout = %ro_name, replicaset = %name, from, to, "scaled {direction} ReplicaSet");
             }
@@ -84,14 +112,24 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                 rs_api
                     .patch(name, &merge, &Patch::Merge(patch))
                     .await
-                    .map_err(|source| ApplyError::PatchReplicaSet { name: name.clone(), source })?;
+                    .map_err(|source| ApplyError::PatchReplicaSet {
+                        name: name.clone(),
+                        source,
+                    })?;
                 info!(rollout = %ro_name, replicaset = %name, revision, "ReplicaSet is the newest revision again");
             }
             Action::DeleteReplicaSet { name } => {
                 match rs_api.delete(name, &DeleteParams::background()).await {
-                    Ok(_) => info!(rollout = %ro_name, replicaset = %name, "deleted old ReplicaSet beyond revisionHistoryLimit"),
+                    Ok(_) => {
+                        info!(rollout = %ro_name, replicaset = %name, "deleted old ReplicaSet beyond revisionHistoryLimit")
+                    }
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(source) => return Err(ApplyError::Delete { name: name.clone(), source }),
+                    Err(source) => {
+                        return Err(ApplyError::Delete {
+                            name: name.clone(),
+                            source,
+                        });
+                    }
                 }
             }
             Action::SetRolloutRevision { revision } => {
@@ -99,13 +137,19 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                 ro_api
                     .patch(&ro_name, &merge, &Patch::Merge(patch))
                     .await
-                    .map_err(|source| ApplyError::PatchRollout { name: ro_name.clone(), source })?;
+                    .map_err(|source| ApplyError::PatchRollout {
+                        name: ro_name.clone(),
+                        source,
+                    })?;
             }
         }
     }
 
     let to_json = |v: &RolloutStatus| {
-        serde_json::to_value(v).map_err(|source| ApplyError::Serialize { name: ro_name.clone(), source })
+        serde_json::to_value(v).map_err(|source| ApplyError::Serialize {
+            name: ro_name.clone(),
+            source,
+        })
     };
     let observed = ro.status.clone().unwrap_or_default();
     let old = to_json(&observed)?;
@@ -114,7 +158,10 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
         ro_api
             .patch_status(&ro_name, &merge, &Patch::Merge(json!({ "status": diff })))
             .await
-            .map_err(|source| ApplyError::Status { name: ro_name.clone(), source })?;
+            .map_err(|source| ApplyError::Status {
+                name: ro_name.clone(),
+                source,
+            })?;
         info!(
             rollout = %ro_name,
             phase = plan.status.phase.map(|p| p.as_str()).unwrap_or_default(),

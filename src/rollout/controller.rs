@@ -29,9 +29,7 @@ const RETRY: Duration = Duration::from_secs(5);
 pub enum Error {
     #[error(transparent)]
     Apply(#[from] ApplyError),
-    #[error(
-        "the Rollout CRD is not installed in this cluster (kubectl apply -f crds/): {0}"
-    )]
+    #[error("the Rollout CRD is not installed in this cluster (kubectl apply -f crds/): {0}")]
     CrdMissing(kube::Error),
     #[error("cannot reach the Kubernetes API: {0}")]
     Api(kube::Error),
@@ -86,15 +84,23 @@ pub async fn run(
         .touched_objects();
     // Only ReplicaSets carrying our hash label: other workloads' are not cached.
     let (rs_reader, rs_writer) = reflector::store();
-    let rs_config = watcher::Config::default().labels(POD_TEMPLATE_HASH_LABEL).any_semantic();
+    let rs_config = watcher::Config::default()
+        .labels(POD_TEMPLATE_HASH_LABEL)
+        .any_semantic();
     let rs_stream = watcher(api::<ReplicaSet>(&client, &scope), rs_config)
         .default_backoff()
         .modify(|rs: &mut ReplicaSet| rs.managed_fields_mut().clear())
         .reflect(rs_writer)
         .touched_objects();
 
-    let ctx = Arc::new(Context { client, replica_sets: rs_reader });
-    info!(namespace = scope.namespace.as_deref().unwrap_or("<all>"), "rollouts controller started");
+    let ctx = Arc::new(Context {
+        client,
+        replica_sets: rs_reader,
+    });
+    info!(
+        namespace = scope.namespace.as_deref().unwrap_or("<all>"),
+        "rollouts controller started"
+    );
     Controller::for_stream(ro_stream, ro_reader)
         .owns_stream(rs_stream)
         .graceful_shutdown_on(shutdown)
@@ -126,7 +132,9 @@ async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error
         debug!(rollout = %ro.name_any(), actions = ?plan.actions, "plan");
     }
     apply(&ctx.client, &ro, &plan).await?;
-    Ok(Requeue::requeue(plan.requeue_after.unwrap_or(RESYNC).min(RESYNC)))
+    Ok(Requeue::requeue(
+        plan.requeue_after.unwrap_or(RESYNC).min(RESYNC),
+    ))
 }
 
 fn error_policy(ro: Arc<Rollout>, err: &Error, _ctx: Arc<Context>) -> Requeue {

@@ -91,7 +91,10 @@ pub fn format_selector(selector: Option<&LabelSelector>) -> String {
         return "<none>".into();
     }
     reqs.sort();
-    reqs.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(",")
+    reqs.into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Whether `labels` satisfy `selector` (matchLabels and matchExpressions).
@@ -117,7 +120,10 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
 /// Whether a selector selects nothing in particular (matches every object).
 pub fn selector_is_empty(selector: &LabelSelector) -> bool {
     selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector.match_expressions.as_ref().is_none_or(|m| m.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|m| m.is_empty())
 }
 
 #[cfg(test)]
@@ -159,7 +165,12 @@ mod tests {
 
     fn sel(labels: &[(&str, &str)], exprs: Vec<LabelSelectorRequirement>) -> LabelSelector {
         LabelSelector {
-            match_labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            match_labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             match_expressions: Some(exprs),
         }
     }
@@ -178,21 +189,42 @@ mod tests {
         assert_eq!(format_selector(Some(&sel(&[], vec![]))), "<none>");
         let s = sel(
             &[("app", "web"), ("tier", "fe")],
-            vec![req("env", "In", &["prod", "dev"]), req("zone", "DoesNotExist", &[])],
+            vec![
+                req("env", "In", &["prod", "dev"]),
+                req("zone", "DoesNotExist", &[]),
+            ],
         );
-        assert_eq!(format_selector(Some(&s)), "app=web,env in (dev,prod),tier=fe,!zone");
+        assert_eq!(
+            format_selector(Some(&s)),
+            "app=web,env in (dev,prod),tier=fe,!zone"
+        );
     }
 
     #[test]
     fn selector_matching() {
-        let labels: BTreeMap<String, String> =
-            [("app".to_string(), "web".to_string()), ("env".into(), "prod".into())].into();
+        let labels: BTreeMap<String, String> = [
+            ("app".to_string(), "web".to_string()),
+            ("env".into(), "prod".into()),
+        ]
+        .into();
         assert!(selector_matches(&sel(&[("app", "web")], vec![]), &labels));
         assert!(!selector_matches(&sel(&[("app", "db")], vec![]), &labels));
-        assert!(selector_matches(&sel(&[], vec![req("env", "In", &["prod"])]), &labels));
-        assert!(!selector_matches(&sel(&[], vec![req("env", "NotIn", &["prod"])]), &labels));
-        assert!(selector_matches(&sel(&[], vec![req("app", "Exists", &[])]), &labels));
-        assert!(!selector_matches(&sel(&[], vec![req("app", "DoesNotExist", &[])]), &labels));
+        assert!(selector_matches(
+            &sel(&[], vec![req("env", "In", &["prod"])]),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel(&[], vec![req("env", "NotIn", &["prod"])]),
+            &labels
+        ));
+        assert!(selector_matches(
+            &sel(&[], vec![req("app", "Exists", &[])]),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel(&[], vec![req("app", "DoesNotExist", &[])]),
+            &labels
+        ));
         assert!(selector_is_empty(&sel(&[], vec![])));
     }
 }

@@ -26,7 +26,10 @@ impl Snapshot {
                     .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
             })
             .collect();
-        Snapshot { rollout, replica_sets }
+        Snapshot {
+            rollout,
+            replica_sets,
+        }
     }
 }
 
@@ -45,7 +48,11 @@ pub const DESIRED_REPLICAS_ANNOTATION: &str = "rollout.argoproj.io/desired-repli
 
 impl ReplicaSetExt for ReplicaSet {
     fn pod_hash(&self) -> Option<&str> {
-        self.metadata.labels.as_ref()?.get(POD_TEMPLATE_HASH_LABEL).map(String::as_str)
+        self.metadata
+            .labels
+            .as_ref()?
+            .get(POD_TEMPLATE_HASH_LABEL)
+            .map(String::as_str)
     }
     fn spec_replicas(&self) -> i32 {
         self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
@@ -54,10 +61,16 @@ impl ReplicaSetExt for ReplicaSet {
         self.status.as_ref().map_or(0, |s| s.replicas)
     }
     fn ready(&self) -> i32 {
-        self.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0)
+        self.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
     }
     fn available(&self) -> i32 {
-        self.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0)
+        self.status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0)
     }
     fn revision(&self) -> i64 {
         self.metadata

@@ -29,17 +29,27 @@ impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             ErrorKind::Required => write!(f, "{}: Required value: {}", self.path, self.detail),
-            ErrorKind::Invalid(v) => write!(f, "{}: Invalid value: {}: {}", self.path, v, self.detail),
+            ErrorKind::Invalid(v) => {
+                write!(f, "{}: Invalid value: {}: {}", self.path, v, self.detail)
+            }
         }
     }
 }
 
 fn required(path: &str, detail: &str) -> FieldError {
-    FieldError { path: path.into(), kind: ErrorKind::Required, detail: detail.into() }
+    FieldError {
+        path: path.into(),
+        kind: ErrorKind::Required,
+        detail: detail.into(),
+    }
 }
 
 fn invalid(path: &str, value: String, detail: &str) -> FieldError {
-    FieldError { path: path.into(), kind: ErrorKind::Invalid(value), detail: detail.into() }
+    FieldError {
+        path: path.into(),
+        kind: ErrorKind::Invalid(value),
+        detail: detail.into(),
+    }
 }
 
 /// Go's `%#v` of a map[string]string, as upstream's message shows labels.
@@ -78,7 +88,10 @@ pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
 
     if spec.workload_ref.is_none() {
         match &spec.selector {
-            None => errs.push(required("spec.selector", "Rollout has missing field '.spec.selector'")),
+            None => errs.push(required(
+                "spec.selector",
+                "Rollout has missing field '.spec.selector'",
+            )),
             Some(sel) if selector_is_empty(sel) => errs.push(invalid(
                 "spec.selector",
                 "\"\"".into(),
@@ -92,7 +105,10 @@ pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
                     .and_then(|m| m.labels.clone())
                     .unwrap_or_default();
                 if spec.template.is_none() {
-                    errs.push(required("spec.template", "Rollout has missing field '.spec.template'"));
+                    errs.push(required(
+                        "spec.template",
+                        "Rollout has missing field '.spec.template'",
+                    ));
                 } else if !selector_matches(sel, &labels) {
                     errs.push(invalid(
                         "spec.template.metadata.labels",
@@ -108,10 +124,17 @@ pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
         ("spec.replicas", spec.replicas),
         ("spec.minReadySeconds", Some(spec.min_ready_seconds)),
         ("spec.revisionHistoryLimit", spec.revision_history_limit),
-        ("spec.progressDeadlineSeconds", spec.progress_deadline_seconds),
+        (
+            "spec.progressDeadlineSeconds",
+            spec.progress_deadline_seconds,
+        ),
     ] {
         if let Some(v) = value.filter(|v| *v < 0) {
-            errs.push(invalid(path, v.to_string(), "must be greater than or equal to 0"));
+            errs.push(invalid(
+                path,
+                v.to_string(),
+                "must be greater than or equal to 0",
+            ));
         }
     }
     let deadline = spec.progress_deadline_seconds_or_default();
@@ -136,7 +159,10 @@ pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
                 "MaxSurge and MaxUnavailable both can not be zero",
             ));
         }
-        for (what, value) in [("maxSurge", &canary.max_surge), ("maxUnavailable", &canary.max_unavailable)] {
+        for (what, value) in [
+            ("maxSurge", &canary.max_surge),
+            ("maxUnavailable", &canary.max_unavailable),
+        ] {
             if let Some(IntOrString::String(s)) = value
                 && s.trim_end_matches('%').parse::<i32>().is_err()
             {
@@ -161,7 +187,10 @@ pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
         if canary.scale_down_delay_seconds.is_some() && !routed {
             errs.push(invalid(
                 "spec.strategy.canary.scaleDownDelaySeconds",
-                canary.scale_down_delay_seconds.unwrap_or_default().to_string(),
+                canary
+                    .scale_down_delay_seconds
+                    .unwrap_or_default()
+                    .to_string(),
                 "Canary scaleDownDelaySeconds can only be used with traffic routing",
             ));
         }
@@ -197,15 +226,26 @@ pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
             if let Some(w) = step.set_weight
                 && !(0..=100).contains(&w)
             {
-                errs.push(invalid(&format!("{path}.setWeight"), w.to_string(), "SetWeight needs to be between 0 and 100"));
+                errs.push(invalid(
+                    &format!("{path}.setWeight"),
+                    w.to_string(),
+                    "SetWeight needs to be between 0 and 100",
+                ));
             }
             if let Some(d) = step.pause.as_ref().and_then(|p| p.duration.as_ref())
                 && let Err(e) = parse_duration(d)
             {
-                errs.push(invalid(&format!("{path}.pause.duration"), format!("{d:?}"), &e.to_string()));
+                errs.push(invalid(
+                    &format!("{path}.pause.duration"),
+                    format!("{d:?}"),
+                    &e.to_string(),
+                ));
             }
             if step.set_canary_scale.is_some() && !routed {
-                errs.push(required(&format!("{path}.setCanaryScale"), "SetCanaryScale requires TrafficRouting to be set"));
+                errs.push(required(
+                    &format!("{path}.setCanaryScale"),
+                    "SetCanaryScale requires TrafficRouting to be set",
+                ));
             }
         }
     }

@@ -37,7 +37,11 @@ fn kubeconfig() -> &'static Path {
             "hack/cluster.sh up failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let path = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+        let path = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
         PathBuf::from(path)
     })
 }
@@ -57,20 +61,29 @@ async fn install_crds(client: &Client) -> Result<()> {
     let ssa = PatchParams::apply("rollouts-tests").force();
     for (file, _) in rollouts::api::crds() {
         let path = repo_root().join("crds").join(file);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let crd: CustomResourceDefinition = serde_yaml::from_str(&text)?;
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &ssa, &Patch::Apply(&crd)).await.with_context(|| format!("applying {file}"))?;
-        wait_for(&format!("CRD {name} Established"), Duration::from_secs(30), || async {
-            let crd = api.get(&name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok(established.then_some(()).ok_or_else(|| "not established yet".to_string()))
-        })
+        api.patch(&name, &ssa, &Patch::Apply(&crd))
+            .await
+            .with_context(|| format!("applying {file}"))?;
+        wait_for(
+            &format!("CRD {name} Established"),
+            Duration::from_secs(30),
+            || async {
+                let crd = api.get(&name).await?;
+                let established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                Ok(established
+                    .then_some(())
+                    .ok_or_else(|| "not established yet".to_string()))
+            },
+        )
         .await?;
     }
     Ok(())
@@ -104,14 +117,23 @@ impl TestEnv {
         let nss: Api<Namespace> = Api::all(client.clone());
         let mut obj = Namespace::default();
         obj.metadata.name = Some(ns.clone());
-        nss.create(&PostParams::default(), &obj).await.with_context(|| format!("creating namespace {ns}"))?;
-        Ok(TestEnv { client, ns, stop: None, controller: None })
+        nss.create(&PostParams::default(), &obj)
+            .await
+            .with_context(|| format!("creating namespace {ns}"))?;
+        Ok(TestEnv {
+            client,
+            ns,
+            stop: None,
+            controller: None,
+        })
     }
 
     pub fn start_controller(&mut self) {
         let (tx, rx) = oneshot::channel::<()>();
         let client = self.client.clone();
-        let scope = rollouts::rollout::controller::Scope { namespace: Some(self.ns.clone()) };
+        let scope = rollouts::rollout::controller::Scope {
+            namespace: Some(self.ns.clone()),
+        };
         let ns = self.ns.clone();
         self.controller = Some(tokio::spawn(async move {
             let shutdown = async move {
@@ -135,17 +157,29 @@ impl TestEnv {
     /// Applies a multi-document YAML manifest into the namespace
     /// (server-side apply, as `kubectl apply --server-side` would).
     pub async fn apply_yaml(&self, yaml: &str) -> Result<()> {
-        let discovery = kube::discovery::Discovery::new(self.client.clone()).run().await?;
+        let discovery = kube::discovery::Discovery::new(self.client.clone())
+            .run()
+            .await?;
         for doc in serde_yaml::Deserializer::from_str(yaml) {
             let obj: kube::api::DynamicObject = serde::Deserialize::deserialize(doc)?;
-            let types = obj.types.clone().context("object without apiVersion/kind")?;
+            let types = obj
+                .types
+                .clone()
+                .context("object without apiVersion/kind")?;
             let gvk = kube::core::GroupVersionKind::try_from(&types)?;
-            let (ar, _) = discovery.resolve_gvk(&gvk).with_context(|| format!("unknown kind {gvk:?}"))?;
-            let api: Api<kube::api::DynamicObject> = Api::namespaced_with(self.client.clone(), &self.ns, &ar);
+            let (ar, _) = discovery
+                .resolve_gvk(&gvk)
+                .with_context(|| format!("unknown kind {gvk:?}"))?;
+            let api: Api<kube::api::DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &self.ns, &ar);
             let name = obj.metadata.name.clone().context("object without a name")?;
-            api.patch(&name, &PatchParams::apply("rollouts-tests").force(), &Patch::Apply(&obj))
-                .await
-                .with_context(|| format!("applying {} {name}", types.kind))?;
+            api.patch(
+                &name,
+                &PatchParams::apply("rollouts-tests").force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .with_context(|| format!("applying {} {name}", types.kind))?;
         }
         Ok(())
     }

@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta, OwnerReference, Time,
+};
 
-use super::replicas::{CanaryInput, OldRs, RsCounts, basic_canary_counts, canary_limits, scale_down_old};
+use super::replicas::{
+    CanaryInput, OldRs, RsCounts, basic_canary_counts, canary_limits, scale_down_old,
+};
 use super::status::{self as st, condition};
 use super::{Action, Plan};
 use crate::api::Rollout;
@@ -68,21 +72,35 @@ pub fn plan(ro: &Rollout, all: &[ReplicaSet], mut status: RolloutStatus, now: &T
         let rs = new_replica_set(ro, &template, &hash, max_revision + 1);
         let rs_name = rs.metadata.name.clone().unwrap_or_default();
         actions.push(Action::CreateReplicaSet(Box::new(rs)));
-        actions.push(Action::SetRolloutRevision { revision: max_revision + 1 });
+        actions.push(Action::SetRolloutRevision {
+            revision: max_revision + 1,
+        });
         st::refresh(
             &mut status.conditions,
-            condition(st::PROGRESSING, "True", st::REASON_NEW_RS_CREATED, format!("Created new replica set {rs_name:?}")),
+            condition(
+                st::PROGRESSING,
+                "True",
+                st::REASON_NEW_RS_CREATED,
+                format!("Created new replica set {rs_name:?}"),
+            ),
             now,
         );
         conditions(ro, &old_status, &mut status, None, now);
         let requeue_after = requeue(ro, &status, now);
-        return Plan { actions, status, requeue_after };
+        return Plan {
+            actions,
+            status,
+            requeue_after,
+        };
     };
     let new_name = new_rs.metadata.name.clone().unwrap_or_default();
 
     // A template seen before (a rollback) becomes the newest revision again.
     let revision = if new_rs.revision() < max_revision {
-        actions.push(Action::SetReplicaSetRevision { name: new_name.clone(), revision: max_revision + 1 });
+        actions.push(Action::SetReplicaSetRevision {
+            name: new_name.clone(),
+            revision: max_revision + 1,
+        });
         max_revision + 1
     } else {
         new_rs.revision()
@@ -104,7 +122,11 @@ pub fn plan(ro: &Rollout, all: &[ReplicaSet], mut status: RolloutStatus, now: &T
 
     conditions(ro, &old_status, &mut status, Some(&new_name), now);
     let requeue_after = requeue(ro, &status, now);
-    Plan { actions, status, requeue_after }
+    Plan {
+        actions,
+        status,
+        requeue_after,
+    }
 }
 
 /// At most one kind of scaling per plan, as upstream: stable first, then the
@@ -119,11 +141,17 @@ fn scale(
     replicas: i32,
 ) -> Vec<Action> {
     let canary = ro.spec.strategy.canary.clone().unwrap_or_default();
-    let Ok(limits) = canary_limits(canary.max_surge.as_ref(), canary.max_unavailable.as_ref(), replicas)
-    else {
+    let Ok(limits) = canary_limits(
+        canary.max_surge.as_ref(),
+        canary.max_unavailable.as_ref(),
+        replicas,
+    ) else {
         return vec![]; // rejected by validation before we get here
     };
-    let counts = |rs: &ReplicaSet| RsCounts { spec: rs.spec_replicas(), available: rs.available() };
+    let counts = |rs: &ReplicaSet| RsCounts {
+        spec: rs.spec_replicas(),
+        available: rs.available(),
+    };
     let new_name = new_rs.metadata.name.as_deref();
     let stable_name = stable_rs.and_then(|s| s.metadata.name.as_deref());
     let stable_is_new = stable_name.is_some() && stable_name == new_name;
@@ -203,13 +231,25 @@ fn history_cleanup(
     let excess = old.len() - keep;
     old.into_iter()
         .take(excess)
-        .filter(|rs| rs.spec_replicas() == 0 && rs.status_replicas() == 0 && rs.metadata.deletion_timestamp.is_none())
-        .map(|rs| Action::DeleteReplicaSet { name: rs.metadata.name.clone().unwrap_or_default() })
+        .filter(|rs| {
+            rs.spec_replicas() == 0
+                && rs.status_replicas() == 0
+                && rs.metadata.deletion_timestamp.is_none()
+        })
+        .map(|rs| Action::DeleteReplicaSet {
+            name: rs.metadata.name.clone().unwrap_or_default(),
+        })
         .collect()
 }
 
 /// Healthy, Progressing, Available, Completed and Paused conditions.
-fn conditions(ro: &Rollout, old: &RolloutStatus, status: &mut RolloutStatus, new_rs: Option<&str>, now: &Time) {
+fn conditions(
+    ro: &Rollout,
+    old: &RolloutStatus,
+    status: &mut RolloutStatus,
+    new_rs: Option<&str>,
+    now: &Time,
+) {
     let spec = &ro.spec;
     let replicas = spec.replicas_or_default();
     let name = ro.metadata.name.as_deref().unwrap_or_default();
@@ -227,39 +267,83 @@ fn conditions(ro: &Rollout, old: &RolloutStatus, status: &mut RolloutStatus, new
     };
 
     if !paused && healthy {
-        st::set(&mut status.conditions, condition(st::HEALTHY, "True", "RolloutHealthy", "Rollout is healthy".into()), now);
+        st::set(
+            &mut status.conditions,
+            condition(
+                st::HEALTHY,
+                "True",
+                "RolloutHealthy",
+                "Rollout is healthy".into(),
+            ),
+            now,
+        );
     } else if st::find(&status.conditions, st::HEALTHY).is_some() {
-        st::set(&mut status.conditions, condition(st::HEALTHY, "False", "RolloutHealthy", "Rollout is not healthy".into()), now);
+        st::set(
+            &mut status.conditions,
+            condition(
+                st::HEALTHY,
+                "False",
+                "RolloutHealthy",
+                "Rollout is not healthy".into(),
+            ),
+            now,
+        );
     }
 
     let progressing = st::find(&status.conditions, st::PROGRESSING).cloned();
-    let timed_out = progressing.as_ref().is_some_and(|c| c.reason.as_deref() == Some(st::REASON_DEADLINE));
+    let timed_out = progressing
+        .as_ref()
+        .is_some_and(|c| c.reason.as_deref() == Some(st::REASON_DEADLINE));
     if spec.paused {
         st::set(
             &mut status.conditions,
-            condition(st::PROGRESSING, "Unknown", st::REASON_PAUSED, "Rollout is paused".into()),
+            condition(
+                st::PROGRESSING,
+                "Unknown",
+                st::REASON_PAUSED,
+                "Rollout is paused".into(),
+            ),
             now,
         );
     } else if healthy {
         st::set(
             &mut status.conditions,
-            condition(st::PROGRESSING, "True", st::REASON_NEW_RS_AVAILABLE, format!("{subject} has successfully progressed.")),
+            condition(
+                st::PROGRESSING,
+                "True",
+                st::REASON_NEW_RS_AVAILABLE,
+                format!("{subject} has successfully progressed."),
+            ),
             now,
         );
     } else if st::made_progress(old, status)
-        || progressing.as_ref().is_none_or(|c| c.reason.as_deref() == Some(st::REASON_PAUSED))
-        || progressing.as_ref().is_some_and(|c| c.reason.as_deref() == Some(st::REASON_NEW_RS_AVAILABLE))
+        || progressing
+            .as_ref()
+            .is_none_or(|c| c.reason.as_deref() == Some(st::REASON_PAUSED))
+        || progressing
+            .as_ref()
+            .is_some_and(|c| c.reason.as_deref() == Some(st::REASON_NEW_RS_AVAILABLE))
     {
         // Progress (or a fresh start) restarts the deadline.
         st::refresh(
             &mut status.conditions,
-            condition(st::PROGRESSING, "True", st::REASON_RS_UPDATED, format!("{subject} is progressing.")),
+            condition(
+                st::PROGRESSING,
+                "True",
+                st::REASON_RS_UPDATED,
+                format!("{subject} is progressing."),
+            ),
             now,
         );
     } else if !timed_out && st::deadline(&status.conditions, spec).is_some_and(|d| d <= now.0) {
         st::set(
             &mut status.conditions,
-            condition(st::PROGRESSING, "False", st::REASON_DEADLINE, format!("{subject} has timed out progressing.")),
+            condition(
+                st::PROGRESSING,
+                "False",
+                st::REASON_DEADLINE,
+                format!("{subject} has timed out progressing."),
+            ),
             now,
         );
     }
@@ -269,16 +353,48 @@ fn conditions(ro: &Rollout, old: &RolloutStatus, status: &mut RolloutStatus, new
     } else {
         ("False", "Rollout does not have minimum availability")
     };
-    st::set(&mut status.conditions, condition(st::AVAILABLE, avail_status, "AvailableReason", avail_msg.into()), now);
     st::set(
         &mut status.conditions,
-        condition(st::COMPLETED, if completed { "True" } else { "False" }, "RolloutCompleted", "RolloutCompleted".into()),
+        condition(
+            st::AVAILABLE,
+            avail_status,
+            "AvailableReason",
+            avail_msg.into(),
+        ),
+        now,
+    );
+    st::set(
+        &mut status.conditions,
+        condition(
+            st::COMPLETED,
+            if completed { "True" } else { "False" },
+            "RolloutCompleted",
+            "RolloutCompleted".into(),
+        ),
         now,
     );
     if spec.paused {
-        st::set(&mut status.conditions, condition(st::PAUSED, "True", st::REASON_PAUSED, "Rollout is paused".into()), now);
+        st::set(
+            &mut status.conditions,
+            condition(
+                st::PAUSED,
+                "True",
+                st::REASON_PAUSED,
+                "Rollout is paused".into(),
+            ),
+            now,
+        );
     } else if st::find(&status.conditions, st::PAUSED).is_some() {
-        st::set(&mut status.conditions, condition(st::PAUSED, "False", st::REASON_RESUMED, "Rollout is resumed".into()), now);
+        st::set(
+            &mut status.conditions,
+            condition(
+                st::PAUSED,
+                "False",
+                st::REASON_RESUMED,
+                "Rollout is resumed".into(),
+            ),
+            now,
+        );
     }
 }
 
@@ -291,7 +407,12 @@ fn requeue(ro: &Rollout, status: &RolloutStatus, now: &Time) -> Option<Duration>
 
 /// The ReplicaSet for the current template: `<rollout>-<hash>`, labelled
 /// with the hash, owned by the Rollout, created at 0 replicas.
-fn new_replica_set(ro: &Rollout, template: &PodTemplateSpec, hash: &str, revision: i64) -> ReplicaSet {
+fn new_replica_set(
+    ro: &Rollout,
+    template: &PodTemplateSpec,
+    hash: &str,
+    revision: i64,
+) -> ReplicaSet {
     let name = ro.metadata.name.clone().unwrap_or_default();
     let mut template = template.clone();
     let meta = template.metadata.get_or_insert_with(Default::default);
@@ -314,7 +435,10 @@ fn new_replica_set(ro: &Rollout, template: &PodTemplateSpec, hash: &str, revisio
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     annotations.insert(REVISION_ANNOTATION.into(), revision.to_string());
-    annotations.insert(DESIRED_REPLICAS_ANNOTATION.into(), ro.spec.replicas_or_default().to_string());
+    annotations.insert(
+        DESIRED_REPLICAS_ANNOTATION.into(),
+        ro.spec.replicas_or_default().to_string(),
+    );
 
     ReplicaSet {
         metadata: ObjectMeta {

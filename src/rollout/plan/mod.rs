@@ -34,7 +34,12 @@ pub enum Action {
     /// Create this ReplicaSet (at 0 replicas; a later plan scales it).
     CreateReplicaSet(Box<ReplicaSet>),
     /// Set spec.replicas (and the desired-replicas annotation).
-    ScaleReplicaSet { name: String, from: i32, to: i32, desired_replicas: i32 },
+    ScaleReplicaSet {
+        name: String,
+        from: i32,
+        to: i32,
+        desired_replicas: i32,
+    },
     /// Raise a ReplicaSet's revision annotation (a template seen before
     /// becomes the newest revision again).
     SetReplicaSetRevision { name: String, revision: i64 },
@@ -62,7 +67,11 @@ pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
             &now,
         );
         finish(ro, &mut status);
-        return Plan { actions: vec![], status, requeue_after: None };
+        return Plan {
+            actions: vec![],
+            status,
+            requeue_after: None,
+        };
     }
     status::remove(&mut status.conditions, status::INVALID_SPEC);
 
@@ -95,9 +104,21 @@ fn unsupported(ro: &Rollout) -> Option<String> {
         "spec.workloadRef"
     } else if ro.spec.strategy.blue_green.is_some() {
         "the blueGreen strategy"
-    } else if ro.spec.strategy.canary.as_ref().is_some_and(|c| !c.steps.is_empty()) {
+    } else if ro
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .is_some_and(|c| !c.steps.is_empty())
+    {
         "canary steps"
-    } else if ro.spec.strategy.canary.as_ref().is_some_and(|c| c.traffic_routing.is_some()) {
+    } else if ro
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .is_some_and(|c| c.traffic_routing.is_some())
+    {
         "canary trafficRouting"
     } else {
         return None;

@@ -36,14 +36,21 @@ pub fn canary_limits(
     replicas: i32,
 ) -> Result<Limits, ValueError> {
     let surge = int_or_percent(max_surge.unwrap_or(&default_quarter()), replicas, true)?;
-    let mut unavailable =
-        int_or_percent(max_unavailable.unwrap_or(&default_quarter()), replicas, false)?;
+    let mut unavailable = int_or_percent(
+        max_unavailable.unwrap_or(&default_quarter()),
+        replicas,
+        false,
+    )?;
     if surge == 0 && unavailable == 0 {
         unavailable = 1;
     }
     Ok(Limits {
         max_surge: surge.max(0),
-        max_unavailable: if replicas == 0 { 0 } else { unavailable.clamp(0, replicas) },
+        max_unavailable: if replicas == 0 {
+            0
+        } else {
+            unavailable.clamp(0, replicas)
+        },
     })
 }
 
@@ -104,7 +111,15 @@ pub struct CanaryInput<'a> {
 /// first, then new, within replicas + maxSurge; scale down only once older
 /// ReplicaSets are gone, and never below replicas - maxUnavailable available.
 pub fn basic_canary_counts(input: &CanaryInput<'_>) -> (i32, i32) {
-    let CanaryInput { replicas, weight, limits, new_rs, stable_rs, stable_is_new, others } = *input;
+    let CanaryInput {
+        replicas,
+        weight,
+        limits,
+        new_rs,
+        stable_rs,
+        stable_is_new,
+        others,
+    } = *input;
     let (mut desired_new, mut desired_stable) =
         approximate_weighted_counts(replicas, weight, limits.max_surge);
     let mut new_count = new_rs.map_or(0, |r| r.spec);
@@ -161,14 +176,26 @@ pub fn basic_canary_counts(input: &CanaryInput<'_>) -> (i32, i32) {
     };
     if !increasing {
         new_count = scale_down_to(new_rs, desired_new, new_count);
-        let (n, s) =
-            adjust_within_limits(new_rs, stable_term, new_count, stable_count, max_total, min_available);
+        let (n, s) = adjust_within_limits(
+            new_rs,
+            stable_term,
+            new_count,
+            stable_count,
+            max_total,
+            min_available,
+        );
         new_count = n;
         stable_count = s;
     } else if stable_rs.is_some() {
         stable_count = scale_down_to(stable_rs, desired_stable, stable_count);
-        let (s, n) =
-            adjust_within_limits(stable_rs, new_rs, stable_count, new_count, max_total, min_available);
+        let (s, n) = adjust_within_limits(
+            stable_rs,
+            new_rs,
+            stable_count,
+            new_count,
+            max_total,
+            min_available,
+        );
         stable_count = s;
         new_count = n;
     }
@@ -228,7 +255,7 @@ pub fn scale_down_old(
         }
     }
     let mut budget = total_available - (replicas - max_unavailable);
-    sizes.sort_by(|a, b| b.revision.cmp(&a.revision));
+    sizes.sort_by_key(|r| std::cmp::Reverse(r.revision));
     for r in sizes.iter().filter(|r| r.spec > 0) {
         if budget <= 0 {
             break;
@@ -328,7 +355,18 @@ mod tests {
     /// routing) rows: (replicas, weight, surge, unavailable, stable spec/avail,
     /// canary spec/avail, older spec/avail, promoteFull) -> (stable, canary).
     #[allow(clippy::type_complexity)]
-    const BASIC: &[(i32, i32, &str, &str, (i32, i32), (i32, i32), Option<(i32, i32)>, bool, i32, i32)] = &[
+    const BASIC: &[(
+        i32,
+        i32,
+        &str,
+        &str,
+        (i32, i32),
+        (i32, i32),
+        Option<(i32, i32)>,
+        bool,
+        i32,
+        i32,
+    )] = &[
         (10, 100, "3", "0", (7, 8), (6, 3), None, false, 7, 6),
         (10, 20, "2", "0", (10, 10), (0, 0), None, false, 10, 2),
         (10, 20, "20%", "0", (10, 10), (0, 0), None, false, 10, 2),
@@ -371,8 +409,18 @@ mod tests {
     #[test]
     fn basic_canary_matches_upstream_table() {
         for (i, row) in BASIC.iter().enumerate() {
-            let &(replicas, weight, surge, unavail, stable, canary, older, promote_full, want_stable, want_canary) =
-                row;
+            let &(
+                replicas,
+                weight,
+                surge,
+                unavail,
+                stable,
+                canary,
+                older,
+                promote_full,
+                want_stable,
+                want_canary,
+            ) = row;
             let limits = canary_limits(Some(&ios(surge)), Some(&ios(unavail)), replicas).unwrap();
             let stable = rs(stable.0, stable.1);
             let canary = rs(canary.0, canary.1);
@@ -392,7 +440,8 @@ mod tests {
 
     #[test]
     fn new_deployment_without_stable_goes_to_full_size() {
-        let limits = canary_limits(Some(&IntOrString::Int(0)), Some(&IntOrString::Int(1)), 10).unwrap();
+        let limits =
+            canary_limits(Some(&IntOrString::Int(0)), Some(&IntOrString::Int(1)), 10).unwrap();
         let new = rs(9, 9);
         let got = basic_canary_counts(&CanaryInput {
             replicas: 10,
@@ -409,9 +458,21 @@ mod tests {
     #[test]
     fn limits_round_and_fall_back() {
         let l = canary_limits(None, None, 10).unwrap();
-        assert_eq!(l, Limits { max_surge: 3, max_unavailable: 2 });
+        assert_eq!(
+            l,
+            Limits {
+                max_surge: 3,
+                max_unavailable: 2
+            }
+        );
         let l = canary_limits(Some(&IntOrString::Int(0)), Some(&IntOrString::Int(0)), 10).unwrap();
-        assert_eq!(l, Limits { max_surge: 0, max_unavailable: 1 });
+        assert_eq!(
+            l,
+            Limits {
+                max_surge: 0,
+                max_unavailable: 1
+            }
+        );
         let l = canary_limits(Some(&IntOrString::Int(0)), Some(&IntOrString::Int(50)), 3).unwrap();
         assert_eq!(l.max_unavailable, 3, "capped at replicas");
         assert!(canary_limits(Some(&IntOrString::String("x%".into())), None, 3).is_err());
@@ -420,8 +481,18 @@ mod tests {
     #[test]
     fn old_replica_sets_drop_unavailable_pods_then_newest_first() {
         let old = vec![
-            OldRs { name: "a".into(), spec: 2, available: 2, revision: 1 },
-            OldRs { name: "b".into(), spec: 3, available: 1, revision: 2 },
+            OldRs {
+                name: "a".into(),
+                spec: 2,
+                available: 2,
+                revision: 1,
+            },
+            OldRs {
+                name: "b".into(),
+                spec: 3,
+                available: 1,
+                revision: 2,
+            },
         ];
         // 10 replicas, 1 unavailable allowed, 10 available in total.
         let got = scale_down_old(&old, 10, 10, 1);

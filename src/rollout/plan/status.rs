@@ -98,7 +98,9 @@ pub fn deadline(conds: &[RolloutCondition], spec: &RolloutSpec) -> Option<Timest
     }
     let since = c.last_update_time.as_ref()?.0;
     let secs = i64::from(spec.progress_deadline_seconds_or_default());
-    since.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(secs)).ok()
+    since
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(secs))
+        .ok()
 }
 
 /// The phase and message, first match wins (upstream's CalculateRolloutPhase).
@@ -124,22 +126,37 @@ pub fn phase(spec: &RolloutSpec, status: &RolloutStatus) -> (RolloutPhase, Strin
     }
     let replicas = spec.replicas_or_default();
     if status.updated_replicas < replicas {
-        return (RolloutPhase::Progressing, "more replicas need to be updated".into());
+        return (
+            RolloutPhase::Progressing,
+            "more replicas need to be updated".into(),
+        );
     }
     if status.available_replicas < status.updated_replicas {
-        return (RolloutPhase::Progressing, "updated replicas are still becoming available".into());
+        return (
+            RolloutPhase::Progressing,
+            "updated replicas are still becoming available".into(),
+        );
     }
     if spec.strategy.blue_green.is_some() {
         let active = status.blue_green.active_selector.as_deref();
         if active.is_none() || active != status.current_pod_hash.as_deref() {
-            return (RolloutPhase::Progressing, "active service cutover pending".into());
+            return (
+                RolloutPhase::Progressing,
+                "active service cutover pending".into(),
+            );
         }
     } else if let Some(canary) = &spec.strategy.canary {
         if canary.traffic_routing.is_none() && status.replicas > status.updated_replicas {
-            return (RolloutPhase::Progressing, "old replicas are pending termination".into());
+            return (
+                RolloutPhase::Progressing,
+                "old replicas are pending termination".into(),
+            );
         }
         if status.stable_rs.is_none() || status.stable_rs != status.current_pod_hash {
-            return (RolloutPhase::Progressing, "waiting for all steps to complete".into());
+            return (
+                RolloutPhase::Progressing,
+                "waiting for all steps to complete".into(),
+            );
         }
     }
     (RolloutPhase::Healthy, String::new())
@@ -157,7 +174,10 @@ mod tests {
     fn canary_spec(replicas: i32) -> RolloutSpec {
         RolloutSpec {
             replicas: Some(replicas),
-            strategy: RolloutStrategy { canary: Some(CanaryStrategy::default()), blue_green: None },
+            strategy: RolloutStrategy {
+                canary: Some(CanaryStrategy::default()),
+                blue_green: None,
+            },
             ..Default::default()
         }
     }
@@ -177,12 +197,32 @@ mod tests {
     #[test]
     fn set_keeps_transition_time_and_skips_no_ops() {
         let mut conds = vec![];
-        set(&mut conds, condition(AVAILABLE, "True", "AvailableReason", "m".into()), &t(10));
-        set(&mut conds, condition(AVAILABLE, "True", "AvailableReason", "m".into()), &t(20));
-        assert_eq!(conds[0].last_update_time, Some(t(10)), "unchanged condition is not rewritten");
-        set(&mut conds, condition(AVAILABLE, "False", "AvailableReason", "n".into()), &t(30));
+        set(
+            &mut conds,
+            condition(AVAILABLE, "True", "AvailableReason", "m".into()),
+            &t(10),
+        );
+        set(
+            &mut conds,
+            condition(AVAILABLE, "True", "AvailableReason", "m".into()),
+            &t(20),
+        );
+        assert_eq!(
+            conds[0].last_update_time,
+            Some(t(10)),
+            "unchanged condition is not rewritten"
+        );
+        set(
+            &mut conds,
+            condition(AVAILABLE, "False", "AvailableReason", "n".into()),
+            &t(30),
+        );
         assert_eq!(conds[0].last_transition_time, Some(t(30)));
-        refresh(&mut conds, condition(AVAILABLE, "False", "AvailableReason", "n".into()), &t(40));
+        refresh(
+            &mut conds,
+            condition(AVAILABLE, "False", "AvailableReason", "n".into()),
+            &t(40),
+        );
         assert_eq!(conds[0].last_transition_time, Some(t(30)));
         assert_eq!(conds[0].last_update_time, Some(t(40)));
         assert_eq!(conds.len(), 1);
@@ -191,14 +231,20 @@ mod tests {
     #[test]
     fn phases_in_upstream_order() {
         let spec = canary_spec(3);
-        assert_eq!(phase(&spec, &settled(3)), (RolloutPhase::Healthy, String::new()));
+        assert_eq!(
+            phase(&spec, &settled(3)),
+            (RolloutPhase::Healthy, String::new())
+        );
 
         let mut s = settled(3);
         s.updated_replicas = 1;
         assert_eq!(phase(&spec, &s).1, "more replicas need to be updated");
         let mut s = settled(3);
         s.available_replicas = 2;
-        assert_eq!(phase(&spec, &s).1, "updated replicas are still becoming available");
+        assert_eq!(
+            phase(&spec, &s).1,
+            "updated replicas are still becoming available"
+        );
         let mut s = settled(3);
         s.replicas = 4;
         assert_eq!(phase(&spec, &s).1, "old replicas are pending termination");
@@ -207,18 +253,42 @@ mod tests {
         assert_eq!(phase(&spec, &s).1, "waiting for all steps to complete");
 
         let mut s = settled(3);
-        s.pause_conditions.push(PauseCondition { reason: "CanaryPauseStep".into(), start_time: t(1) });
-        assert_eq!(phase(&spec, &s), (RolloutPhase::Paused, "CanaryPauseStep".into()));
+        s.pause_conditions.push(PauseCondition {
+            reason: "CanaryPauseStep".into(),
+            start_time: t(1),
+        });
+        assert_eq!(
+            phase(&spec, &s),
+            (RolloutPhase::Paused, "CanaryPauseStep".into())
+        );
         let mut paused = canary_spec(3);
         paused.paused = true;
-        assert_eq!(phase(&paused, &s), (RolloutPhase::Paused, "manually paused".into()));
+        assert_eq!(
+            phase(&paused, &s),
+            (RolloutPhase::Paused, "manually paused".into())
+        );
 
         let mut s = settled(3);
-        s.conditions.push(condition(INVALID_SPEC, "True", INVALID_SPEC, "bad".into()));
-        assert_eq!(phase(&paused, &s), (RolloutPhase::Degraded, "InvalidSpec: bad".into()));
+        s.conditions
+            .push(condition(INVALID_SPEC, "True", INVALID_SPEC, "bad".into()));
+        assert_eq!(
+            phase(&paused, &s),
+            (RolloutPhase::Degraded, "InvalidSpec: bad".into())
+        );
         let mut s = settled(3);
-        s.conditions.push(condition(PROGRESSING, "False", REASON_DEADLINE, "slow".into()));
-        assert_eq!(phase(&spec, &s), (RolloutPhase::Degraded, "ProgressDeadlineExceeded: slow".into()));
+        s.conditions.push(condition(
+            PROGRESSING,
+            "False",
+            REASON_DEADLINE,
+            "slow".into(),
+        ));
+        assert_eq!(
+            phase(&spec, &s),
+            (
+                RolloutPhase::Degraded,
+                "ProgressDeadlineExceeded: slow".into()
+            )
+        );
     }
 
     #[test]
@@ -242,9 +312,21 @@ mod tests {
         spec.progress_deadline_seconds = Some(60);
         let mut conds = vec![];
         assert_eq!(deadline(&conds, &spec), None);
-        refresh(&mut conds, condition(PROGRESSING, "True", REASON_RS_UPDATED, "m".into()), &t(100));
+        refresh(
+            &mut conds,
+            condition(PROGRESSING, "True", REASON_RS_UPDATED, "m".into()),
+            &t(100),
+        );
         assert_eq!(deadline(&conds, &spec), Some(t(160).0));
-        refresh(&mut conds, condition(PROGRESSING, "True", REASON_NEW_RS_AVAILABLE, "m".into()), &t(100));
-        assert_eq!(deadline(&conds, &spec), None, "a finished rollout has no deadline");
+        refresh(
+            &mut conds,
+            condition(PROGRESSING, "True", REASON_NEW_RS_AVAILABLE, "m".into()),
+            &t(100),
+        );
+        assert_eq!(
+            deadline(&conds, &spec),
+            None,
+            "a finished rollout has no deadline"
+        );
     }
 }

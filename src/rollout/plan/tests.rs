@@ -16,22 +16,41 @@ use crate::api::Rollout;
 use crate::api::rollout::{CanaryStep, CanaryStrategy, RolloutPhase, RolloutSpec, RolloutStrategy};
 use crate::rollout::snapshot::{REVISION_ANNOTATION, ReplicaSetExt, Snapshot};
 
-fn rollout(replicas: i32, image: &str, surge: Option<IntOrString>, unavailable: Option<IntOrString>) -> Rollout {
+fn rollout(
+    replicas: i32,
+    image: &str,
+    surge: Option<IntOrString>,
+    unavailable: Option<IntOrString>,
+) -> Rollout {
     let labels = Some([("app".to_string(), "demo".to_string())].into());
     let mut ro = Rollout::new(
         "demo",
         RolloutSpec {
             replicas: Some(replicas),
-            selector: Some(LabelSelector { match_labels: labels.clone(), match_expressions: None }),
+            selector: Some(LabelSelector {
+                match_labels: labels.clone(),
+                match_expressions: None,
+            }),
             template: Some(PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels, ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels,
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
-                    containers: vec![Container { name: "app".into(), image: Some(image.into()), ..Default::default() }],
+                    containers: vec![Container {
+                        name: "app".into(),
+                        image: Some(image.into()),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }),
             }),
             strategy: RolloutStrategy {
-                canary: Some(CanaryStrategy { max_surge: surge, max_unavailable: unavailable, ..Default::default() }),
+                canary: Some(CanaryStrategy {
+                    max_surge: surge,
+                    max_unavailable: unavailable,
+                    ..Default::default()
+                }),
                 blue_green: None,
             },
             ..Default::default()
@@ -52,7 +71,11 @@ struct World {
 
 impl World {
     fn new(ro: Rollout) -> Self {
-        World { ro, rss: vec![], now: 1_700_000_000 }
+        World {
+            ro,
+            rss: vec![],
+            now: 1_700_000_000,
+        }
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -60,7 +83,10 @@ impl World {
     }
 
     fn rs_mut(&mut self, name: &str) -> &mut ReplicaSet {
-        self.rss.iter_mut().find(|r| r.metadata.name.as_deref() == Some(name)).expect("planned RS exists")
+        self.rss
+            .iter_mut()
+            .find(|r| r.metadata.name.as_deref() == Some(name))
+            .expect("planned RS exists")
     }
 
     /// One reconcile: plan, apply every action, write the status.
@@ -76,13 +102,23 @@ impl World {
                 Action::ScaleReplicaSet { name, to, .. } => {
                     self.rs_mut(name).spec.as_mut().unwrap().replicas = Some(*to);
                 }
-                Action::DeleteReplicaSet { name } => self.rss.retain(|r| r.metadata.name.as_deref() != Some(name)),
+                Action::DeleteReplicaSet { name } => self
+                    .rss
+                    .retain(|r| r.metadata.name.as_deref() != Some(name)),
                 Action::SetReplicaSetRevision { name, revision } => {
-                    let a = self.rs_mut(name).metadata.annotations.get_or_insert_with(Default::default);
+                    let a = self
+                        .rs_mut(name)
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(Default::default);
                     a.insert(REVISION_ANNOTATION.into(), revision.to_string());
                 }
                 Action::SetRolloutRevision { revision } => {
-                    let a = self.ro.metadata.annotations.get_or_insert_with(Default::default);
+                    let a = self
+                        .ro
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(Default::default);
                     a.insert(REVISION_ANNOTATION.into(), revision.to_string());
                 }
             }
@@ -100,7 +136,11 @@ impl World {
             let spec = rs.spec_replicas();
             let st = rs.status.get_or_insert_with(ReplicaSetStatus::default);
             let avail = st.available_replicas.unwrap_or(0);
-            let new_avail = if st.replicas > spec { avail.min(spec) } else { st.replicas.min(spec) };
+            let new_avail = if st.replicas > spec {
+                avail.min(spec)
+            } else {
+                st.replicas.min(spec)
+            };
             st.available_replicas = Some(new_avail);
             st.ready_replicas = Some(new_avail);
             st.replicas = spec;
@@ -122,7 +162,8 @@ impl World {
     fn settle(&mut self, check_availability: bool) {
         let replicas = self.ro.spec.replicas_or_default();
         let c = self.ro.spec.strategy.canary.clone().unwrap();
-        let limits = canary_limits(c.max_surge.as_ref(), c.max_unavailable.as_ref(), replicas).unwrap();
+        let limits =
+            canary_limits(c.max_surge.as_ref(), c.max_unavailable.as_ref(), replicas).unwrap();
         for _ in 0..500 {
             let actions = self.reconcile();
             assert!(
@@ -162,32 +203,86 @@ fn set_image(w: &mut World, image: &str) {
 fn first_deploy_creates_replica_set_and_becomes_healthy() {
     let mut w = World::new(rollout(3, "nginx:1", None, None));
     let actions = w.reconcile();
-    let Action::CreateReplicaSet(rs) = &actions[0] else { panic!("expected a create, got {actions:?}") };
-    let hash = w.ro.status.as_ref().unwrap().current_pod_hash.clone().unwrap();
-    assert_eq!(rs.metadata.name.as_deref(), Some(format!("demo-{hash}").as_str()));
-    assert_eq!(rs.metadata.labels.as_ref().unwrap()["rollouts-pod-template-hash"], hash);
-    assert_eq!(rs.metadata.annotations.as_ref().unwrap()["rollout.argoproj.io/revision"], "1");
-    assert_eq!(rs.spec.as_ref().unwrap().selector.match_labels.as_ref().unwrap()["rollouts-pod-template-hash"], hash);
+    let Action::CreateReplicaSet(rs) = &actions[0] else {
+        panic!("expected a create, got {actions:?}")
+    };
+    let hash =
+        w.ro.status
+            .as_ref()
+            .unwrap()
+            .current_pod_hash
+            .clone()
+            .unwrap();
+    assert_eq!(
+        rs.metadata.name.as_deref(),
+        Some(format!("demo-{hash}").as_str())
+    );
+    assert_eq!(
+        rs.metadata.labels.as_ref().unwrap()["rollouts-pod-template-hash"],
+        hash
+    );
+    assert_eq!(
+        rs.metadata.annotations.as_ref().unwrap()["rollout.argoproj.io/revision"],
+        "1"
+    );
+    assert_eq!(
+        rs.spec
+            .as_ref()
+            .unwrap()
+            .selector
+            .match_labels
+            .as_ref()
+            .unwrap()["rollouts-pod-template-hash"],
+        hash
+    );
     let owner = &rs.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Rollout", "uid-1", Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("Rollout", "uid-1", Some(true))
+    );
     assert!(actions.contains(&Action::SetRolloutRevision { revision: 1 }));
 
     w.settle(false);
     let s = w.ro.status.clone().unwrap();
-    assert_eq!((s.replicas, s.updated_replicas, s.ready_replicas, s.available_replicas), (3, 3, 3, 3));
+    assert_eq!(
+        (
+            s.replicas,
+            s.updated_replicas,
+            s.ready_replicas,
+            s.available_replicas
+        ),
+        (3, 3, 3, 3)
+    );
     assert_eq!(s.stable_rs, s.current_pod_hash);
     assert_eq!(s.selector.as_deref(), Some("app=demo"));
     assert_eq!(s.observed_generation.as_deref(), Some("1"));
     assert_eq!(s.phase, Some(RolloutPhase::Healthy));
-    for (t, want) in [(HEALTHY, "True"), (AVAILABLE, "True"), (COMPLETED, "True"), (PROGRESSING, "True")] {
-        assert_eq!(find(&s.conditions, t).map(|c| c.status.as_str()), Some(want), "{t}");
+    for (t, want) in [
+        (HEALTHY, "True"),
+        (AVAILABLE, "True"),
+        (COMPLETED, "True"),
+        (PROGRESSING, "True"),
+    ] {
+        assert_eq!(
+            find(&s.conditions, t).map(|c| c.status.as_str()),
+            Some(want),
+            "{t}"
+        );
     }
-    assert_eq!(find(&s.conditions, PROGRESSING).unwrap().reason.as_deref(), Some("NewReplicaSetAvailable"));
+    assert_eq!(
+        find(&s.conditions, PROGRESSING).unwrap().reason.as_deref(),
+        Some("NewReplicaSetAvailable")
+    );
 }
 
 #[test]
 fn image_change_rolls_within_limits_and_promotes_new_stable() {
-    let mut w = World::new(rollout(4, "nginx:1", Some(IntOrString::Int(1)), Some(IntOrString::Int(1))));
+    let mut w = World::new(rollout(
+        4,
+        "nginx:1",
+        Some(IntOrString::Int(1)),
+        Some(IntOrString::Int(1)),
+    ));
     w.settle(false);
     let first = w.ro.status.clone().unwrap().stable_rs;
     set_image(&mut w, "nginx:2");
@@ -196,9 +291,17 @@ fn image_change_rolls_within_limits_and_promotes_new_stable() {
     assert_ne!(s.stable_rs, first);
     assert_eq!(s.stable_rs, s.current_pod_hash);
     assert_eq!(w.rss.len(), 2);
-    let old = w.rss.iter().find(|r| r.pod_hash() == first.as_deref()).unwrap();
+    let old = w
+        .rss
+        .iter()
+        .find(|r| r.pod_hash() == first.as_deref())
+        .unwrap();
     assert_eq!(old.spec_replicas(), 0, "old ReplicaSet scaled to zero");
-    let new = w.rss.iter().find(|r| r.pod_hash() == s.current_pod_hash.as_deref()).unwrap();
+    let new = w
+        .rss
+        .iter()
+        .find(|r| r.pod_hash() == s.current_pod_hash.as_deref())
+        .unwrap();
     assert_eq!(new.revision(), 2);
 }
 
@@ -211,7 +314,9 @@ fn going_back_to_an_old_template_reuses_its_replica_set() {
     set_image(&mut w, "nginx:1");
     let actions = w.reconcile();
     assert!(
-        actions.iter().any(|a| matches!(a, Action::SetReplicaSetRevision { revision: 3, .. })),
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::SetReplicaSetRevision { revision: 3, .. })),
         "old template becomes revision 3: {actions:?}"
     );
     w.settle(true);
@@ -226,11 +331,19 @@ fn manual_pause_holds_scaling() {
     set_image(&mut w, "nginx:2");
     for _ in 0..5 {
         let actions = w.reconcile();
-        assert!(actions.iter().all(|a| !matches!(a, Action::ScaleReplicaSet { .. })), "{actions:?}");
+        assert!(
+            actions
+                .iter()
+                .all(|a| !matches!(a, Action::ScaleReplicaSet { .. })),
+            "{actions:?}"
+        );
         w.tick();
     }
     assert_eq!(w.phase(), Some(RolloutPhase::Paused));
-    assert_eq!(w.ro.status.as_ref().unwrap().message.as_deref(), Some("manually paused"));
+    assert_eq!(
+        w.ro.status.as_ref().unwrap().message.as_deref(),
+        Some("manually paused")
+    );
     w.ro.spec.paused = false;
     w.settle(true);
 }
@@ -249,16 +362,28 @@ fn progress_deadline_marks_degraded_and_requeues() {
     w.reconcile();
     let s = w.ro.status.clone().unwrap();
     let c = find(&s.conditions, PROGRESSING).unwrap();
-    assert_eq!((c.status.as_str(), c.reason.as_deref()), ("False", Some("ProgressDeadlineExceeded")));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("False", Some("ProgressDeadlineExceeded"))
+    );
     assert_eq!(s.phase, Some(RolloutPhase::Degraded));
-    assert!(s.message.unwrap().starts_with("ProgressDeadlineExceeded: ReplicaSet"));
+    assert!(
+        s.message
+            .unwrap()
+            .starts_with("ProgressDeadlineExceeded: ReplicaSet")
+    );
 }
 
 fn invalid_message(ro: &Rollout) -> String {
-    let p = plan(&Snapshot::new(ro.clone(), vec![]), Timestamp::from_second(0).unwrap());
+    let p = plan(
+        &Snapshot::new(ro.clone(), vec![]),
+        Timestamp::from_second(0).unwrap(),
+    );
     assert!(p.actions.is_empty());
     assert_eq!(p.status.phase, Some(RolloutPhase::Degraded));
-    find(&p.status.conditions, INVALID_SPEC).and_then(|c| c.message.clone()).expect("InvalidSpec condition")
+    find(&p.status.conditions, INVALID_SPEC)
+        .and_then(|c| c.message.clone())
+        .expect("InvalidSpec condition")
 }
 
 #[test]
@@ -276,23 +401,38 @@ fn invalid_specs_get_upstream_messages() {
         "The Rollout \"demo\" is invalid: spec.strategy.strategy: Invalid value: \"blueGreen: true canary: true\": Multiple Strategies can not be listed"
     );
     let mut ro = rollout(1, "x", None, None);
-    ro.spec.selector.as_mut().unwrap().match_labels = Some([("app".to_string(), "other".to_string())].into());
+    ro.spec.selector.as_mut().unwrap().match_labels =
+        Some([("app".to_string(), "other".to_string())].into());
     assert_eq!(
         invalid_message(&ro),
         "The Rollout \"demo\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"demo\"}: `selector` does not match template `labels`"
     );
-    let ro = rollout(1, "x", Some(IntOrString::Int(0)), Some(IntOrString::String("0%".into())));
+    let ro = rollout(
+        1,
+        "x",
+        Some(IntOrString::Int(0)),
+        Some(IntOrString::String("0%".into())),
+    );
     assert!(invalid_message(&ro).ends_with("MaxSurge and MaxUnavailable both can not be zero"));
     let mut ro = rollout(1, "x", None, None);
-    ro.spec.strategy.canary.as_mut().unwrap().steps = vec![CanaryStep { set_weight: Some(120), ..Default::default() }];
+    ro.spec.strategy.canary.as_mut().unwrap().steps = vec![CanaryStep {
+        set_weight: Some(120),
+        ..Default::default()
+    }];
     assert!(invalid_message(&ro).ends_with("SetWeight needs to be between 0 and 100"));
 }
 
 #[test]
 fn features_not_yet_implemented_are_reported_not_ignored() {
     let mut ro = rollout(1, "x", None, None);
-    ro.spec.strategy.canary.as_mut().unwrap().steps = vec![CanaryStep { set_weight: Some(20), ..Default::default() }];
-    assert!(invalid_message(&ro).contains("canary steps, which this version of the controller does not implement yet"));
+    ro.spec.strategy.canary.as_mut().unwrap().steps = vec![CanaryStep {
+        set_weight: Some(20),
+        ..Default::default()
+    }];
+    assert!(
+        invalid_message(&ro)
+            .contains("canary steps, which this version of the controller does not implement yet")
+    );
 }
 
 #[test]
@@ -307,7 +447,10 @@ fn invalid_spec_clears_once_fixed() {
 }
 
 fn int_or_percent() -> impl Strategy<Value = IntOrString> {
-    prop_oneof![(0i32..4).prop_map(IntOrString::Int), (0i32..=100).prop_map(|p| IntOrString::String(format!("{p}%")))]
+    prop_oneof![
+        (0i32..4).prop_map(IntOrString::Int),
+        (0i32..=100).prop_map(|p| IntOrString::String(format!("{p}%")))
+    ]
 }
 
 proptest! {
