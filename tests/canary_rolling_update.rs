@@ -77,22 +77,20 @@ async fn wait_healthy(env: &TestEnv, name: &str) -> Result<RolloutStatus> {
     .await
 }
 
+fn is_ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 async fn ready_pods(env: &TestEnv, app: &str) -> Result<i32> {
     let pods = env
         .api::<Pod>()
         .list(&ListParams::default().labels(&format!("app={app}")))
         .await?;
-    Ok(pods
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .count() as i32)
+    Ok(pods.items.iter().filter(|p| is_ready(p)).count() as i32)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,18 +201,7 @@ async fn image_change_replaces_pods_within_surge_and_unavailability() -> Result<
             let rss: kube::Api<ReplicaSet> = kube::Api::namespaced(env_client, &ns);
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(list) = pods.list(&ListParams::default().labels("app=api")).await {
-                    let ready = list
-                        .items
-                        .iter()
-                        .filter(|p| {
-                            p.status
-                                .as_ref()
-                                .and_then(|s| s.conditions.as_ref())
-                                .is_some_and(|cs| {
-                                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                                })
-                        })
-                        .count() as i32;
+                    let ready = list.items.iter().filter(|p| is_ready(p)).count() as i32;
                     min_ready.fetch_min(ready, Ordering::Relaxed);
                 }
                 if let Ok(list) = rss.list(&ListParams::default()).await {

@@ -97,25 +97,13 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                     "metadata": {"annotations": {DESIRED_REPLICAS_ANNOTATION: desired_replicas.to_string()}},
                     "spec": {"replicas": to},
                 });
-                rs_api
-                    .patch(name, &merge, &Patch::Merge(patch))
-                    .await
-                    .map_err(|source| ApplyError::PatchReplicaSet {
-                        name: name.clone(),
-                        source,
-                    })?;
+                patch_replica_set(&rs_api, name, patch).await?;
                 let direction = if to > from { "up" } else { "down" };
                 info!(rollout = %ro_name, replicaset = %name, from, to, "scaled {direction} ReplicaSet");
             }
             Action::SetReplicaSetRevision { name, revision } => {
                 let patch = json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision.to_string()}}});
-                rs_api
-                    .patch(name, &merge, &Patch::Merge(patch))
-                    .await
-                    .map_err(|source| ApplyError::PatchReplicaSet {
-                        name: name.clone(),
-                        source,
-                    })?;
+                patch_replica_set(&rs_api, name, patch).await?;
                 info!(rollout = %ro_name, replicaset = %name, revision, "ReplicaSet is the newest revision again");
             }
             Action::DeleteReplicaSet { name } => {
@@ -170,6 +158,20 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
         );
     }
     Ok(())
+}
+
+async fn patch_replica_set(
+    api: &Api<ReplicaSet>,
+    name: &str,
+    patch: Value,
+) -> Result<(), ApplyError> {
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map(drop)
+        .map_err(|source| ApplyError::PatchReplicaSet {
+            name: name.to_string(),
+            source,
+        })
 }
 
 /// The JSON merge patch (RFC 7386) that turns `old` into `new`; None when

@@ -75,6 +75,7 @@ pub fn plan(ro: &Rollout, all: &[ReplicaSet], mut status: RolloutStatus, now: &T
         actions.push(Action::SetRolloutRevision {
             revision: max_revision + 1,
         });
+        conditions(ro, &old_status, &mut status, None, now);
         st::refresh(
             &mut status.conditions,
             condition(
@@ -85,7 +86,6 @@ pub fn plan(ro: &Rollout, all: &[ReplicaSet], mut status: RolloutStatus, now: &T
             ),
             now,
         );
-        conditions(ro, &old_status, &mut status, None, now);
         let requeue_after = requeue(ro, &status, now);
         return Plan {
             actions,

@@ -241,6 +241,12 @@ fn first_deploy_creates_replica_set_and_becomes_healthy() {
         ("Rollout", "uid-1", Some(true))
     );
     assert!(actions.contains(&Action::SetRolloutRevision { revision: 1 }));
+    let progressing = find(&w.ro.status.as_ref().unwrap().conditions, PROGRESSING).unwrap();
+    assert_eq!(progressing.reason.as_deref(), Some("NewReplicaSetCreated"));
+    assert_eq!(
+        progressing.message.clone().unwrap(),
+        format!("Created new replica set \"demo-{hash}\"")
+    );
 
     w.settle(false);
     let s = w.ro.status.clone().unwrap();
