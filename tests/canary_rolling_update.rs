@@ -16,7 +16,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use rollouts::api::Rollout;
 use rollouts::api::rollout::{RolloutPhase, RolloutStatus};
 use serde_json::json;
-use support::{TestEnv, wait_for};
+use support::{TestEnv, wait_for, wait_rollout};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -60,19 +60,8 @@ async fn status(env: &TestEnv, name: &str) -> Result<RolloutStatus> {
 
 /// Waits for phase Healthy on the current generation and returns the status.
 async fn wait_healthy(env: &TestEnv, name: &str) -> Result<RolloutStatus> {
-    let api = env.api::<Rollout>();
-    wait_for(&format!("Rollout {name} Healthy"), TIMEOUT, || async {
-        let ro = api.get(name).await?;
-        let generation = ro.metadata.generation.map(|g| g.to_string());
-        let s = ro.status.unwrap_or_default();
-        if s.phase == Some(RolloutPhase::Healthy) && s.observed_generation == generation {
-            Ok(Ok(s))
-        } else {
-            Ok(Err(format!(
-                "phase {:?} ({:?}), observedGeneration {:?} of {generation:?}",
-                s.phase, s.message, s.observed_generation
-            )))
-        }
+    wait_rollout(env, name, "Healthy", |s| {
+        s.phase == Some(RolloutPhase::Healthy)
     })
     .await
 }
@@ -388,5 +377,49 @@ async fn malformed_rollouts_get_invalid_spec_and_the_controller_keeps_going() ->
     .await?;
     let s = wait_healthy(&env, "no-strategy").await?;
     assert!(s.conditions.iter().all(|c| c.r#type != "InvalidSpec"));
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_deadline_abort_aborts_a_canary_that_never_becomes_ready() -> Result<()> {
+    let env = TestEnv::new("deadline-abort").await?;
+    let spec = format!(
+        "  progressDeadlineSeconds: 5\n  progressDeadlineAbort: true\n{}",
+        strategy("1", "0")
+    );
+    env.apply_yaml(&rollout_yaml("bad", 3, "nginx:1.0", &spec))
+        .await?;
+    let first = wait_healthy(&env, "bad").await?;
+    let patch = json!({"spec": {"template": {
+        "metadata": {"labels": {"app": "bad", "fail-readiness": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:bad"}]}}}});
+    env.api::<Rollout>()
+        .patch("bad", &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    let s = wait_rollout(&env, "bad", "aborted", |s| s.abort).await?;
+    assert_eq!(s.phase, Some(RolloutPhase::Degraded));
+    assert!(
+        s.message
+            .clone()
+            .unwrap_or_default()
+            .starts_with("RolloutAborted: Rollout aborted update to revision 2"),
+        "{:?}",
+        s.message
+    );
+    assert_eq!(s.stable_rs, first.stable_rs, "stable untouched");
+    let new_rs = format!("bad-{}", s.current_pod_hash.clone().unwrap_or_default());
+    wait_for("the bad canary scaled to zero", TIMEOUT, || async {
+        let rs = env.api::<ReplicaSet>().get(&new_rs).await?;
+        match rs.spec.and_then(|s| s.replicas) {
+            Some(0) => Ok(Ok(())),
+            n => Ok(Err(format!("{new_rs} at {n:?}"))),
+        }
+    })
+    .await?;
+    assert_eq!(
+        ready_pods(&env, "bad").await?,
+        3,
+        "all stable pods still serve"
+    );
     env.cleanup().await
 }

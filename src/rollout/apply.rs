@@ -3,6 +3,7 @@
 //! work on the next reconcile instead of skipping it).
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Map, Value, json};
@@ -10,8 +11,11 @@ use tracing::info;
 
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
+use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::plan::{Action, Plan};
-use crate::rollout::snapshot::{DESIRED_REPLICAS_ANNOTATION, REVISION_ANNOTATION};
+use crate::rollout::snapshot::{
+    DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, REVISION_ANNOTATION,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -25,6 +29,8 @@ pub enum ApplyError {
     PatchReplicaSet { name: String, source: kube::Error },
     #[error("deleting ReplicaSet {name}: {source}")]
     Delete { name: String, source: kube::Error },
+    #[error("patching Service {name}: {source}")]
+    PatchService { name: String, source: kube::Error },
     #[error("patching Rollout {name}: {source}")]
     PatchRollout { name: String, source: kube::Error },
     #[error("writing status of Rollout {name}: {source}")]
@@ -119,6 +125,21 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                         });
                     }
                 }
+            }
+            Action::SetServiceSelector { name, hash, adopt } => {
+                let mut patch = json!({"spec": {"selector": {POD_TEMPLATE_HASH_LABEL: hash}}});
+                if *adopt {
+                    patch["metadata"] = json!({"annotations": {MANAGED_BY_ANNOTATION: ro_name}});
+                }
+                let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
+                svc_api
+                    .patch(name, &merge, &Patch::Merge(patch))
+                    .await
+                    .map_err(|source| ApplyError::PatchService {
+                        name: name.clone(),
+                        source,
+                    })?;
+                info!(rollout = %ro_name, service = %name, hash = %hash, "switched Service selector");
             }
             Action::SetRolloutRevision { revision } => {
                 let patch = json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision.to_string()}}});

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::reflector::{self, Store};
@@ -126,7 +127,17 @@ async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error
         .into_iter()
         .filter(|rs| rs.namespace() == ns)
         .map(|rs| (*rs).clone());
-    let snapshot = Snapshot::new((*ro).clone(), candidates);
+    // The few Services a Rollout names are read directly: caching every
+    // Service in the cluster would cost more than these GETs.
+    let svc_api: Api<Service> =
+        Api::namespaced(ctx.client.clone(), &ns.clone().unwrap_or_default());
+    let mut services = Vec::new();
+    for name in Snapshot::service_names(&ro) {
+        if let Some(svc) = svc_api.get_opt(&name).await.map_err(Error::Api)? {
+            services.push(svc);
+        }
+    }
+    let snapshot = Snapshot::new((*ro).clone(), candidates).with_services(services);
     let plan = plan(&snapshot, Timestamp::now());
     if !plan.actions.is_empty() {
         debug!(rollout = %ro.name_any(), actions = ?plan.actions, "plan");

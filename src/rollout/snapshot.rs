@@ -1,7 +1,10 @@
 //! What one reconcile observes of a Rollout: the object and the ReplicaSets it
 //! controls. Built by the shell from its caches; the planner reads nothing else.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 
 use crate::api::Rollout;
@@ -12,6 +15,8 @@ pub struct Snapshot {
     pub rollout: Rollout,
     /// ReplicaSets whose controller owner reference is this Rollout.
     pub replica_sets: Vec<ReplicaSet>,
+    /// The Services the spec names, by name; a missing name was not found.
+    pub services: BTreeMap<String, Service>,
 }
 
 impl Snapshot {
@@ -29,7 +34,29 @@ impl Snapshot {
         Snapshot {
             rollout,
             replica_sets,
+            services: BTreeMap::new(),
         }
+    }
+
+    /// Names of the Services the spec refers to (stable and canary).
+    pub fn service_names(rollout: &Rollout) -> Vec<String> {
+        let Some(c) = rollout.spec.strategy.canary.as_ref() else {
+            return vec![];
+        };
+        [&c.stable_service, &c.canary_service]
+            .into_iter()
+            .flatten()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    pub fn with_services(mut self, services: impl IntoIterator<Item = Service>) -> Self {
+        self.services = services
+            .into_iter()
+            .filter_map(|s| Some((s.metadata.name.clone()?, s)))
+            .collect();
+        self
     }
 }
 
@@ -45,6 +72,8 @@ pub trait ReplicaSetExt {
 
 pub const REVISION_ANNOTATION: &str = "rollout.argoproj.io/revision";
 pub const DESIRED_REPLICAS_ANNOTATION: &str = "rollout.argoproj.io/desired-replicas";
+/// Set on a Service when a Rollout first takes over its selector.
+pub const MANAGED_BY_ANNOTATION: &str = "argo-rollouts.argoproj.io/managed-by-rollouts";
 
 impl ReplicaSetExt for ReplicaSet {
     fn pod_hash(&self) -> Option<&str> {

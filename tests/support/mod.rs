@@ -220,3 +220,45 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits until the Rollout satisfies `done` on its current generation and
+/// returns its status.
+pub async fn wait_rollout(
+    env: &TestEnv,
+    name: &str,
+    what: &str,
+    done: impl Fn(&rollouts::api::rollout::RolloutStatus) -> bool,
+) -> Result<rollouts::api::rollout::RolloutStatus> {
+    let api = env.api::<rollouts::api::Rollout>();
+    wait_for(
+        &format!("Rollout {name}: {what}"),
+        Duration::from_secs(90),
+        || async {
+            let ro = api.get(name).await?;
+            let generation = ro.metadata.generation.map(|g| g.to_string());
+            let s = ro.status.unwrap_or_default();
+            if s.observed_generation == generation && done(&s) {
+                Ok(Ok(s))
+            } else {
+                Ok(Err(format!(
+                    "phase {:?} ({:?}), step {:?}, observedGeneration {:?} of {generation:?}",
+                    s.phase, s.message, s.current_step_index, s.observed_generation
+                )))
+            }
+        },
+    )
+    .await
+}
+
+/// Merge-patches the Rollout's status subresource, as `kubectl rollouts`
+/// promote/abort/retry do.
+pub async fn patch_status(env: &TestEnv, name: &str, patch: serde_json::Value) -> Result<()> {
+    env.api::<rollouts::api::Rollout>()
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": patch })),
+        )
+        .await?;
+    Ok(())
+}

@@ -10,16 +10,22 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, ObjectMeta, OwnerReference, Time,
 };
+use k8s_openapi::jiff::Timestamp;
 
 use super::replicas::{
-    CanaryInput, OldRs, RsCounts, basic_canary_counts, canary_limits, scale_down_old,
+    CanaryInput, OldRs, RsCounts, approximate_weighted_counts, basic_canary_counts, canary_limits,
+    scale_down_old,
 };
 use super::status::{self as st, condition};
+use super::steps::{self, PAUSE_REASON_CANARY, Pause, set_weight};
 use super::{Action, Plan};
 use crate::api::Rollout;
-use crate::api::rollout::RolloutStatus;
+use crate::api::rollout::{PauseCondition, RolloutStatus};
 use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, pod_template_hash, steps_hash};
-use crate::rollout::snapshot::{DESIRED_REPLICAS_ANNOTATION, REVISION_ANNOTATION, ReplicaSetExt};
+use crate::rollout::snapshot::{
+    DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, REVISION_ANNOTATION, ReplicaSetExt,
+    Snapshot,
+};
 
 /// Rollout annotations not copied to its ReplicaSets (as upstream).
 const NOT_COPIED: &[&str] = &[
@@ -29,16 +35,39 @@ const NOT_COPIED: &[&str] = &[
     DESIRED_REPLICAS_ANNOTATION,
 ];
 
-pub fn plan(ro: &Rollout, all: &[ReplicaSet], mut status: RolloutStatus, now: &Time) -> Plan {
+pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
+    let ro = &snap.rollout;
+    let all = snap.replica_sets.as_slice();
     let old_status = ro.status.clone().unwrap_or_default();
     let spec = &ro.spec;
     // Validation guarantees a canary strategy and a template here.
     let canary = spec.strategy.canary.clone().unwrap_or_default();
+    let steps = canary.steps.as_slice();
+    let step_count = steps.len() as i32;
     let template = spec.template.clone().unwrap_or_default();
     let replicas = spec.replicas_or_default();
     let hash = pod_template_hash(&template, old_status.collision_count);
     status.current_pod_hash = Some(hash.clone());
     status.current_step_hash = Some(steps_hash(&canary.steps));
+
+    // A new template or new steps start the steps over; going back to the
+    // stable template skips them (fast rollback).
+    if old_status.current_pod_hash != status.current_pod_hash
+        || old_status.current_step_hash != status.current_step_hash
+    {
+        status.pause_conditions.clear();
+        status.controller_pause = false;
+        status.abort = false;
+        status.aborted_at = None;
+        status.promote_full = false;
+        status.current_step_index = (!steps.is_empty()).then_some(0);
+        if !steps.is_empty() && old_status.stable_rs.as_deref() == Some(hash.as_str()) {
+            status.current_step_index = Some(step_count);
+        }
+    }
+    if status.promote_full && !steps.is_empty() {
+        status.current_step_index = Some(step_count);
+    }
 
     let new_rs = all.iter().find(|rs| rs.pod_hash() == Some(hash.as_str()));
     let stable_rs = old_status
@@ -55,27 +84,55 @@ pub fn plan(ro: &Rollout, all: &[ReplicaSet], mut status: RolloutStatus, now: &T
     status.available_replicas = all.iter().map(|rs| rs.available()).sum();
     status.updated_replicas = new_rs.map_or(0, |rs| rs.status_replicas());
 
-    // Initial deploy, or the new ReplicaSet fully available: it becomes stable.
-    let promote = match stable_rs {
-        None => true,
-        Some(_) => !status.abort && new_rs.is_some_and(|rs| rs.available() == replicas),
-    };
+    // The new ReplicaSet becomes stable on the initial deploy, or once it is
+    // fully available after the last step (or a full promotion).
+    let steps_done = steps.is_empty() || status.current_step_index >= Some(step_count);
+    let promote = stable_rs.is_none()
+        || (!status.abort
+            && new_rs.is_some_and(|rs| rs.available() == replicas)
+            && (status.promote_full || steps_done));
     if promote {
         status.stable_rs = Some(hash.clone());
         status.pause_conditions.clear();
+        status.controller_pause = false;
         status.abort = false;
+        status.aborted_at = None;
         status.promote_full = false;
+        status.current_step_index = (!steps.is_empty()).then_some(step_count);
     }
-    status.promote_full = status.promote_full && status.current_pod_hash != status.stable_rs;
+    let mut pause_until = None;
+    if !status.abort {
+        status.aborted_at = None; // retried
+    }
+    if status.abort {
+        // Back to step 0: weight 0, stable to full size (unless the new
+        // ReplicaSet already is the stable one: nothing left to undo).
+        let done = status.stable_rs.as_deref() == Some(hash.as_str());
+        status.current_step_index =
+            (!steps.is_empty()).then_some(if done { step_count } else { 0 });
+        status.aborted_at.get_or_insert_with(|| now.clone());
+        status.pause_conditions.clear();
+        status.controller_pause = false;
+    } else if !spec.paused && !promote {
+        pause_until = advance_step(snap, &mut status, new_rs, stable_rs, now);
+    }
+    let weight = if status.stable_rs.as_deref() == Some(hash.as_str()) {
+        100
+    } else if status.abort {
+        0
+    } else {
+        set_weight(steps, status.current_step_index)
+    };
 
     let Some(new_rs) = new_rs else {
         let rs = new_replica_set(ro, &template, &hash, max_revision + 1);
         let rs_name = rs.metadata.name.clone().unwrap_or_default();
+        actions.extend(services(snap, &status, false));
         actions.push(Action::CreateReplicaSet(Box::new(rs)));
         actions.push(Action::SetRolloutRevision {
             revision: max_revision + 1,
         });
-        conditions(ro, &old_status, &mut status, None, now);
+        conditions(ro, &old_status, &mut status, None, max_revision + 1, now);
         st::refresh(
             &mut status.conditions,
             condition(
@@ -86,7 +143,7 @@ pub fn plan(ro: &Rollout, all: &[ReplicaSet], mut status: RolloutStatus, now: &T
             ),
             now,
         );
-        let requeue_after = requeue(ro, &status, now);
+        let requeue_after = requeue(ro, &status, now, pause_until);
         return Plan {
             actions,
             status,
@@ -115,18 +172,145 @@ pub fn plan(ro: &Rollout, all: &[ReplicaSet], mut status: RolloutStatus, now: &T
         actions.push(Action::SetRolloutRevision { revision });
     }
 
-    if !spec.paused {
-        actions.extend(scale(ro, all, new_rs, stable_rs, replicas));
-    }
+    // Traffic moves before pods: the Service changes are applied before the
+    // scaling, and decided knowing it, so the canary Service never selects a
+    // canary that this plan shrinks to nothing.
+    let scaling = if spec.paused {
+        vec![]
+    } else {
+        scale(ro, all, new_rs, stable_rs, replicas, weight)
+    };
+    let new_target = scaling
+        .iter()
+        .find_map(|a| match a {
+            Action::ScaleReplicaSet { name, to, .. } if *name == new_name => Some(*to),
+            _ => None,
+        })
+        .unwrap_or_else(|| new_rs.spec_replicas());
+    let serving = new_rs.available().min(new_target) > 0;
+    actions.extend(services(snap, &status, serving));
+    actions.extend(scaling);
     actions.extend(history_cleanup(ro, all, new_rs, stable_rs));
 
-    conditions(ro, &old_status, &mut status, Some(&new_name), now);
-    let requeue_after = requeue(ro, &status, now);
+    conditions(ro, &old_status, &mut status, Some(&new_name), revision, now);
+    let requeue_after = requeue(ro, &status, now, pause_until);
     Plan {
         actions,
         status,
         requeue_after,
     }
+}
+
+/// Completes the current step if it is done, at most one step per plan (the
+/// status write triggers the next plan). Returns when a timed pause ends.
+fn advance_step(
+    snap: &Snapshot,
+    status: &mut RolloutStatus,
+    new_rs: Option<&ReplicaSet>,
+    stable_rs: Option<&ReplicaSet>,
+    now: &Time,
+) -> Option<Timestamp> {
+    let ro = &snap.rollout;
+    let canary = ro.spec.strategy.canary.as_ref()?;
+    let step = steps::current(&canary.steps, status.current_step_index)?;
+    let done = if let Some(w) = step.set_weight {
+        at_desired_counts(ro, snap.replica_sets.as_slice(), new_rs?, stable_rs, w)
+    } else if step.pause.is_some() {
+        match steps::pause(step, status, now) {
+            Pause::Start { until } => {
+                status.pause_conditions.push(PauseCondition {
+                    reason: PAUSE_REASON_CANARY.into(),
+                    start_time: now.clone(),
+                });
+                status.controller_pause = true;
+                return until;
+            }
+            Pause::Waiting { until } => return until,
+            Pause::Done => true,
+        }
+    } else {
+        false // other step kinds are refused before planning (unsupported)
+    };
+    if done {
+        status
+            .pause_conditions
+            .retain(|c| c.reason != PAUSE_REASON_CANARY);
+        status.controller_pause = false;
+        status.current_step_index = Some(status.current_step_index.unwrap_or(0) + 1);
+    }
+    None
+}
+
+/// A setWeight step is complete when both ReplicaSets have exactly the pods
+/// the weight asks for, all available, and older ReplicaSets none.
+fn at_desired_counts(
+    ro: &Rollout,
+    all: &[ReplicaSet],
+    new_rs: &ReplicaSet,
+    stable_rs: Option<&ReplicaSet>,
+    weight: i32,
+) -> bool {
+    let canary = ro.spec.strategy.canary.clone().unwrap_or_default();
+    let replicas = ro.spec.replicas_or_default();
+    let Ok(limits) = canary_limits(
+        canary.max_surge.as_ref(),
+        canary.max_unavailable.as_ref(),
+        replicas,
+    ) else {
+        return false;
+    };
+    let (want_new, want_stable) = approximate_weighted_counts(replicas, weight, limits.max_surge);
+    let stable_ok = stable_rs
+        .is_some_and(|s| s.spec_replicas() == want_stable && s.status_replicas() == want_stable);
+    let others_available: i32 = all
+        .iter()
+        .filter(|rs| rs.metadata.name != new_rs.metadata.name)
+        .filter(|rs| stable_rs.is_none_or(|s| s.metadata.name != rs.metadata.name))
+        .map(|rs| rs.available())
+        .sum();
+    new_rs.spec_replicas() == want_new
+        && new_rs.available() == want_new
+        && stable_ok
+        && others_available == 0
+}
+
+/// Selector changes for the stable and canary Services. The canary Service
+/// gets the new pods only once some are available, and goes back to stable
+/// on abort, so it never points at pods that cannot serve.
+fn services(snap: &Snapshot, status: &RolloutStatus, canary_serving: bool) -> Vec<Action> {
+    let ro = &snap.rollout;
+    let Some(canary) = ro.spec.strategy.canary.as_ref() else {
+        return vec![];
+    };
+    let Some(stable_hash) = status.stable_rs.clone() else {
+        return vec![];
+    };
+    let canary_hash = match status.current_pod_hash.as_ref() {
+        Some(hash) if !status.abort && canary_serving => hash.clone(),
+        _ => stable_hash.clone(),
+    };
+    [
+        (canary.stable_service.as_ref(), stable_hash),
+        (canary.canary_service.as_ref(), canary_hash),
+    ]
+    .into_iter()
+    .filter_map(|(name, hash)| {
+        let svc = snap.services.get(name?)?;
+        let selector = svc.spec.as_ref().and_then(|s| s.selector.as_ref());
+        let current = selector.and_then(|s| s.get(POD_TEMPLATE_HASH_LABEL));
+        let managed_by = svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(MANAGED_BY_ANNOTATION));
+        let adopt = managed_by.is_none();
+        (current != Some(&hash) || adopt).then(|| Action::SetServiceSelector {
+            name: svc.metadata.name.clone().unwrap_or_default(),
+            hash,
+            adopt,
+        })
+    })
+    .collect()
 }
 
 /// At most one kind of scaling per plan, as upstream: stable first, then the
@@ -139,6 +323,7 @@ fn scale(
     new_rs: &ReplicaSet,
     stable_rs: Option<&ReplicaSet>,
     replicas: i32,
+    weight: i32,
 ) -> Vec<Action> {
     let canary = ro.spec.strategy.canary.clone().unwrap_or_default();
     let Ok(limits) = canary_limits(
@@ -166,10 +351,9 @@ fn scale(
     let other_counts: Vec<RsCounts> = others.iter().map(|rs| counts(rs)).collect();
     let new_counts = counts(new_rs);
     let stable_counts = separate_stable.map(counts);
-    // Without steps the canary weight is 100: all pods on the new template.
     let (new_target, stable_target) = basic_canary_counts(&CanaryInput {
         replicas,
-        weight: 100,
+        weight,
         limits,
         new_rs: Some(&new_counts),
         stable_rs: stable_counts.as_ref(),
@@ -248,6 +432,7 @@ fn conditions(
     old: &RolloutStatus,
     status: &mut RolloutStatus,
     new_rs: Option<&str>,
+    revision: i64,
     now: &Time,
 ) {
     let spec = &ro.spec;
@@ -294,7 +479,18 @@ fn conditions(
     let timed_out = progressing
         .as_ref()
         .is_some_and(|c| c.reason.as_deref() == Some(st::REASON_DEADLINE));
-    if spec.paused {
+    if status.abort {
+        st::set(
+            &mut status.conditions,
+            condition(
+                st::PROGRESSING,
+                "False",
+                st::REASON_ABORTED,
+                format!("Rollout aborted update to revision {revision}"),
+            ),
+            now,
+        );
+    } else if spec.paused {
         st::set(
             &mut status.conditions,
             condition(
@@ -320,9 +516,11 @@ fn conditions(
         || progressing
             .as_ref()
             .is_none_or(|c| c.reason.as_deref() == Some(st::REASON_PAUSED))
-        || progressing
-            .as_ref()
-            .is_some_and(|c| c.reason.as_deref() == Some(st::REASON_NEW_RS_AVAILABLE))
+        || progressing.as_ref().is_some_and(|c| {
+            // a new update after a completed one, or a retry after an abort
+            c.reason.as_deref() == Some(st::REASON_NEW_RS_AVAILABLE)
+                || c.reason.as_deref() == Some(st::REASON_ABORTED)
+        })
     {
         // Progress (or a fresh start) restarts the deadline.
         st::refresh(
@@ -335,7 +533,11 @@ fn conditions(
             ),
             now,
         );
-    } else if !timed_out && st::deadline(&status.conditions, spec).is_some_and(|d| d <= now.0) {
+    } else if !timed_out
+        && !paused
+        && st::deadline(&status.conditions, spec).is_some_and(|d| d <= now.0)
+    {
+        // A pause step is not a lack of progress.
         st::set(
             &mut status.conditions,
             condition(
@@ -346,6 +548,10 @@ fn conditions(
             ),
             now,
         );
+        if spec.progress_deadline_abort {
+            // Picked up by the next plan, which aborts.
+            status.abort = true;
+        }
     }
 
     let (avail_status, avail_msg) = if status.available_replicas >= replicas {
@@ -398,10 +604,17 @@ fn conditions(
     }
 }
 
-/// Look again when the progress deadline would pass.
-fn requeue(ro: &Rollout, status: &RolloutStatus, now: &Time) -> Option<Duration> {
-    let deadline = st::deadline(&status.conditions, &ro.spec)?;
-    let secs = (deadline.as_second() - now.0.as_second()).max(1);
+/// Look again when a timed pause ends or the progress deadline would pass.
+fn requeue(
+    ro: &Rollout,
+    status: &RolloutStatus,
+    now: &Time,
+    pause_until: Option<Timestamp>,
+) -> Option<Duration> {
+    let paused = ro.spec.paused || !status.pause_conditions.is_empty();
+    let deadline = st::deadline(&status.conditions, &ro.spec).filter(|_| !paused);
+    let at = [deadline, pause_until].into_iter().flatten().min()?;
+    let secs = (at.as_second() - now.0.as_second()).max(1);
     Some(Duration::from_secs(secs as u64))
 }
 

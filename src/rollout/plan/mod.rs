@@ -5,6 +5,7 @@
 pub mod canary;
 pub mod replicas;
 pub mod status;
+pub mod steps;
 
 use std::time::Duration;
 
@@ -47,6 +48,13 @@ pub enum Action {
     DeleteReplicaSet { name: String },
     /// Set the Rollout's `rollout.argoproj.io/revision` annotation.
     SetRolloutRevision { revision: i64 },
+    /// Point a Service at the pods of one ReplicaSet (by the hash label);
+    /// `adopt` also marks the Service as managed by this Rollout.
+    SetServiceSelector {
+        name: String,
+        hash: String,
+        adopt: bool,
+    },
 }
 
 /// Decides the next changes for one Rollout. Pure: the same snapshot and
@@ -59,7 +67,9 @@ pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
     let ro = &snapshot.rollout;
     let mut status = base_status(ro);
 
-    let message = invalid_spec_message(ro).or_else(|| unsupported(ro));
+    let message = invalid_spec_message(ro)
+        .or_else(|| unsupported(ro))
+        .or_else(|| missing_service(snapshot));
     if let Some(message) = message {
         status::set(
             &mut status.conditions,
@@ -67,15 +77,17 @@ pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
             &now,
         );
         finish(ro, &mut status);
+        // As upstream: look again later, since what is missing (a Service)
+        // may appear without the Rollout changing.
         return Plan {
             actions: vec![],
             status,
-            requeue_after: None,
+            requeue_after: Some(Duration::from_secs(20)),
         };
     }
     status::remove(&mut status.conditions, status::INVALID_SPEC);
 
-    let mut plan = canary::plan(ro, &snapshot.replica_sets, status, &now);
+    let mut plan = canary::plan(snapshot, status, &now);
     finish(ro, &mut plan.status);
     plan
 }
@@ -100,32 +112,63 @@ fn finish(ro: &Rollout, status: &mut RolloutStatus) {
 /// instead of silently doing nothing.
 fn unsupported(ro: &Rollout) -> Option<String> {
     let name = ro.metadata.name.as_deref().unwrap_or_default();
-    let what = if ro.spec.workload_ref.is_some() {
+    let spec = &ro.spec;
+    let canary = spec.strategy.canary.as_ref();
+    let step_kind = canary.and_then(|c| {
+        c.steps.iter().find_map(|s| {
+            if s.analysis.is_some() {
+                Some("analysis steps")
+            } else if s.experiment.is_some() {
+                Some("experiment steps")
+            } else if s.set_canary_scale.is_some() {
+                Some("setCanaryScale steps")
+            } else if s.set_header_route.is_some() || s.set_mirror_route.is_some() {
+                Some("header and mirror route steps")
+            } else if s.plugin.is_some() {
+                Some("plugin steps")
+            } else {
+                None
+            }
+        })
+    });
+    let what = if spec.workload_ref.is_some() {
         "spec.workloadRef"
-    } else if ro.spec.strategy.blue_green.is_some() {
+    } else if spec.restart_at.is_some() {
+        "spec.restartAt"
+    } else if spec.strategy.blue_green.is_some() {
         "the blueGreen strategy"
-    } else if ro
-        .spec
-        .strategy
-        .canary
-        .as_ref()
-        .is_some_and(|c| !c.steps.is_empty())
-    {
-        "canary steps"
-    } else if ro
-        .spec
-        .strategy
-        .canary
-        .as_ref()
-        .is_some_and(|c| c.traffic_routing.is_some())
-    {
+    } else if let Some(kind) = step_kind {
+        kind
+    } else if canary.is_some_and(|c| c.traffic_routing.is_some()) {
         "canary trafficRouting"
+    } else if canary.is_some_and(|c| c.analysis.is_some()) {
+        "canary background analysis"
+    } else if canary.is_some_and(|c| c.canary_metadata.is_some() || c.stable_metadata.is_some()) {
+        "canaryMetadata/stableMetadata"
+    } else if canary.is_some_and(|c| c.anti_affinity.is_some()) {
+        "canary antiAffinity"
     } else {
         return None;
     };
     Some(format!(
         "The Rollout {name:?} uses {what}, which this version of the controller does not implement yet"
     ))
+}
+
+/// A Service named by the spec that does not exist (upstream's wording).
+fn missing_service(snapshot: &Snapshot) -> Option<String> {
+    let ro = &snapshot.rollout;
+    let canary = ro.spec.strategy.canary.as_ref()?;
+    let name = ro.metadata.name.as_deref().unwrap_or_default();
+    [("stableService", &canary.stable_service), ("canaryService", &canary.canary_service)]
+        .into_iter()
+        .filter_map(|(field, svc)| Some((field, svc.as_ref()?)))
+        .find(|(_, svc)| !svc.is_empty() && !snapshot.services.contains_key(*svc))
+        .map(|(field, svc)| {
+            format!(
+                "The Rollout {name:?} is invalid: spec.strategy.canary.{field}: Invalid value: {svc:?}: services {svc:?} not found"
+            )
+        })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! `plan`, checked against the invariants a rollout must keep.
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
@@ -13,6 +13,7 @@ use super::replicas::canary_limits;
 use super::status::{AVAILABLE, COMPLETED, HEALTHY, INVALID_SPEC, PROGRESSING, find};
 use super::{Action, plan};
 use crate::api::Rollout;
+use crate::api::rollout::RolloutPause;
 use crate::api::rollout::{CanaryStep, CanaryStrategy, RolloutPhase, RolloutSpec, RolloutStrategy};
 use crate::rollout::snapshot::{REVISION_ANNOTATION, ReplicaSetExt, Snapshot};
 
@@ -66,6 +67,7 @@ fn rollout(
 struct World {
     ro: Rollout,
     rss: Vec<ReplicaSet>,
+    services: Vec<Service>,
     now: i64,
 }
 
@@ -74,12 +76,13 @@ impl World {
         World {
             ro,
             rss: vec![],
+            services: vec![],
             now: 1_700_000_000,
         }
     }
 
     fn snapshot(&self) -> Snapshot {
-        Snapshot::new(self.ro.clone(), self.rss.clone())
+        Snapshot::new(self.ro.clone(), self.rss.clone()).with_services(self.services.clone())
     }
 
     fn rs_mut(&mut self, name: &str) -> &mut ReplicaSet {
@@ -112,6 +115,29 @@ impl World {
                         .annotations
                         .get_or_insert_with(Default::default);
                     a.insert(REVISION_ANNOTATION.into(), revision.to_string());
+                }
+                Action::SetServiceSelector { name, hash, adopt } => {
+                    let svc = self
+                        .services
+                        .iter_mut()
+                        .find(|s| s.metadata.name.as_deref() == Some(name))
+                        .expect("planned Service exists");
+                    let sel = svc
+                        .spec
+                        .get_or_insert_with(Default::default)
+                        .selector
+                        .get_or_insert_with(Default::default);
+                    sel.insert("rollouts-pod-template-hash".into(), hash.clone());
+                    if *adopt {
+                        let a = svc
+                            .metadata
+                            .annotations
+                            .get_or_insert_with(Default::default);
+                        a.insert(
+                            "argo-rollouts.argoproj.io/managed-by-rollouts".into(),
+                            "demo".into(),
+                        );
+                    }
                 }
                 Action::SetRolloutRevision { revision } => {
                     let a = self
@@ -432,12 +458,13 @@ fn invalid_specs_get_upstream_messages() {
 fn features_not_yet_implemented_are_reported_not_ignored() {
     let mut ro = rollout(1, "x", None, None);
     ro.spec.strategy.canary.as_mut().unwrap().steps = vec![CanaryStep {
-        set_weight: Some(20),
+        analysis: Some(Default::default()),
         ..Default::default()
     }];
     assert!(
-        invalid_message(&ro)
-            .contains("canary steps, which this version of the controller does not implement yet")
+        invalid_message(&ro).contains(
+            "analysis steps, which this version of the controller does not implement yet"
+        )
     );
 }
 
@@ -490,5 +517,326 @@ proptest! {
         prop_assert_eq!(&s.stable_rs, &s.current_pod_hash);
         let live: Vec<_> = w.rss.iter().filter(|r| r.spec_replicas() > 0).collect();
         prop_assert_eq!(live.len(), 1);
+    }
+}
+
+fn weight(w: i32) -> CanaryStep {
+    CanaryStep {
+        set_weight: Some(w),
+        ..Default::default()
+    }
+}
+
+fn pause_for(secs: Option<i32>) -> CanaryStep {
+    CanaryStep {
+        pause: Some(RolloutPause {
+            duration: secs.map(IntOrString::Int),
+        }),
+        ..Default::default()
+    }
+}
+
+fn service(name: &str) -> Service {
+    let mut s = Service::default();
+    s.metadata.name = Some(name.into());
+    s
+}
+
+/// The scenario: 5 replicas, 20 / pause / 40 / pause 2s / 60 / 80.
+fn stepped_world() -> World {
+    let mut ro = rollout(
+        5,
+        "app:1",
+        Some(IntOrString::Int(1)),
+        Some(IntOrString::Int(0)),
+    );
+    let c = ro.spec.strategy.canary.as_mut().unwrap();
+    c.steps = vec![
+        weight(20),
+        pause_for(None),
+        weight(40),
+        pause_for(Some(2)),
+        weight(60),
+        weight(80),
+    ];
+    c.stable_service = Some("stable".into());
+    c.canary_service = Some("canary".into());
+    let mut w = World::new(ro);
+    w.services = vec![service("stable"), service("canary")];
+    w.settle(false);
+    w
+}
+
+impl World {
+    /// Runs until `done` holds, checking surge and availability throughout.
+    fn run_until(&mut self, what: &str, done: impl Fn(&World) -> bool) {
+        for _ in 0..200 {
+            self.reconcile();
+            assert!(
+                self.total_spec() <= 6,
+                "surge exceeded: {}",
+                self.total_spec()
+            );
+            assert!(
+                self.available() >= 5 || self.rss.len() == 1,
+                "availability {}",
+                self.available()
+            );
+            if done(self) {
+                return;
+            }
+            self.tick();
+        }
+        panic!("never reached: {what}; status {:#?}", self.ro.status);
+    }
+    fn status(&self) -> crate::api::rollout::RolloutStatus {
+        self.ro.status.clone().unwrap_or_default()
+    }
+    fn pods_of(&self, hash: &Option<String>) -> i32 {
+        self.rss
+            .iter()
+            .find(|r| r.pod_hash() == hash.as_deref())
+            .map_or(0, |r| r.spec_replicas())
+    }
+    fn selector(&self, svc: &str) -> Option<String> {
+        let s = self
+            .services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(svc))?;
+        s.spec
+            .as_ref()?
+            .selector
+            .as_ref()?
+            .get("rollouts-pod-template-hash")
+            .cloned()
+    }
+    fn promote(&mut self) {
+        let s = self.ro.status.as_mut().unwrap();
+        s.pause_conditions.clear();
+    }
+}
+
+#[test]
+fn steps_pause_and_promote_to_completion() {
+    let mut w = stepped_world();
+    let stable = w.status().stable_rs;
+    assert_eq!(w.selector("stable"), stable);
+    assert_eq!(
+        w.selector("canary"),
+        stable,
+        "no canary yet: canary Service on stable"
+    );
+    set_image(&mut w, "app:2");
+    w.run_until("the first pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    let s = w.status();
+    assert_eq!(s.current_step_index, Some(1));
+    assert_eq!(s.message.as_deref(), Some("CanaryPauseStep"));
+    assert_eq!(w.pods_of(&s.current_pod_hash), 1, "20% of 5");
+    // upstream's split of 5 pods at 20% with maxSurge 1 is 1 canary + 4 stable
+    assert_eq!(w.pods_of(&stable), 4);
+    assert_eq!(
+        w.selector("canary"),
+        s.current_pod_hash,
+        "canary Service on the canary pods"
+    );
+    assert_eq!(w.selector("stable"), stable);
+
+    // Still paused later: an indefinite pause waits for a promote.
+    for _ in 0..5 {
+        w.reconcile();
+        w.tick();
+    }
+    assert_eq!(w.status().current_step_index, Some(1));
+
+    w.promote();
+    w.run_until("the timed pause", |w| {
+        w.status().current_step_index == Some(3) && !w.status().pause_conditions.is_empty()
+    });
+    let s = w.status();
+    assert_eq!(w.pods_of(&s.current_pod_hash), 2, "40% of 5");
+    let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+    assert!(
+        p.requeue_after.is_some_and(|d| d.as_secs() <= 2),
+        "timed pause requeues: {:?}",
+        p.requeue_after
+    );
+    w.now += 3; // the 2s pause passes
+    w.run_until("Healthy", |w| w.phase() == Some(RolloutPhase::Healthy));
+    let s = w.status();
+    assert_eq!(s.stable_rs, s.current_pod_hash);
+    assert_eq!(s.current_step_index, Some(6));
+    assert_eq!(w.pods_of(&stable), 0, "old stable scaled to zero");
+    assert_eq!(w.selector("stable"), s.current_pod_hash);
+    assert_eq!(w.selector("canary"), s.current_pod_hash);
+}
+
+#[test]
+fn abort_returns_everything_to_stable_and_retry_starts_over() {
+    let mut w = stepped_world();
+    let stable = w.status().stable_rs;
+    set_image(&mut w, "app:2");
+    w.run_until("the first pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    let canary = w.status().current_pod_hash;
+
+    w.ro.status.as_mut().unwrap().abort = true; // kubectl rollouts abort
+    w.reconcile();
+    assert_eq!(
+        w.selector("canary"),
+        stable,
+        "abort moves canary traffic back at once"
+    );
+    w.run_until("canary at 0", |w| w.pods_of(&canary) == 0);
+    let s = w.status();
+    assert_eq!(w.pods_of(&stable), 5);
+    assert_eq!(s.phase, Some(RolloutPhase::Degraded));
+    assert_eq!(
+        s.message.as_deref(),
+        Some("RolloutAborted: Rollout aborted update to revision 2")
+    );
+    assert_eq!(s.current_step_index, Some(0));
+    assert!(s.aborted_at.is_some());
+    assert_eq!(s.stable_rs, stable);
+
+    w.ro.status.as_mut().unwrap().abort = false; // kubectl rollouts retry
+    w.run_until("paused again at step 1", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    assert_eq!(w.pods_of(&canary), 1);
+    assert!(w.status().aborted_at.is_none());
+}
+
+#[test]
+fn promote_full_skips_the_remaining_steps() {
+    let mut w = stepped_world();
+    set_image(&mut w, "app:2");
+    w.run_until("the first pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    w.ro.status.as_mut().unwrap().promote_full = true;
+    w.run_until("Healthy", |w| w.phase() == Some(RolloutPhase::Healthy));
+    let s = w.status();
+    assert_eq!(s.stable_rs, s.current_pod_hash);
+    assert!(!s.promote_full);
+}
+
+#[test]
+fn going_back_to_the_stable_template_skips_the_steps() {
+    let mut w = stepped_world();
+    let first = w.status().stable_rs;
+    set_image(&mut w, "app:2");
+    w.run_until("the first pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    set_image(&mut w, "app:1");
+    w.run_until("Healthy", |w| w.phase() == Some(RolloutPhase::Healthy));
+    let s = w.status();
+    assert_eq!(s.stable_rs, first, "back on the original ReplicaSet");
+    assert_eq!(s.current_step_index, Some(6));
+}
+
+#[test]
+fn a_missing_service_is_an_invalid_spec() {
+    let mut w = stepped_world();
+    w.services
+        .retain(|s| s.metadata.name.as_deref() != Some("canary"));
+    let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+    let c = find(&p.status.conditions, INVALID_SPEC).expect("InvalidSpec");
+    assert_eq!(
+        c.message.as_deref(),
+        Some(
+            "The Rollout \"demo\" is invalid: spec.strategy.canary.canaryService: Invalid value: \"canary\": services \"canary\" not found"
+        )
+    );
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn progress_deadline_abort_turns_the_deadline_into_an_abort() {
+    let mut w = World::new(rollout(2, "nginx:1", None, None));
+    w.ro.spec.progress_deadline_seconds = Some(30);
+    w.ro.spec.progress_deadline_abort = true;
+    w.settle(false);
+    set_image(&mut w, "nginx:2");
+    w.reconcile();
+    w.now += 31; // the new pods never become available
+    w.reconcile();
+    assert!(w.status().abort, "deadline sets abort");
+    w.reconcile();
+    let s = w.status();
+    assert_eq!(s.phase, Some(RolloutPhase::Degraded));
+    assert!(s.message.unwrap().starts_with("RolloutAborted: "));
+}
+
+fn step_strategy() -> impl Strategy<Value = CanaryStep> {
+    prop_oneof![
+        (0i32..=100).prop_map(weight),
+        Just(pause_for(None)),
+        (0i32..3).prop_map(|s| pause_for(Some(s))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    /// Random steps, limits, promotes and an optional abort: surge and
+    /// availability stay within limits, the canary Service never selects a
+    /// canary without available pods, an abort ends with stable at full size
+    /// and the canary at zero, and everything else ends Healthy.
+    #[test]
+    fn stepped_updates_keep_invariants(
+        replicas in 1i32..8,
+        surge in 0i32..3,
+        unavailable in 0i32..3,
+        steps in proptest::collection::vec(step_strategy(), 1..6),
+        abort_at in proptest::option::of(1usize..40),
+    ) {
+        prop_assume!(surge + unavailable > 0);
+        let mut ro = rollout(replicas, "app:1", Some(IntOrString::Int(surge)), Some(IntOrString::Int(unavailable)));
+        let c = ro.spec.strategy.canary.as_mut().unwrap();
+        c.steps = steps;
+        c.stable_service = Some("stable".into());
+        c.canary_service = Some("canary".into());
+        let mut w = World::new(ro);
+        w.services = vec![service("stable"), service("canary")];
+        w.settle(false);
+        let stable = w.status().stable_rs;
+        set_image(&mut w, "app:2");
+        let limits = canary_limits(Some(&IntOrString::Int(surge)), Some(&IntOrString::Int(unavailable)), replicas).unwrap();
+        let mut aborted = false;
+        for round in 0..400 {
+            if abort_at == Some(round) && w.status().stable_rs == stable {
+                w.ro.status.as_mut().unwrap().abort = true;
+                aborted = true;
+            }
+            w.reconcile();
+            let s = w.status();
+            prop_assert!(w.total_spec() <= replicas + limits.max_surge, "surge: {} pods", w.total_spec());
+            prop_assert!(w.available() >= replicas - limits.max_unavailable, "availability {}", w.available());
+            let canary_sel = w.selector("canary");
+            let on_canary = canary_sel.is_some() && canary_sel == s.current_pod_hash && s.current_pod_hash != s.stable_rs;
+            if let Some(rs) = w.rss.iter().find(|r| on_canary && r.pod_hash() == canary_sel.as_deref()) {
+                prop_assert!(rs.available() > 0, "canary Service selects {canary_sel:?} with no available pods");
+            }
+            if aborted {
+                prop_assert_eq!(&canary_sel, &stable, "abort moves canary traffic to stable at once");
+                if w.pods_of(&s.current_pod_hash) == 0 && w.pods_of(&stable) == replicas {
+                    prop_assert_eq!(s.phase, Some(RolloutPhase::Degraded));
+                    return Ok(());
+                }
+            } else if s.phase == Some(RolloutPhase::Healthy) && s.stable_rs == s.current_pod_hash {
+                prop_assert_eq!(w.pods_of(&s.current_pod_hash), replicas);
+                return Ok(());
+            }
+            if w.phase() == Some(RolloutPhase::Paused) {
+                w.promote();
+            }
+            w.tick();
+            w.now += 1; // timed pauses pass
+        }
+        prop_assert!(false, "did not finish: {:#?}", w.ro.status);
     }
 }
