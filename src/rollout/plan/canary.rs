@@ -13,8 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use k8s_openapi::jiff::Timestamp;
 
 use super::replicas::{
-    CanaryInput, OldRs, RsCounts, approximate_weighted_counts, basic_canary_counts, canary_limits,
-    scale_down_old,
+    CanaryInput, Limits, OldRs, RsCounts, approximate_weighted_counts, basic_canary_counts,
+    canary_limits, scale_down_old,
 };
 use super::status::{self as st, condition};
 use super::steps::{self, PAUSE_REASON_CANARY, Pause, set_weight};
@@ -46,6 +46,17 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let step_count = steps.len() as i32;
     let template = spec.template.clone().unwrap_or_default();
     let replicas = spec.replicas_or_default();
+    // Validation has checked that both parse; the fallback is the most
+    // cautious setting (no extra pods, one unavailable).
+    let limits = canary_limits(
+        canary.max_surge.as_ref(),
+        canary.max_unavailable.as_ref(),
+        replicas,
+    )
+    .unwrap_or(Limits {
+        max_surge: 0,
+        max_unavailable: 1,
+    });
     let hash = pod_template_hash(&template, old_status.collision_count);
     status.current_pod_hash = Some(hash.clone());
     status.current_step_hash = Some(steps_hash(&canary.steps));
@@ -114,7 +125,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         status.pause_conditions.clear();
         status.controller_pause = false;
     } else if !spec.paused && !promote {
-        pause_until = advance_step(snap, &mut status, new_rs, stable_rs, now);
+        pause_until = advance_step(snap, &mut status, new_rs, stable_rs, limits, now);
     }
     let weight = if status.stable_rs.as_deref() == Some(hash.as_str()) {
         100
@@ -178,7 +189,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let scaling = if spec.paused {
         vec![]
     } else {
-        scale(ro, all, new_rs, stable_rs, replicas, weight)
+        scale(all, new_rs, stable_rs, replicas, weight, limits)
     };
     let new_target = scaling
         .iter()
@@ -208,13 +219,21 @@ fn advance_step(
     status: &mut RolloutStatus,
     new_rs: Option<&ReplicaSet>,
     stable_rs: Option<&ReplicaSet>,
+    limits: Limits,
     now: &Time,
 ) -> Option<Timestamp> {
     let ro = &snap.rollout;
     let canary = ro.spec.strategy.canary.as_ref()?;
     let step = steps::current(&canary.steps, status.current_step_index)?;
     let done = if let Some(w) = step.set_weight {
-        at_desired_counts(ro, snap.replica_sets.as_slice(), new_rs?, stable_rs, w)
+        at_desired_counts(
+            ro,
+            snap.replica_sets.as_slice(),
+            new_rs?,
+            stable_rs,
+            w,
+            limits,
+        )
     } else if step.pause.is_some() {
         match steps::pause(step, status, now) {
             Pause::Start { until } => {
@@ -249,16 +268,9 @@ fn at_desired_counts(
     new_rs: &ReplicaSet,
     stable_rs: Option<&ReplicaSet>,
     weight: i32,
+    limits: Limits,
 ) -> bool {
-    let canary = ro.spec.strategy.canary.clone().unwrap_or_default();
     let replicas = ro.spec.replicas_or_default();
-    let Ok(limits) = canary_limits(
-        canary.max_surge.as_ref(),
-        canary.max_unavailable.as_ref(),
-        replicas,
-    ) else {
-        return false;
-    };
     let (want_new, want_stable) = approximate_weighted_counts(replicas, weight, limits.max_surge);
     let stable_ok = stable_rs
         .is_some_and(|s| s.spec_replicas() == want_stable && s.status_replicas() == want_stable);
@@ -318,21 +330,13 @@ fn services(snap: &Snapshot, status: &RolloutStatus, canary_serving: bool) -> Ve
 /// ReplicaSet's status) before the next is decided, which is what keeps
 /// availability within maxUnavailable.
 fn scale(
-    ro: &Rollout,
     all: &[ReplicaSet],
     new_rs: &ReplicaSet,
     stable_rs: Option<&ReplicaSet>,
     replicas: i32,
     weight: i32,
+    limits: Limits,
 ) -> Vec<Action> {
-    let canary = ro.spec.strategy.canary.clone().unwrap_or_default();
-    let Ok(limits) = canary_limits(
-        canary.max_surge.as_ref(),
-        canary.max_unavailable.as_ref(),
-        replicas,
-    ) else {
-        return vec![]; // rejected by validation before we get here
-    };
     let counts = |rs: &ReplicaSet| RsCounts {
         spec: rs.spec_replicas(),
         available: rs.available(),
