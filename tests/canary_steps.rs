@@ -169,6 +169,74 @@ async fn steps_pause_then_promote_walks_to_healthy() -> Result<()> {
         selector(&env, "web-canary").await?.as_deref(),
         Some(canary.as_str())
     );
+
+    // Each transition was reported once, with upstream's reasons.
+    let events = support::wait_for(
+        "the RolloutCompleted event of revision 2",
+        std::time::Duration::from_secs(20),
+        || async {
+            let events = env.events("web").await?;
+            let done = events
+                .iter()
+                .any(|(_, r, m)| r == "RolloutCompleted" && m.contains("revision 2"));
+            Ok(if done {
+                Ok(events)
+            } else {
+                Err(format!("{events:?}"))
+            })
+        },
+    )
+    .await?;
+    let notes = |reason: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|(_, r, _)| r == reason)
+            .map(|(_, _, m)| m.clone())
+            .collect()
+    };
+    assert_eq!(
+        notes("RolloutStepCompleted"),
+        vec![
+            "Rollout step 1/6 completed (setWeight: 20)",
+            "Rollout step 2/6 completed (pause)",
+            "Rollout step 3/6 completed (setWeight: 40)",
+            "Rollout step 4/6 completed (pause: 2s)",
+            "Rollout step 5/6 completed (setWeight: 60)",
+            "Rollout step 6/6 completed (setWeight: 80)",
+        ]
+    );
+    assert_eq!(
+        notes("RolloutPaused"),
+        vec![
+            "Rollout is paused (CanaryPauseStep)",
+            "Rollout is paused (CanaryPauseStep)"
+        ]
+    );
+    // As upstream, only the controller's own resume (the timed pause ending)
+    // is an event; a promote clears the pause itself.
+    assert_eq!(notes("RolloutResumed"), vec!["Rollout is resumed"]);
+    assert_eq!(
+        notes("RolloutCompleted"),
+        vec![
+            format!("Rollout completed update to revision 1 ({stable}): Initial deploy"),
+            format!(
+                "Rollout completed update to revision 2 ({canary}): Completed all 6 canary steps"
+            ),
+        ]
+    );
+    assert_eq!(
+        notes("NewReplicaSetCreated"),
+        vec![
+            format!("Created ReplicaSet web-{stable} (revision 1)"),
+            format!("Created ReplicaSet web-{canary} (revision 2)"),
+        ]
+    );
+    assert!(
+        notes("ScalingReplicaSet").contains(&format!(
+            "Scaled up ReplicaSet web-{canary} (revision 2) from 0 to 1"
+        )),
+        "{events:?}"
+    );
     env.cleanup().await
 }
 
@@ -188,6 +256,32 @@ async fn abort_while_paused_then_retry() -> Result<()> {
     assert_eq!(
         s.message.as_deref(),
         Some("RolloutAborted: Rollout aborted update to revision 2")
+    );
+    let aborted = support::wait_for(
+        "a RolloutAborted event",
+        std::time::Duration::from_secs(20),
+        || async {
+            let events = env.events("web").await?;
+            let aborted: Vec<_> = events
+                .iter()
+                .filter(|(_, r, _)| r == "RolloutAborted")
+                .cloned()
+                .collect();
+            Ok(if aborted.is_empty() {
+                Err(format!("{events:?}"))
+            } else {
+                Ok(aborted)
+            })
+        },
+    )
+    .await?;
+    assert_eq!(
+        aborted,
+        vec![(
+            "Warning".to_string(),
+            "RolloutAborted".to_string(),
+            "Rollout aborted update to revision 2".to_string()
+        )]
     );
     assert_eq!(
         selector(&env, "web-canary").await?.as_deref(),

@@ -3,11 +3,11 @@
 //! work on the next reconcile instead of skipping it).
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Map, Value, json};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
@@ -25,6 +25,11 @@ pub enum ApplyError {
         "ReplicaSet {name} already exists and is not controlled by this Rollout; bumped status.collisionCount"
     )]
     Collision { name: String },
+    /// The object changed since it was read: plan again from a fresh read.
+    #[error("{what} changed since it was read")]
+    Conflict { what: String },
+    #[error("evicting pod {name}: {source}")]
+    Evict { name: String, source: kube::Error },
     #[error("patching ReplicaSet {name}: {source}")]
     PatchReplicaSet { name: String, source: kube::Error },
     #[error("deleting ReplicaSet {name}: {source}")]
@@ -48,6 +53,7 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     let ro_api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
     let merge = PatchParams::default();
+    let mut resource_version = ro.metadata.resource_version.clone();
 
     for action in &plan.actions {
         match action {
@@ -98,9 +104,13 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                 from,
                 to,
                 desired_replicas,
+                resource_version,
             } => {
                 let patch = json!({
-                    "metadata": {"annotations": {DESIRED_REPLICAS_ANNOTATION: desired_replicas.to_string()}},
+                    "metadata": {
+                        "annotations": {DESIRED_REPLICAS_ANNOTATION: desired_replicas.to_string()},
+                        "resourceVersion": resource_version,
+                    },
                     "spec": {"replicas": to},
                 });
                 patch_replica_set(&rs_api, name, patch).await?;
@@ -143,13 +153,35 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
             }
             Action::SetRolloutRevision { revision } => {
                 let patch = json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision.to_string()}}});
-                ro_api
+                let updated = ro_api
                     .patch(&ro_name, &merge, &Patch::Merge(patch))
                     .await
                     .map_err(|source| ApplyError::PatchRollout {
                         name: ro_name.clone(),
                         source,
                     })?;
+                // Our own change: the status write below must not see it as
+                // someone else's.
+                resource_version = updated.metadata.resource_version;
+            }
+            Action::EvictPod { name } => {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                match pods.evict(name, &EvictParams::default()).await {
+                    Ok(_) => {
+                        info!(rollout = %ro_name, pod = %name, "evicted pod older than restartAt")
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    // A PodDisruptionBudget says not now; the restart tries again.
+                    Err(kube::Error::Api(e)) if e.code == 429 => {
+                        warn!(rollout = %ro_name, pod = %name, reason = %e.message, "eviction refused; will retry")
+                    }
+                    Err(source) => {
+                        return Err(ApplyError::Evict {
+                            name: name.clone(),
+                            source,
+                        });
+                    }
+                }
             }
         }
     }
@@ -164,12 +196,20 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
     let old = to_json(&observed)?;
     let new = to_json(&plan.status)?;
     if let Some(diff) = merge_diff(&old, &new) {
+        // The diff is against the status this plan observed: written only
+        // if the Rollout is still as observed, else planned again (409).
+        let patch = json!({"metadata": {"resourceVersion": resource_version}, "status": diff});
         ro_api
-            .patch_status(&ro_name, &merge, &Patch::Merge(json!({ "status": diff })))
+            .patch_status(&ro_name, &merge, &Patch::Merge(patch))
             .await
-            .map_err(|source| ApplyError::Status {
-                name: ro_name.clone(),
-                source,
+            .map_err(|source| match source {
+                kube::Error::Api(e) if e.code == 409 => ApplyError::Conflict {
+                    what: format!("Rollout {ro_name}"),
+                },
+                source => ApplyError::Status {
+                    name: ro_name.clone(),
+                    source,
+                },
             })?;
         info!(
             rollout = %ro_name,
@@ -189,9 +229,14 @@ async fn patch_replica_set(
     api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map(drop)
-        .map_err(|source| ApplyError::PatchReplicaSet {
-            name: name.to_string(),
-            source,
+        .map_err(|source| match source {
+            kube::Error::Api(e) if e.code == 409 => ApplyError::Conflict {
+                what: format!("ReplicaSet {name}"),
+            },
+            source => ApplyError::PatchReplicaSet {
+                name: name.to_string(),
+                source,
+            },
         })
 }
 

@@ -1,15 +1,17 @@
 //! kube-runtime wiring: watch Rollouts and the ReplicaSets they own, build a
 //! snapshot from the caches, plan, apply. Errors are logged and retried.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::ListParams;
 use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
@@ -17,14 +19,21 @@ use tracing::{debug, info, warn};
 use crate::api::Rollout;
 use crate::rollout::apply::{ApplyError, apply};
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
-use crate::rollout::plan::plan;
+use crate::rollout::hash::format_selector;
+use crate::rollout::plan::restart::needs_restart;
+use crate::rollout::plan::{Plan, plan};
+use crate::rollout::recorder;
 use crate::rollout::snapshot::Snapshot;
 
 /// A settled rollout is still looked at this often, so a missed watch
 /// event cannot leave it stale for long.
 const RESYNC: Duration = Duration::from_secs(300);
-/// Retry delay after a failed reconcile.
-const RETRY: Duration = Duration::from_secs(5);
+/// Retry delay after a failed reconcile, doubled on each further failure
+/// of the same Rollout up to RETRY_MAX.
+const RETRY: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+/// How long a reconcile waits for the first ReplicaSet list.
+const CACHE_SYNC: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,11 +43,17 @@ pub enum Error {
     CrdMissing(kube::Error),
     #[error("cannot reach the Kubernetes API: {0}")]
     Api(kube::Error),
+    #[error(
+        "the ReplicaSet cache has not synced yet (is the API server slow or the watch forbidden?)"
+    )]
+    CacheNotReady,
 }
 
 struct Context {
     client: Client,
     replica_sets: Store<ReplicaSet>,
+    /// Consecutive failed reconciles per Rollout, for the retry backoff.
+    failures: Mutex<HashMap<ObjectRef<Rollout>, u32>>,
 }
 
 /// Where the controller looks.
@@ -97,6 +112,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client,
         replica_sets: rs_reader,
+        failures: Mutex::default(),
     });
     info!(
         namespace = scope.namespace.as_deref().unwrap_or("<all>"),
@@ -120,35 +136,113 @@ async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error
     if ro.meta().deletion_timestamp.is_some() {
         return Ok(Requeue::await_change());
     }
-    let ns = ro.namespace();
-    let candidates = ctx
+    // Planning with a cache that has not listed the ReplicaSets yet would
+    // take a rollout in progress for an initial deploy and promote it.
+    tokio::time::timeout(CACHE_SYNC, ctx.replica_sets.wait_until_ready())
+        .await
+        .map_err(|_| Error::CacheNotReady)?
+        .map_err(|_| Error::CacheNotReady)?;
+    let now = Timestamp::now();
+    let ns = ro.namespace().unwrap_or_default();
+    let cached = ctx
         .replica_sets
         .state()
         .into_iter()
-        .filter(|rs| rs.namespace() == ns)
+        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
         .map(|rs| (*rs).clone());
-    // The few Services a Rollout names are read directly: caching every
-    // Service in the cluster would cost more than these GETs.
-    let svc_api: Api<Service> =
-        Api::namespaced(ctx.client.clone(), &ns.clone().unwrap_or_default());
+    let snapshot = observe(&ctx.client, (*ro).clone(), cached.collect(), now).await?;
+    let plan = match plan_and_apply(&ctx.client, &snapshot, now).await {
+        // Someone changed what the plan was based on (or the caches lag
+        // behind our own writes): plan once more from the API server itself.
+        Err(Error::Apply(ApplyError::Conflict { what })) => {
+            debug!(rollout = %ro.name_any(), %what, "conflict; planning again from a fresh read");
+            let fresh = fresh_snapshot(&ctx.client, &ro, &ns).await?;
+            plan_and_apply(&ctx.client, &fresh, now).await?
+        }
+        other => other?,
+    };
+    if let Ok(mut failures) = ctx.failures.lock() {
+        failures.remove(&ObjectRef::from_obj(&*ro));
+    }
+    Ok(Requeue::requeue(
+        plan.requeue_after.unwrap_or(RESYNC).min(RESYNC),
+    ))
+}
+
+async fn plan_and_apply(
+    client: &Client,
+    snapshot: &Snapshot,
+    now: Timestamp,
+) -> Result<Plan, Error> {
+    let ro = &snapshot.rollout;
+    let plan = plan(snapshot, now);
+    if !plan.actions.is_empty() {
+        debug!(rollout = %ro.name_any(), actions = ?plan.actions, "plan");
+    }
+    apply(client, ro, &plan).await?;
+    recorder::publish(client, ro, &plan.events).await;
+    Ok(plan)
+}
+
+/// Completes a snapshot: the Services the Rollout names and, while a restart
+/// is pending, its pods. Both are read directly: caching every Service and
+/// pod in the cluster would cost far more than these few reads.
+async fn observe(
+    client: &Client,
+    ro: Rollout,
+    replica_sets: Vec<ReplicaSet>,
+    now: Timestamp,
+) -> Result<Snapshot, Error> {
+    let ns = ro.namespace().unwrap_or_default();
+    let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
     let mut services = Vec::new();
     for name in Snapshot::service_names(&ro) {
         if let Some(svc) = svc_api.get_opt(&name).await.map_err(Error::Api)? {
             services.push(svc);
         }
     }
-    let snapshot = Snapshot::new((*ro).clone(), candidates).with_services(services);
-    let plan = plan(&snapshot, Timestamp::now());
-    if !plan.actions.is_empty() {
-        debug!(rollout = %ro.name_any(), actions = ?plan.actions, "plan");
-    }
-    apply(&ctx.client, &ro, &plan).await?;
-    Ok(Requeue::requeue(
-        plan.requeue_after.unwrap_or(RESYNC).min(RESYNC),
-    ))
+    let pods = if needs_restart(&ro, now) {
+        let selector = format_selector(ro.spec.selector.as_ref());
+        Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::Api)?
+            .items
+    } else {
+        vec![]
+    };
+    Ok(Snapshot::new(ro, replica_sets)
+        .with_services(services)
+        .with_pods(pods))
 }
 
-fn error_policy(ro: Arc<Rollout>, err: &Error, _ctx: Arc<Context>) -> Requeue {
-    warn!(rollout = %ro.name_any(), namespace = ro.namespace().unwrap_or_default(), error = %err, "reconcile failed; retrying");
-    Requeue::requeue(RETRY)
+/// A snapshot read from the API server rather than the caches.
+async fn fresh_snapshot(client: &Client, ro: &Rollout, ns: &str) -> Result<Snapshot, Error> {
+    let ro = Api::<Rollout>::namespaced(client.clone(), ns)
+        .get(&ro.name_any())
+        .await
+        .map_err(Error::Api)?;
+    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(POD_TEMPLATE_HASH_LABEL))
+        .await
+        .map_err(Error::Api)?
+        .items;
+    observe(client, ro, replica_sets, Timestamp::now()).await
+}
+
+fn error_policy(ro: Arc<Rollout>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    let failures = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(ObjectRef::from_obj(&*ro)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let delay = RETRY
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
+        .min(RETRY_MAX);
+    warn!(rollout = %ro.name_any(), namespace = ro.namespace().unwrap_or_default(), error = %err, failures, retry_in = ?delay, "reconcile failed");
+    Requeue::requeue(delay)
 }

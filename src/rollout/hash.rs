@@ -17,7 +17,7 @@ pub const POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
 /// Upstream hashes Go's JSON encoding; ours is serde's, so hashes differ from
 /// an Argo Rollouts controller's for the same template. ReplicaSets are found
 /// by this label, so the effect of a migration is one new ReplicaSet per
-/// Rollout (see docs/migrating-from-argo-rollouts.md).
+/// Rollout (see "Switching from Argo Rollouts" in docs/canary.md).
 pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
     let mut h = Fnv32a::new();
     h.write_json(template);

@@ -4,5 +4,6 @@ pub mod apply;
 pub mod controller;
 pub mod hash;
 pub mod plan;
+pub mod recorder;
 pub mod snapshot;
 pub mod validate;

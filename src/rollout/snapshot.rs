@@ -1,10 +1,11 @@
-//! What one reconcile observes of a Rollout: the object and the ReplicaSets it
-//! controls. Built by the shell from its caches; the planner reads nothing else.
+//! What one reconcile observes of a Rollout: the object, the ReplicaSets it
+//! controls, the Services it names and (only while a restart is pending) its
+//! pods. Built by the shell; the planner reads nothing else.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 
 use crate::api::Rollout;
@@ -17,6 +18,9 @@ pub struct Snapshot {
     pub replica_sets: Vec<ReplicaSet>,
     /// The Services the spec names, by name; a missing name was not found.
     pub services: BTreeMap<String, Service>,
+    /// Pods matching the Rollout's selector; listed only while a restart
+    /// (spec.restartAt) is pending, empty otherwise.
+    pub pods: Vec<Pod>,
 }
 
 impl Snapshot {
@@ -35,6 +39,7 @@ impl Snapshot {
             rollout,
             replica_sets,
             services: BTreeMap::new(),
+            pods: Vec::new(),
         }
     }
 
@@ -56,6 +61,11 @@ impl Snapshot {
             .into_iter()
             .filter_map(|s| Some((s.metadata.name.clone()?, s)))
             .collect();
+        self
+    }
+
+    pub fn with_pods(mut self, pods: Vec<Pod>) -> Self {
+        self.pods = pods;
         self
     }
 }

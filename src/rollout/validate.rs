@@ -237,7 +237,10 @@ pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
             {
                 errs.push(invalid(
                     &format!("{path}.pause.duration"),
-                    format!("{d:?}"),
+                    match d {
+                        IntOrString::Int(i) => i.to_string(),
+                        IntOrString::String(s) => format!("{s:?}"),
+                    },
                     &e.to_string(),
                 ));
             }

@@ -47,6 +47,13 @@ fn kubeconfig() -> &'static Path {
 }
 
 pub async fn client() -> Result<Client> {
+    // The controller's logs, shown with a failing test's output.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("rollouts=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(filter)
+        .try_init();
     let path = kubeconfig();
     let kc = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
@@ -146,6 +153,39 @@ impl TestEnv {
         self.stop = Some(tx);
     }
 
+    /// Stops the controller as a crash would leave things: whatever it was
+    /// doing is dropped, and only what it wrote to the API server remains.
+    pub async fn stop_controller(&mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.controller.take() {
+            tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .context("controller did not stop within 10s")??;
+        }
+        Ok(())
+    }
+
+    /// The Events about object `name` in the namespace, oldest first, as
+    /// (type, reason, message).
+    pub async fn events(&self, name: &str) -> Result<Vec<(String, String, String)>> {
+        let api = self.api::<k8s_openapi::api::events::v1::Event>();
+        let mut items = api.list(&Default::default()).await?.items;
+        items.retain(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name));
+        items.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        Ok(items
+            .into_iter()
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -186,14 +226,7 @@ impl TestEnv {
 
     /// Stops the controller and deletes the namespace.
     pub async fn cleanup(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(handle) = self.controller.take() {
-            tokio::time::timeout(Duration::from_secs(10), handle)
-                .await
-                .context("controller did not stop within 10s")??;
-        }
+        self.stop_controller().await?;
         let nss: Api<Namespace> = Api::all(self.client.clone());
         nss.delete(&self.ns, &DeleteParams::default()).await?;
         Ok(())

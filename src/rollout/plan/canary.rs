@@ -10,17 +10,19 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, ObjectMeta, OwnerReference, Time,
 };
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
+use super::events::{self, Event};
 use super::replicas::{
     CanaryInput, Limits, OldRs, RsCounts, approximate_weighted_counts, basic_canary_counts,
     canary_limits, scale_down_old,
 };
 use super::status::{self as st, condition};
 use super::steps::{self, PAUSE_REASON_CANARY, Pause, set_weight};
-use super::{Action, Plan};
+use super::{Action, Plan, restart};
 use crate::api::Rollout;
-use crate::api::rollout::{PauseCondition, RolloutStatus};
+use crate::api::rollout::{CanaryStep, PauseCondition, RolloutStatus};
 use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, pod_template_hash, steps_hash};
 use crate::rollout::snapshot::{
     DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, REVISION_ANNOTATION, ReplicaSetExt,
@@ -34,6 +36,10 @@ const NOT_COPIED: &[&str] = &[
     "rollout.argoproj.io/revision-history",
     DESIRED_REPLICAS_ANNOTATION,
 ];
+
+/// How soon to look again while pods still wait to be restarted (a watch
+/// event usually comes first: the replacement becoming available).
+const RESTART_CHECK: Duration = Duration::from_secs(10);
 
 pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let ro = &snap.rollout;
@@ -71,6 +77,8 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         status.abort = false;
         status.aborted_at = None;
         status.promote_full = false;
+        // Every pod of a new template is new: a pending restart is done.
+        status.restarted_at = spec.restart_at.clone();
         status.current_step_index = (!steps.is_empty()).then_some(0);
         if !steps.is_empty() && old_status.stable_rs.as_deref() == Some(hash.as_str()) {
             status.current_step_index = Some(step_count);
@@ -87,6 +95,39 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         .and_then(|s| all.iter().find(|rs| rs.pod_hash() == Some(s)));
     let max_revision = all.iter().map(|rs| rs.revision()).max().unwrap_or(0);
     let mut actions = Vec::new();
+    let mut events = Vec::new();
+
+    // A restart goes first, as upstream; a plan that evicts pods does
+    // nothing else, because the availability it observed is already stale.
+    let mut restart_wait = None;
+    if restart::pending(spec, &status, now.0) && new_rs.is_some() {
+        let r = restart::plan(
+            ro,
+            all,
+            new_rs,
+            stable_rs,
+            &snap.pods,
+            limits.max_unavailable,
+            now.0,
+        );
+        if !r.evict.is_empty() {
+            return Plan {
+                actions: r
+                    .evict
+                    .into_iter()
+                    .map(|name| Action::EvictPod { name })
+                    .collect(),
+                status: old_status,
+                requeue_after: Some(RESTART_CHECK),
+                events,
+            };
+        }
+        if r.remaining == 0 {
+            status.restarted_at = spec.restart_at.clone();
+        } else {
+            restart_wait = Some(RESTART_CHECK);
+        }
+    }
 
     // Observed counts: updated pods are those of the new ReplicaSet.
     status.replicas = all.iter().map(|rs| rs.status_replicas()).sum();
@@ -103,6 +144,20 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
             && new_rs.is_some_and(|rs| rs.available() == replicas)
             && (status.promote_full || steps_done));
     if promote {
+        if old_status.stable_rs.as_deref() != Some(hash.as_str()) {
+            let why = if stable_rs.is_none() {
+                "Initial deploy".to_string()
+            } else if status.promote_full {
+                "Full promotion requested".to_string()
+            } else {
+                format!("Completed all {step_count} canary steps")
+            };
+            let revision = new_rs.map_or(max_revision + 1, |rs| rs.revision());
+            events.push(Event::normal(
+                events::COMPLETED,
+                format!("Rollout completed update to revision {revision} ({hash}): {why}"),
+            ));
+        }
         status.stable_rs = Some(hash.clone());
         status.pause_conditions.clear();
         status.controller_pause = false;
@@ -125,7 +180,15 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         status.pause_conditions.clear();
         status.controller_pause = false;
     } else if !spec.paused && !promote {
-        pause_until = advance_step(snap, &mut status, new_rs, stable_rs, limits, now);
+        pause_until = advance_step(
+            snap,
+            &mut status,
+            new_rs,
+            stable_rs,
+            limits,
+            now,
+            &mut events,
+        );
     }
     let weight = if status.stable_rs.as_deref() == Some(hash.as_str()) {
         100
@@ -154,11 +217,12 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
             ),
             now,
         );
-        let requeue_after = requeue(ro, &status, now, pause_until);
+        let requeue_after = requeue(ro, &status, now, pause_until, restart_wait);
         return Plan {
             actions,
             status,
             requeue_after,
+            events,
         };
     };
     let new_name = new_rs.metadata.name.clone().unwrap_or_default();
@@ -186,7 +250,17 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     // Traffic moves before pods: the Service changes are applied before the
     // scaling, and decided knowing it, so the canary Service never selects a
     // canary that this plan shrinks to nothing.
-    let scaling = if spec.paused {
+    // A manual pause freezes the rollout, but not a change of `replicas`
+    // (by hand or by an HPA): as upstream, that is still applied.
+    let scaling_event = [Some(new_rs), stable_rs].into_iter().flatten().any(|rs| {
+        rs.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DESIRED_REPLICAS_ANNOTATION))
+            .and_then(|d| d.parse::<i32>().ok())
+            .is_some_and(|d| d != replicas)
+    });
+    let scaling = if spec.paused && !scaling_event {
         vec![]
     } else {
         scale(all, new_rs, stable_rs, replicas, weight, limits)
@@ -204,11 +278,12 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     actions.extend(history_cleanup(ro, all, new_rs, stable_rs));
 
     conditions(ro, &old_status, &mut status, Some(&new_name), revision, now);
-    let requeue_after = requeue(ro, &status, now, pause_until);
+    let requeue_after = requeue(ro, &status, now, pause_until, restart_wait);
     Plan {
         actions,
         status,
         requeue_after,
+        events,
     }
 }
 
@@ -221,6 +296,7 @@ fn advance_step(
     stable_rs: Option<&ReplicaSet>,
     limits: Limits,
     now: &Time,
+    events: &mut Vec<Event>,
 ) -> Option<Timestamp> {
     let ro = &snap.rollout;
     let canary = ro.spec.strategy.canary.as_ref()?;
@@ -255,9 +331,31 @@ fn advance_step(
             .pause_conditions
             .retain(|c| c.reason != PAUSE_REASON_CANARY);
         status.controller_pause = false;
-        status.current_step_index = Some(status.current_step_index.unwrap_or(0) + 1);
+        let index = status.current_step_index.unwrap_or(0) + 1;
+        status.current_step_index = Some(index);
+        events.push(Event::normal(
+            events::STEP_COMPLETED,
+            format!(
+                "Rollout step {index}/{} completed ({})",
+                canary.steps.len(),
+                step_string(step)
+            ),
+        ));
     }
     None
+}
+
+/// A step as upstream names it in events ("setWeight: 20", "pause: 30s").
+fn step_string(step: &CanaryStep) -> String {
+    if let Some(w) = step.set_weight {
+        return format!("setWeight: {w}");
+    }
+    match step.pause.as_ref().and_then(|p| p.duration.as_ref()) {
+        Some(IntOrString::Int(d)) => format!("pause: {d}"),
+        Some(IntOrString::String(d)) => format!("pause: {d}"),
+        None if step.pause.is_some() => "pause".into(),
+        None => "invalid".into(),
+    }
 }
 
 /// A setWeight step is complete when both ReplicaSets have exactly the pods
@@ -369,6 +467,7 @@ fn scale(
         from: rs.spec_replicas(),
         to,
         desired_replicas: replicas,
+        resource_version: rs.metadata.resource_version.clone(),
     };
     if let Some(stable) = separate_stable
         && stable.spec_replicas() != stable_target
@@ -608,18 +707,30 @@ fn conditions(
     }
 }
 
-/// Look again when a timed pause ends or the progress deadline would pass.
+/// Look again when a timed pause ends, the progress deadline would pass, a
+/// future restartAt comes, or pods still wait to be restarted.
 fn requeue(
     ro: &Rollout,
     status: &RolloutStatus,
     now: &Time,
     pause_until: Option<Timestamp>,
+    restart_wait: Option<Duration>,
 ) -> Option<Duration> {
     let paused = ro.spec.paused || !status.pause_conditions.is_empty();
     let deadline = st::deadline(&status.conditions, &ro.spec).filter(|_| !paused);
-    let at = [deadline, pause_until].into_iter().flatten().min()?;
-    let secs = (at.as_second() - now.0.as_second()).max(1);
-    Some(Duration::from_secs(secs as u64))
+    let restart_at = ro
+        .spec
+        .restart_at
+        .as_ref()
+        .map(|t| t.0)
+        .filter(|t| *t > now.0 && status.restarted_at.as_ref() != ro.spec.restart_at.as_ref());
+    let at = [deadline, pause_until, restart_at]
+        .into_iter()
+        .flatten()
+        .min();
+    let until =
+        at.map(|at| Duration::from_secs((at.as_second() - now.0.as_second()).max(1) as u64));
+    [until, restart_wait].into_iter().flatten().min()
 }
 
 /// The ReplicaSet for the current template: `<rollout>-<hash>`, labelled

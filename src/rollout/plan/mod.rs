@@ -3,7 +3,9 @@
 //! to look again) without touching the API. The shell applies the plan.
 
 pub mod canary;
+pub mod events;
 pub mod replicas;
+pub mod restart;
 pub mod status;
 pub mod steps;
 
@@ -28,19 +30,26 @@ pub struct Plan {
     /// Look again after this long even if nothing changes (timed events such
     /// as the progress deadline). None: only on changes.
     pub requeue_after: Option<Duration>,
+    /// Kubernetes Events to publish once the plan is applied.
+    pub events: Vec<events::Event>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Create this ReplicaSet (at 0 replicas; a later plan scales it).
     CreateReplicaSet(Box<ReplicaSet>),
-    /// Set spec.replicas (and the desired-replicas annotation).
+    /// Set spec.replicas (and the desired-replicas annotation), only if the
+    /// ReplicaSet is still at `resource_version`: a scale decided on a stale
+    /// view is refused by the API server (409) and decided again.
     ScaleReplicaSet {
         name: String,
         from: i32,
         to: i32,
         desired_replicas: i32,
+        resource_version: Option<String>,
     },
+    /// Evict a pod older than spec.restartAt (its ReplicaSet replaces it).
+    EvictPod { name: String },
     /// Raise a ReplicaSet's revision annotation (a template seen before
     /// becomes the newest revision again).
     SetReplicaSetRevision { name: String, revision: i64 },
@@ -83,12 +92,14 @@ pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
             actions: vec![],
             status,
             requeue_after: Some(Duration::from_secs(20)),
+            events: vec![],
         };
     }
     status::remove(&mut status.conditions, status::INVALID_SPEC);
 
     let mut plan = canary::plan(snapshot, status, &now);
     finish(ro, &mut plan.status);
+    events::derive(snapshot, &mut plan);
     plan
 }
 
@@ -133,8 +144,8 @@ fn unsupported(ro: &Rollout) -> Option<String> {
     });
     let what = if spec.workload_ref.is_some() {
         "spec.workloadRef"
-    } else if spec.restart_at.is_some() {
-        "spec.restartAt"
+    } else if spec.rollback_window.is_some() {
+        "spec.rollbackWindow"
     } else if spec.strategy.blue_green.is_some() {
         "the blueGreen strategy"
     } else if let Some(kind) = step_kind {

@@ -147,6 +147,8 @@ impl World {
                         .get_or_insert_with(Default::default);
                     a.insert(REVISION_ANNOTATION.into(), revision.to_string());
                 }
+                // Restarts are simulated with pods in restart.rs's tests.
+                Action::EvictPod { name } => panic!("unexpected eviction of {name}"),
             }
         }
         self.ro.status = Some(p.status);
@@ -378,6 +380,21 @@ fn manual_pause_holds_scaling() {
     );
     w.ro.spec.paused = false;
     w.settle(true);
+}
+
+#[test]
+fn manual_pause_still_applies_a_change_of_replicas() {
+    let mut w = World::new(rollout(4, "nginx:1", None, None));
+    w.settle(false);
+    w.ro.spec.paused = true;
+    w.ro.spec.replicas = Some(6);
+    for _ in 0..10 {
+        w.reconcile();
+        w.tick();
+    }
+    assert_eq!(w.total_spec(), 6);
+    assert_eq!(w.available(), 6);
+    assert_eq!(w.phase(), Some(RolloutPhase::Paused));
 }
 
 #[test]

@@ -1,0 +1,166 @@
+//! Kubernetes Events for a plan's transitions, with upstream's reasons and
+//! messages. Derived from the plan itself (its actions and the status change)
+//! so that each transition is reported once: the status write that records
+//! it also stops the next plan from reporting it again.
+
+use crate::api::rollout::RolloutStatus;
+use crate::rollout::plan::status as st;
+use crate::rollout::plan::{Action, Plan};
+use crate::rollout::snapshot::{REVISION_ANNOTATION, ReplicaSetExt, Snapshot};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Event {
+    pub fn normal(reason: &'static str, message: String) -> Self {
+        Event {
+            warning: false,
+            reason,
+            message,
+        }
+    }
+}
+
+pub const ROLLOUT_UPDATED: &str = "RolloutUpdated";
+pub const NEW_RS_CREATED: &str = "NewReplicaSetCreated";
+pub const SCALING_RS: &str = "ScalingReplicaSet";
+pub const STEP_COMPLETED: &str = "RolloutStepCompleted";
+pub const PAUSED: &str = "RolloutPaused";
+pub const RESUMED: &str = "RolloutResumed";
+pub const ABORTED: &str = "RolloutAborted";
+pub const COMPLETED: &str = "RolloutCompleted";
+pub const POD_RESTARTED: &str = "PodRestarted";
+
+/// Events for the actions of `plan` and for its status transitions,
+/// appended after those the strategy recorded while deciding (step
+/// completed, rollout completed).
+pub fn derive(snap: &Snapshot, plan: &mut Plan) {
+    let old = snap.rollout.status.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for action in &plan.actions {
+        match action {
+            Action::SetRolloutRevision { revision } => out.push(Event::normal(
+                ROLLOUT_UPDATED,
+                format!("Rollout updated to revision {revision}"),
+            )),
+            Action::CreateReplicaSet(rs) => {
+                let name = rs.metadata.name.as_deref().unwrap_or_default();
+                let revision = rs
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(REVISION_ANNOTATION))
+                    .map_or("0", String::as_str);
+                out.push(Event::normal(
+                    NEW_RS_CREATED,
+                    format!("Created ReplicaSet {name} (revision {revision})"),
+                ));
+            }
+            Action::ScaleReplicaSet { name, from, to, .. } => {
+                let revision = snap
+                    .replica_sets
+                    .iter()
+                    .find(|rs| rs.metadata.name.as_deref() == Some(name.as_str()))
+                    .map_or(0, |rs| rs.revision());
+                let direction = if to > from { "up" } else { "down" };
+                out.push(Event::normal(
+                    SCALING_RS,
+                    format!(
+                        "Scaled {direction} ReplicaSet {name} (revision {revision}) from {from} to {to}"
+                    ),
+                ));
+            }
+            Action::EvictPod { name } => out.push(Event::normal(
+                POD_RESTARTED,
+                format!("Restarting pod {name}: it is older than spec.restartAt"),
+            )),
+            _ => {}
+        }
+    }
+    out.extend(transitions(&old, &plan.status));
+    plan.events.extend(out);
+}
+
+/// Paused/resumed and aborted, as upstream: a pause is the presence of
+/// pauseConditions; clearing them because of an abort is not a resume.
+fn transitions(old: &RolloutStatus, new: &RolloutStatus) -> Vec<Event> {
+    let mut out = Vec::new();
+    let was_paused = !old.pause_conditions.is_empty();
+    match new.pause_conditions.first() {
+        Some(c) if !was_paused => out.push(Event::normal(
+            PAUSED,
+            format!("Rollout is paused ({})", c.reason),
+        )),
+        None if was_paused && new.aborted_at.is_none() => {
+            out.push(Event::normal(RESUMED, "Rollout is resumed".into()))
+        }
+        _ => {}
+    }
+    let aborted = |s: &RolloutStatus| {
+        st::find(&s.conditions, st::PROGRESSING)
+            .filter(|c| c.reason.as_deref() == Some(st::REASON_ABORTED))
+            .map(|c| c.message.clone().unwrap_or_default())
+    };
+    if let (None, Some(message)) = (aborted(old), aborted(new)) {
+        out.push(Event {
+            warning: true,
+            reason: ABORTED,
+            message,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::rollout::PauseCondition;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn paused() -> RolloutStatus {
+        RolloutStatus {
+            pause_conditions: vec![PauseCondition {
+                reason: "CanaryPauseStep".into(),
+                start_time: Time(Timestamp::UNIX_EPOCH),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pause_resume_and_abort_are_reported_once() {
+        let none = RolloutStatus::default();
+        let reasons = |o: &RolloutStatus, n: &RolloutStatus| {
+            transitions(o, n)
+                .iter()
+                .map(|e| e.reason)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(reasons(&none, &paused()), vec![PAUSED]);
+        assert!(reasons(&paused(), &paused()).is_empty());
+        assert_eq!(reasons(&paused(), &none), vec![RESUMED]);
+
+        let mut aborted = none.clone();
+        aborted.aborted_at = Some(Time(Timestamp::UNIX_EPOCH));
+        st::set(
+            &mut aborted.conditions,
+            st::condition(
+                st::PROGRESSING,
+                "False",
+                st::REASON_ABORTED,
+                "Rollout aborted update to revision 2".into(),
+            ),
+            &Time(Timestamp::UNIX_EPOCH),
+        );
+        let events = transitions(&paused(), &aborted);
+        assert_eq!(events.len(), 1, "an abort is not a resume: {events:?}");
+        assert!(events[0].warning);
+        assert_eq!(events[0].message, "Rollout aborted update to revision 2");
+        assert!(transitions(&aborted, &aborted).is_empty());
+    }
+}
