@@ -17,7 +17,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
-use crate::rollout::hash::format_selector;
+use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, format_selector};
+use crate::rollout::snapshot::MANAGED_BY_ANNOTATION;
 use crate::rollout::snapshot::Snapshot;
 use crate::rollout::validate::invalid_spec_message;
 
@@ -78,7 +79,7 @@ pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
 
     let message = invalid_spec_message(ro)
         .or_else(|| unsupported(ro))
-        .or_else(|| missing_service(snapshot));
+        .or_else(|| service_problem(snapshot));
     if let Some(message) = message {
         status::set(
             &mut status.conditions,
@@ -166,19 +167,53 @@ fn unsupported(ro: &Rollout) -> Option<String> {
     ))
 }
 
-/// A Service named by the spec that does not exist (upstream's wording).
-fn missing_service(snapshot: &Snapshot) -> Option<String> {
+/// A Service named by the spec that cannot be used, in upstream's wording:
+/// it does not exist, its selector wants labels the pods do not have, or
+/// another Rollout already manages it.
+fn service_problem(snapshot: &Snapshot) -> Option<String> {
     let ro = &snapshot.rollout;
     let canary = ro.spec.strategy.canary.as_ref()?;
     let name = ro.metadata.name.as_deref().unwrap_or_default();
+    let pod_labels = ro
+        .spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     [("stableService", &canary.stable_service), ("canaryService", &canary.canary_service)]
         .into_iter()
-        .filter_map(|(field, svc)| Some((field, svc.as_ref()?)))
-        .find(|(_, svc)| !svc.is_empty() && !snapshot.services.contains_key(*svc))
-        .map(|(field, svc)| {
-            format!(
-                "The Rollout {name:?} is invalid: spec.strategy.canary.{field}: Invalid value: {svc:?}: services {svc:?} not found"
-            )
+        .filter_map(|(field, svc)| Some((field, svc.as_deref()?)))
+        .filter(|(_, svc)| !svc.is_empty())
+        .find_map(|(field, svc)| {
+            let invalid = |detail: String| {
+                format!(
+                    "The Rollout {name:?} is invalid: spec.strategy.canary.{field}: Invalid value: {svc:?}: {detail}"
+                )
+            };
+            let Some(service) = snapshot.services.get(svc) else {
+                return Some(invalid(format!("services {svc:?} not found")));
+            };
+            let selector = service.spec.as_ref().and_then(|s| s.selector.as_ref());
+            let unmatched = selector.into_iter().flatten().find(|(k, v)| {
+                k.as_str() != POD_TEMPLATE_HASH_LABEL && pod_labels.get(*k) != Some(*v)
+            });
+            if let Some((key, _)) = unmatched {
+                return Some(invalid(format!(
+                    "Service {svc:?} has unmatch label {key:?} in rollout"
+                )));
+            }
+            let manager = service
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(MANAGED_BY_ANNOTATION));
+            match manager {
+                Some(m) if m != name => Some(invalid(format!(
+                    "Service {svc:?} is managed by another Rollout"
+                ))),
+                _ => None,
+            }
         })
 }
 

@@ -772,6 +772,49 @@ fn a_missing_service_is_an_invalid_spec() {
 }
 
 #[test]
+fn services_with_foreign_labels_or_another_manager_are_refused() {
+    let invalid = |w: &World| {
+        let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+        assert!(p.actions.is_empty());
+        find(&p.status.conditions, INVALID_SPEC).and_then(|c| c.message.clone())
+    };
+    let mut w = stepped_world();
+    let svc = w
+        .services
+        .iter_mut()
+        .find(|s| s.metadata.name.as_deref() == Some("stable"))
+        .unwrap();
+    svc.spec.get_or_insert_with(Default::default).selector =
+        Some([("app".to_string(), "other".to_string())].into());
+    assert_eq!(
+        invalid(&w).as_deref(),
+        Some(
+            "The Rollout \"demo\" is invalid: spec.strategy.canary.stableService: Invalid value: \"stable\": Service \"stable\" has unmatch label \"app\" in rollout"
+        )
+    );
+
+    let mut w = stepped_world();
+    let svc = w
+        .services
+        .iter_mut()
+        .find(|s| s.metadata.name.as_deref() == Some("canary"))
+        .unwrap();
+    svc.metadata.annotations = Some(
+        [(
+            "argo-rollouts.argoproj.io/managed-by-rollouts".to_string(),
+            "someone-else".to_string(),
+        )]
+        .into(),
+    );
+    assert_eq!(
+        invalid(&w).as_deref(),
+        Some(
+            "The Rollout \"demo\" is invalid: spec.strategy.canary.canaryService: Invalid value: \"canary\": Service \"canary\" is managed by another Rollout"
+        )
+    );
+}
+
+#[test]
 fn progress_deadline_abort_turns_the_deadline_into_an_abort() {
     let mut w = World::new(rollout(2, "nginx:1", None, None));
     w.ro.spec.progress_deadline_seconds = Some(30);
