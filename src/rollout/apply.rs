@@ -122,6 +122,11 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                 patch_replica_set(&rs_api, name, patch).await?;
                 info!(rollout = %ro_name, replicaset = %name, revision, "ReplicaSet is the newest revision again");
             }
+            Action::SetMinReadySeconds { name, seconds } => {
+                let patch = json!({"spec": {"minReadySeconds": seconds}});
+                patch_replica_set(&rs_api, name, patch).await?;
+                info!(rollout = %ro_name, replicaset = %name, seconds, "updated minReadySeconds");
+            }
             Action::DeleteReplicaSet { name } => {
                 match rs_api.delete(name, &DeleteParams::background()).await {
                     Ok(_) => {

@@ -237,6 +237,18 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     } else {
         new_rs.revision()
     };
+    if new_rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0)
+        != spec.min_ready_seconds
+    {
+        actions.push(Action::SetMinReadySeconds {
+            name: new_name.clone(),
+            seconds: spec.min_ready_seconds,
+        });
+    }
     let rollout_revision = ro
         .metadata
         .annotations

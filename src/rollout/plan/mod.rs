@@ -54,6 +54,9 @@ pub enum Action {
     /// Raise a ReplicaSet's revision annotation (a template seen before
     /// becomes the newest revision again).
     SetReplicaSetRevision { name: String, revision: i64 },
+    /// Carry a changed spec.minReadySeconds to the new ReplicaSet (it is
+    /// not part of the pod template, so no new ReplicaSet is made for it).
+    SetMinReadySeconds { name: String, seconds: i32 },
     /// Delete an old, empty ReplicaSet beyond revisionHistoryLimit.
     DeleteReplicaSet { name: String },
     /// Set the Rollout's `rollout.argoproj.io/revision` annotation.

@@ -147,6 +147,9 @@ impl World {
                         .get_or_insert_with(Default::default);
                     a.insert(REVISION_ANNOTATION.into(), revision.to_string());
                 }
+                Action::SetMinReadySeconds { name, seconds } => {
+                    self.rs_mut(name).spec.as_mut().unwrap().min_ready_seconds = Some(*seconds);
+                }
                 // Restarts are simulated with pods in restart.rs's tests.
                 Action::EvictPod { name } => panic!("unexpected eviction of {name}"),
             }
@@ -395,6 +398,21 @@ fn manual_pause_still_applies_a_change_of_replicas() {
     assert_eq!(w.total_spec(), 6);
     assert_eq!(w.available(), 6);
     assert_eq!(w.phase(), Some(RolloutPhase::Paused));
+}
+
+#[test]
+fn a_new_min_ready_seconds_reaches_the_current_replica_set() {
+    let mut w = World::new(rollout(2, "nginx:1", None, None));
+    w.settle(false);
+    w.ro.spec.min_ready_seconds = 7;
+    let actions = w.reconcile();
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::SetMinReadySeconds { seconds: 7, .. })),
+        "{actions:?}"
+    );
+    assert!(w.reconcile().is_empty(), "applied once");
 }
 
 #[test]
