@@ -1,5 +1,6 @@
 //! rollouts: a progressive-delivery controller for Kubernetes that serves the
 //! Argo Rollouts API (`argoproj.io/v1alpha1`).
 
+pub mod analysis;
 pub mod api;
 pub mod rollout;

@@ -1,0 +1,4 @@
+//! Analysis: AnalysisRuns measured by providers (web, job, prometheus) and
+//! judged by expr conditions, as upstream. `run` is the pure state machine.
+
+pub mod run;
