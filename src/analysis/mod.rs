@@ -1,4 +1,5 @@
 //! Analysis: AnalysisRuns measured by providers (web, job, prometheus) and
 //! judged by expr conditions, as upstream. `run` is the pure state machine.
 
+pub mod args;
 pub mod run;
