@@ -2,4 +2,5 @@
 //! judged by expr conditions, as upstream. `run` is the pure state machine.
 
 pub mod args;
+pub mod condition;
 pub mod run;

@@ -1,0 +1,246 @@
+//! successCondition / failureCondition, evaluated with the expr language as
+//! upstream does: `result` is the provider's value, with the helpers asInt,
+//! asFloat, isNaN, isInf, isNil and default. Error texts follow upstream's.
+
+use expr::{Context, Environment, Value};
+use serde_json::Value as Json;
+
+use crate::api::analysis::{AnalysisPhase, Metric};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConditionError(pub String);
+
+/// The measurement's phase from the metric's conditions, as upstream: no
+/// condition -> Successful; success only -> Successful or Failed; failure
+/// only -> Failed or Successful; both -> Failed, Successful or Inconclusive.
+pub fn evaluate(metric: &Metric, result: &Json) -> Result<AnalysisPhase, ConditionError> {
+    let success = non_empty(metric.success_condition.as_deref());
+    let failure = non_empty(metric.failure_condition.as_deref());
+    let eval = |kind: &str, cond: &str| {
+        eval_condition(result, cond).map_err(|e| {
+            let why = if nil_or_empty(result) {
+                "metric result is nil or empty: no data returned from the metric provider".into()
+            } else {
+                e.0
+            };
+            ConditionError(format!("could not evaluate {kind} \"{cond}\": {why}"))
+        })
+    };
+    let s = success.map(|c| eval("successCondition", c)).transpose()?;
+    let f = failure.map(|c| eval("failureCondition", c)).transpose()?;
+    let (s, f) = match (s, f) {
+        (None, None) => return Ok(AnalysisPhase::Successful),
+        (Some(s), None) => (s, !s),
+        (None, Some(f)) => (!f, f),
+        (Some(s), Some(f)) => (s, f),
+    };
+    Ok(if f {
+        AnalysisPhase::Failed
+    } else if !s {
+        AnalysisPhase::Inconclusive
+    } else {
+        AnalysisPhase::Successful
+    })
+}
+
+fn non_empty(s: Option<&str>) -> Option<&str> {
+    s.filter(|s| !s.trim().is_empty())
+}
+
+fn nil_or_empty(v: &Json) -> bool {
+    matches!(v, Json::Null) || matches!(v, Json::Array(a) if a.is_empty())
+}
+
+/// Evaluates one condition; it must yield a bool.
+pub fn eval_condition(result: &Json, condition: &str) -> Result<bool, ConditionError> {
+    let program = expr::compile(condition).map_err(|e| ConditionError(first_line(&e)))?;
+    let mut ctx = Context::default();
+    ctx.insert("result", to_expr(result));
+    match env(result).run(&program, &ctx) {
+        Ok(Value::Bool(b)) => Ok(b),
+        Ok(other) => Err(ConditionError(format!(
+            "expected bool, but got {}",
+            go_type(&other)
+        ))),
+        Err(e) => Err(ConditionError(first_line(&e))),
+    }
+}
+
+/// Parse errors are several lines with a caret; the first says what.
+fn first_line(e: &expr::Error) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" ")
+}
+
+fn env(result: &Json) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.add_function("asInt", |c| match c.args.as_slice() {
+        [Value::Integer(i)] => Ok(Value::Integer(*i)),
+        [Value::Float(f)] => Ok(Value::Integer(*f as i64)),
+        [Value::String(s)] => s
+            .trim()
+            .parse::<i64>()
+            .map(Value::Integer)
+            .map_err(|e| expr::Error::ExprError(format!("asInt({s:?}): {e}"))),
+        [v] => Err(expr::Error::ExprError(format!(
+            "asInt() not supported on {} {v}",
+            go_type(v)
+        ))),
+        _ => Err(expr::Error::ExprError("asInt takes one argument".into())),
+    });
+    env.add_function("asFloat", |c| match c.args.as_slice() {
+        [Value::Integer(i)] => Ok(Value::Float(*i as f64)),
+        [Value::Float(f)] => Ok(Value::Float(*f)),
+        [Value::String(s)] => s
+            .trim()
+            .parse::<f64>()
+            .map(Value::Float)
+            .map_err(|e| expr::Error::ExprError(format!("asFloat({s:?}): {e}"))),
+        [v] => Err(expr::Error::ExprError(format!(
+            "asFloat() not supported on {} {v}",
+            go_type(v)
+        ))),
+        _ => Err(expr::Error::ExprError("asFloat takes one argument".into())),
+    });
+    env.add_function("isNaN", |c| match c.args.as_slice() {
+        [Value::Float(f)] => Ok(Value::Bool(f.is_nan())),
+        [_] => Ok(Value::Bool(false)),
+        _ => Err(expr::Error::ExprError("isNaN takes one argument".into())),
+    });
+    env.add_function("isInf", |c| match c.args.as_slice() {
+        [Value::Float(f)] => Ok(Value::Bool(f.is_infinite())),
+        [_] => Ok(Value::Bool(false)),
+        _ => Err(expr::Error::ExprError("isInf takes one argument".into())),
+    });
+    // As upstream, isNil and default look at `result` itself, whatever
+    // their first argument is.
+    let nil = matches!(result, Json::Null);
+    env.add_function("isNil", move |_| Ok(Value::Bool(nil)));
+    let value = to_expr(result);
+    env.add_function("default", move |c| match c.args.as_slice() {
+        [_, d] => Ok(if nil { d.clone() } else { value.clone() }),
+        _ => Err(expr::Error::ExprError("default takes two arguments".into())),
+    });
+    env
+}
+
+/// A JSON value as expr sees it.
+pub fn to_expr(v: &Json) -> Value {
+    match v {
+        Json::Null => Value::Nil,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::String(s.clone()),
+        Json::Array(a) => Value::Array(a.iter().map(to_expr).collect()),
+        Json::Object(o) => Value::Map(o.iter().map(|(k, v)| (k.clone(), to_expr(v))).collect()),
+    }
+}
+
+/// Go's name for the type a value would have upstream (for "expected bool,
+/// but got T").
+fn go_type(v: &Value) -> &'static str {
+    match v {
+        Value::Integer(_) => "int",
+        Value::Float(_) => "float64",
+        Value::Bool(_) => "bool",
+        Value::Nil => "<nil>",
+        Value::String(_) => "string",
+        Value::Array(_) => "[]interface {}",
+        Value::Map(_) | Value::KeyedMap(_) => "map[string]interface {}",
+        Value::Bytes(_) => "[]uint8",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn metric(success: Option<&str>, failure: Option<&str>) -> Metric {
+        Metric {
+            name: "m".into(),
+            interval: None,
+            initial_delay: None,
+            count: None,
+            success_condition: success.map(Into::into),
+            failure_condition: failure.map(Into::into),
+            failure_limit: None,
+            inconclusive_limit: None,
+            consecutive_error_limit: None,
+            consecutive_success_limit: None,
+            provider: Default::default(),
+        }
+    }
+
+    #[test]
+    fn phase_from_conditions_as_upstream() {
+        use AnalysisPhase::*;
+        let r = json!(0.95);
+        let rows = [
+            (None, None, Successful),
+            (Some("result > 0.9"), None, Successful),
+            (Some("result > 0.99"), None, Failed),
+            (None, Some("result < 0.5"), Successful),
+            (None, Some("result > 0.5"), Failed),
+            (Some("result > 0.9"), Some("result < 0.5"), Successful),
+            (Some("result > 0.99"), Some("result < 0.5"), Inconclusive),
+            (Some("result > 0.9"), Some("result > 0.5"), Failed),
+        ];
+        for (s, f, want) in rows {
+            assert_eq!(evaluate(&metric(s, f), &r), Ok(want), "{s:?} {f:?}");
+        }
+    }
+
+    #[test]
+    fn helpers_and_shapes() {
+        let t = |r: Json, c: &str| eval_condition(&r, c);
+        assert_eq!(t(json!([0.97, 0.1]), "result[0] >= 0.95"), Ok(true));
+        assert_eq!(t(json!("3"), "asInt(result) == 3"), Ok(true));
+        assert_eq!(t(json!("2.5"), "asFloat(result) > 2"), Ok(true));
+        assert_eq!(t(json!(7), "asFloat(result) == 7.0"), Ok(true));
+        assert_eq!(t(json!(null), "isNil(result)"), Ok(true));
+        assert_eq!(t(json!(null), "default(result, 5) == 5"), Ok(true));
+        assert_eq!(t(json!(2), "default(result, 5) == 2"), Ok(true));
+        assert_eq!(
+            t(json!({"status": "ok"}), "result.status == \"ok\""),
+            Ok(true)
+        );
+        assert_eq!(
+            t(json!([1, 2]), "len(result) == 2 && all(result, {# > 0})"),
+            Ok(true)
+        );
+        assert_eq!(t(json!(1), "isNaN(result) || isInf(result)"), Ok(false));
+    }
+
+    #[test]
+    fn errors_read_like_upstream() {
+        assert_eq!(
+            eval_condition(&json!(41), "result + 1"),
+            Err(ConditionError("expected bool, but got int".into()))
+        );
+        let m = metric(Some("result[0] > 1"), None);
+        assert_eq!(
+            evaluate(&m, &json!([])).unwrap_err().0,
+            "could not evaluate successCondition \"result[0] > 1\": metric result is nil or empty: no data returned from the metric provider"
+        );
+        let m = metric(Some("result >"), None);
+        let err = evaluate(&m, &json!(1)).unwrap_err().0;
+        assert!(
+            err.starts_with("could not evaluate successCondition \"result >\": "),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+        let m = metric(None, Some("asInt(result) > 1"));
+        let err = evaluate(&m, &json!("abc")).unwrap_err().0;
+        assert!(err.contains("asInt(\"abc\")"), "{err}");
+    }
+}
