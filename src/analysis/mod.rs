@@ -3,4 +3,5 @@
 
 pub mod args;
 pub mod condition;
+pub mod providers;
 pub mod run;
