@@ -3,5 +3,6 @@
 
 pub mod args;
 pub mod condition;
+pub mod plan;
 pub mod providers;
 pub mod run;

@@ -1,0 +1,251 @@
+//! One reconcile of an AnalysisRun, pure on both sides of the measuring:
+//! `prepare` decides what to measure (or that the spec is unusable),
+//! the shell takes the measurements, `conclude` computes the new status and
+//! when to look again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::args::resolve_all;
+use super::run::{self, Task};
+use crate::api::analysis::{AnalysisPhase, AnalysisRun, AnalysisRunStatus, Measurement, Metric};
+
+/// The status to write and when to look again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunPlan {
+    pub status: AnalysisRunStatus,
+    pub requeue_after: Option<Duration>,
+    /// Set when this plan completes the run (for the completion event).
+    pub completed: Option<AnalysisPhase>,
+}
+
+/// What `prepare` found to measure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prepared {
+    /// The run's metrics with arguments resolved (secrets as placeholders).
+    pub metrics: Vec<Metric>,
+    pub dry_run: BTreeSet<String>,
+    pub keep: BTreeMap<String, usize>,
+    pub terminating: bool,
+    pub tasks: Vec<Task>,
+}
+
+/// A finished run needs nothing; a run whose spec cannot be used ends in
+/// Error with upstream's message; otherwise the measurements due now.
+pub fn prepare(run: &AnalysisRun, now: Timestamp) -> Result<Prepared, Option<RunPlan>> {
+    let status = run.status.clone().unwrap_or_default();
+    if status.phase.is_some_and(|p| p.completed()) {
+        return Err(None);
+    }
+    let fail = |message: String| {
+        let mut status = status.clone();
+        status.phase = Some(AnalysisPhase::Error);
+        status.message = Some(message);
+        status.started_at.get_or_insert(Time(now));
+        status.completed_at.get_or_insert(Time(now));
+        Some(RunPlan {
+            status,
+            requeue_after: None,
+            completed: Some(AnalysisPhase::Error),
+        })
+    };
+    let metrics = resolve_all(&run.spec.metrics, &run.spec.args)
+        .map_err(|e| fail(format!("Unable to resolve metric arguments: {e}")))?;
+    run::validate_metrics(&metrics).map_err(|e| fail(format!("Analysis spec invalid: {e}")))?;
+    let dry_run = run::dry_run_metrics(&run.spec.dry_run, &metrics)
+        .map_err(|e| fail(format!("Analysis spec invalid: {e}")))?;
+    let keep = run::retention(&run.spec.measurement_retention, &metrics)
+        .map_err(|e| fail(format!("Analysis spec invalid: {e}")))?;
+    let terminating = run::is_terminating(run.spec.terminate, &status);
+    let tasks = run::tasks(&metrics, &status, terminating, now);
+    Ok(Prepared {
+        metrics,
+        dry_run,
+        keep,
+        terminating,
+        tasks,
+    })
+}
+
+/// A measurement the shell took for a task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Taken {
+    pub task: Task,
+    pub measurement: Measurement,
+}
+
+pub fn conclude(
+    run: &AnalysisRun,
+    prepared: &Prepared,
+    taken: Vec<Taken>,
+    now: Timestamp,
+) -> RunPlan {
+    let mut status = run.status.clone().unwrap_or_default();
+    for t in taken {
+        let Some(metric) = prepared.metrics.get(t.task.metric) else {
+            continue;
+        };
+        run::record(
+            &mut status,
+            metric,
+            prepared.dry_run.contains(&metric.name),
+            None,
+            t.measurement,
+            t.task.resume.is_some(),
+            now,
+        );
+    }
+    let (phase, message) = run::assess(
+        &prepared.metrics,
+        &mut status,
+        &prepared.dry_run,
+        run.spec.terminate,
+        now,
+    );
+    let mut completed = None;
+    if status.phase != Some(phase) {
+        status.phase = Some(phase);
+        status.message = (!message.is_empty()).then_some(message);
+        if phase.completed() {
+            completed = Some(phase);
+            status.completed_at.get_or_insert(Time(now));
+        }
+    }
+    run::trim_measurements(&mut status, &prepared.keep);
+    let requeue_after = if phase.completed() {
+        None
+    } else {
+        run::next_reconcile(&prepared.metrics, &status, now)
+            .map(|at| Duration::from_secs((at.as_second() - now.as_second()).max(1) as u64))
+    };
+    RunPlan {
+        status,
+        requeue_after,
+        completed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::run::ERROR_RETRY;
+    use crate::api::analysis::{AnalysisRunSpec, Argument, MetricProvider, WebMetric};
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn web_run(interval: Option<&str>, count: Option<i32>) -> AnalysisRun {
+        let metric = Metric {
+            name: "web".into(),
+            interval: interval.map(Into::into),
+            initial_delay: None,
+            count: count.map(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int),
+            success_condition: Some("result == true".into()),
+            failure_condition: None,
+            failure_limit: None,
+            inconclusive_limit: None,
+            consecutive_error_limit: None,
+            consecutive_success_limit: None,
+            provider: MetricProvider {
+                web: Some(WebMetric {
+                    url: "http://svc/{{args.path}}".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        };
+        AnalysisRun::new(
+            "run",
+            AnalysisRunSpec {
+                metrics: vec![metric],
+                args: vec![Argument {
+                    name: "path".into(),
+                    value: Some("health".into()),
+                    value_from: None,
+                }],
+                ..Default::default()
+            },
+        )
+    }
+
+    fn taken(p: &Prepared, phase: AnalysisPhase) -> Vec<Taken> {
+        p.tasks
+            .iter()
+            .map(|task| Taken {
+                task: task.clone(),
+                measurement: Measurement {
+                    phase,
+                    message: None,
+                    started_at: None,
+                    finished_at: None,
+                    value: Some("true".into()),
+                    metadata: None,
+                    resume_at: None,
+                },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_measures_on_its_interval_until_its_count() {
+        let mut run = web_run(Some("5s"), Some(2));
+        let p = prepare(&run, t(0)).unwrap();
+        assert_eq!(p.tasks.len(), 1);
+        assert_eq!(
+            p.metrics[0].provider.web.as_ref().unwrap().url,
+            "http://svc/health"
+        );
+        let plan = conclude(&run, &p, taken(&p, AnalysisPhase::Successful), t(0));
+        assert_eq!(plan.status.phase, Some(AnalysisPhase::Running));
+        assert_eq!(plan.requeue_after, Some(Duration::from_secs(6)));
+        run.status = Some(plan.status);
+        assert!(prepare(&run, t(3)).unwrap().tasks.is_empty(), "not due yet");
+        let p = prepare(&run, t(6)).unwrap();
+        let plan = conclude(&run, &p, taken(&p, AnalysisPhase::Successful), t(6));
+        assert_eq!(plan.status.phase, Some(AnalysisPhase::Successful));
+        assert_eq!(plan.completed, Some(AnalysisPhase::Successful));
+        assert_eq!(plan.requeue_after, None);
+        assert!(plan.status.completed_at.is_some());
+        run.status = Some(plan.status);
+        assert_eq!(
+            prepare(&run, t(60)),
+            Err(None),
+            "a finished run is left alone"
+        );
+    }
+
+    #[test]
+    fn errors_retry_after_ten_seconds() {
+        let run = web_run(Some("60s"), None);
+        let p = prepare(&run, t(0)).unwrap();
+        let plan = conclude(&run, &p, taken(&p, AnalysisPhase::Error), t(0));
+        assert_eq!(plan.status.phase, Some(AnalysisPhase::Running));
+        assert_eq!(
+            plan.requeue_after,
+            Some(ERROR_RETRY + Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn an_unusable_spec_ends_the_run_in_error() {
+        let mut run = web_run(None, None);
+        run.spec.args[0].value = None;
+        let plan = prepare(&run, t(0)).unwrap_err().unwrap();
+        assert_eq!(plan.status.phase, Some(AnalysisPhase::Error));
+        assert_eq!(
+            plan.status.message.as_deref(),
+            Some("Unable to resolve metric arguments: argument \"path\" was not supplied")
+        );
+        let mut run = web_run(None, Some(3));
+        run.spec.metrics[0].interval = None;
+        let plan = prepare(&run, t(0)).unwrap_err().unwrap();
+        assert_eq!(
+            plan.status.message.as_deref(),
+            Some("Analysis spec invalid: metrics[0]: interval must be specified when count > 1")
+        );
+    }
+}
