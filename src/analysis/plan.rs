@@ -33,12 +33,30 @@ pub struct Prepared {
     pub tasks: Vec<Task>,
 }
 
+/// What a reconcile of a run starts with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prepare {
+    /// The run is complete: nothing to do.
+    Finished,
+    /// The spec cannot be used: the run ends in Error with this status.
+    Invalid(Box<RunPlan>),
+    /// Take these measurements, then `conclude`.
+    Measure(Prepared),
+}
+
 /// A finished run needs nothing; a run whose spec cannot be used ends in
 /// Error with upstream's message; otherwise the measurements due now.
-pub fn prepare(run: &AnalysisRun, now: Timestamp) -> Result<Prepared, Option<RunPlan>> {
+pub fn prepare(run: &AnalysisRun, now: Timestamp) -> Prepare {
+    match try_prepare(run, now) {
+        Ok(p) => p,
+        Err(plan) => Prepare::Invalid(plan),
+    }
+}
+
+fn try_prepare(run: &AnalysisRun, now: Timestamp) -> Result<Prepare, Box<RunPlan>> {
     let status = run.status.clone().unwrap_or_default();
     if status.phase.is_some_and(|p| p.completed()) {
-        return Err(None);
+        return Ok(Prepare::Finished);
     }
     let fail = |message: String| {
         let mut status = status.clone();
@@ -46,7 +64,7 @@ pub fn prepare(run: &AnalysisRun, now: Timestamp) -> Result<Prepared, Option<Run
         status.message = Some(message);
         status.started_at.get_or_insert(Time(now));
         status.completed_at.get_or_insert(Time(now));
-        Some(RunPlan {
+        Box::new(RunPlan {
             status,
             requeue_after: None,
             completed: Some(AnalysisPhase::Error),
@@ -61,13 +79,13 @@ pub fn prepare(run: &AnalysisRun, now: Timestamp) -> Result<Prepared, Option<Run
         .map_err(|e| fail(format!("Analysis spec invalid: {e}")))?;
     let terminating = run::is_terminating(run.spec.terminate, &status);
     let tasks = run::tasks(&metrics, &status, terminating, now);
-    Ok(Prepared {
+    Ok(Prepare::Measure(Prepared {
         metrics,
         dry_run,
         keep,
         terminating,
         tasks,
-    })
+    }))
 }
 
 /// A measurement the shell took for a task.
@@ -172,6 +190,20 @@ mod tests {
         )
     }
 
+    fn measure(run: &AnalysisRun, now: Timestamp) -> Prepared {
+        match prepare(run, now) {
+            Prepare::Measure(p) => p,
+            other => panic!("expected measurements, got {other:?}"),
+        }
+    }
+
+    fn invalid(run: &AnalysisRun) -> RunPlan {
+        match prepare(run, t(0)) {
+            Prepare::Invalid(plan) => *plan,
+            other => panic!("expected an invalid run, got {other:?}"),
+        }
+    }
+
     fn taken(p: &Prepared, phase: AnalysisPhase) -> Vec<Taken> {
         p.tasks
             .iter()
@@ -193,7 +225,7 @@ mod tests {
     #[test]
     fn a_run_measures_on_its_interval_until_its_count() {
         let mut run = web_run(Some("5s"), Some(2));
-        let p = prepare(&run, t(0)).unwrap();
+        let p = measure(&run, t(0));
         assert_eq!(p.tasks.len(), 1);
         assert_eq!(
             p.metrics[0].provider.web.as_ref().unwrap().url,
@@ -203,8 +235,8 @@ mod tests {
         assert_eq!(plan.status.phase, Some(AnalysisPhase::Running));
         assert_eq!(plan.requeue_after, Some(Duration::from_secs(6)));
         run.status = Some(plan.status);
-        assert!(prepare(&run, t(3)).unwrap().tasks.is_empty(), "not due yet");
-        let p = prepare(&run, t(6)).unwrap();
+        assert!(measure(&run, t(3)).tasks.is_empty(), "not due yet");
+        let p = measure(&run, t(6));
         let plan = conclude(&run, &p, taken(&p, AnalysisPhase::Successful), t(6));
         assert_eq!(plan.status.phase, Some(AnalysisPhase::Successful));
         assert_eq!(plan.completed, Some(AnalysisPhase::Successful));
@@ -213,7 +245,7 @@ mod tests {
         run.status = Some(plan.status);
         assert_eq!(
             prepare(&run, t(60)),
-            Err(None),
+            Prepare::Finished,
             "a finished run is left alone"
         );
     }
@@ -221,7 +253,7 @@ mod tests {
     #[test]
     fn errors_retry_after_ten_seconds() {
         let run = web_run(Some("60s"), None);
-        let p = prepare(&run, t(0)).unwrap();
+        let p = measure(&run, t(0));
         let plan = conclude(&run, &p, taken(&p, AnalysisPhase::Error), t(0));
         assert_eq!(plan.status.phase, Some(AnalysisPhase::Running));
         assert_eq!(
@@ -234,7 +266,7 @@ mod tests {
     fn an_unusable_spec_ends_the_run_in_error() {
         let mut run = web_run(None, None);
         run.spec.args[0].value = None;
-        let plan = prepare(&run, t(0)).unwrap_err().unwrap();
+        let plan = invalid(&run);
         assert_eq!(plan.status.phase, Some(AnalysisPhase::Error));
         assert_eq!(
             plan.status.message.as_deref(),
@@ -242,7 +274,7 @@ mod tests {
         );
         let mut run = web_run(None, Some(3));
         run.spec.metrics[0].interval = None;
-        let plan = prepare(&run, t(0)).unwrap_err().unwrap();
+        let plan = invalid(&run);
         assert_eq!(
             plan.status.message.as_deref(),
             Some("Analysis spec invalid: metrics[0]: interval must be specified when count > 1")
