@@ -15,10 +15,9 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use rollouts::api::Rollout;
-use rollouts::api::rollout::{RolloutPhase, RolloutStatus};
 use rollouts::rollout::plan::replicas::approximate_weighted_counts;
 use serde_json::json;
-use support::{TestEnv, wait_rollout};
+use support::{TestEnv, healthy, paused, set_image, wait_rollout};
 
 fn rollout(replicas: i32, strategy: &str) -> String {
     format!(
@@ -34,23 +33,6 @@ spec:
   strategy:
 {strategy}"#
     )
-}
-
-fn healthy(s: &RolloutStatus) -> bool {
-    s.phase == Some(RolloutPhase::Healthy)
-}
-
-fn paused(s: &RolloutStatus) -> bool {
-    s.phase == Some(RolloutPhase::Paused)
-}
-
-async fn set_image(env: &TestEnv, image: &str) -> Result<()> {
-    let patch =
-        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
-    env.api::<Rollout>()
-        .patch("web", &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
-    Ok(())
 }
 
 /// (spec.replicas, availableReplicas) of each ReplicaSet, by pod-template hash.

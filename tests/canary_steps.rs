@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Patch, PatchParams};
 use rollouts::api::Rollout;
 use rollouts::api::rollout::{RolloutPhase, RolloutStatus};
 use serde_json::json;
-use support::{TestEnv, patch_status, wait_rollout};
+use support::{TestEnv, patch_status, paused, set_image, wait_rollout};
 
 const STEPS: &str = r#"
   strategy:
@@ -59,15 +58,6 @@ spec:
     Ok((env, s))
 }
 
-async fn set_image(env: &TestEnv, image: &str) -> Result<()> {
-    let patch =
-        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
-    env.api::<Rollout>()
-        .patch("web", &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
-    Ok(())
-}
-
 /// spec.replicas of each ReplicaSet, by pod-template hash.
 async fn pods_by_hash(env: &TestEnv) -> Result<BTreeMap<String, i32>> {
     let rss = env.api::<ReplicaSet>().list(&Default::default()).await?;
@@ -91,10 +81,6 @@ async fn selector(env: &TestEnv, svc: &str) -> Result<Option<String>> {
     Ok(s.spec
         .and_then(|s| s.selector)
         .and_then(|m| m.get("rollouts-pod-template-hash").cloned()))
-}
-
-fn paused(s: &RolloutStatus) -> bool {
-    s.phase == Some(RolloutPhase::Paused)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

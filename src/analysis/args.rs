@@ -150,15 +150,7 @@ mod tests {
     fn prom(query: &str) -> Metric {
         Metric {
             name: "m".into(),
-            interval: None,
-            initial_delay: None,
-            count: None,
             success_condition: Some("result[0] > {{ args.threshold }}".into()),
-            failure_condition: None,
-            failure_limit: None,
-            inconclusive_limit: None,
-            consecutive_error_limit: None,
-            consecutive_success_limit: None,
             provider: MetricProvider {
                 prometheus: Some(PrometheusMetric {
                     address: Some("http://prom:9090".into()),
@@ -167,6 +159,7 @@ mod tests {
                 }),
                 ..Default::default()
             },
+            ..Default::default()
         }
     }
 

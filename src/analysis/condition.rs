@@ -168,16 +168,9 @@ mod tests {
     fn metric(success: Option<&str>, failure: Option<&str>) -> Metric {
         Metric {
             name: "m".into(),
-            interval: None,
-            initial_delay: None,
-            count: None,
             success_condition: success.map(Into::into),
             failure_condition: failure.map(Into::into),
-            failure_limit: None,
-            inconclusive_limit: None,
-            consecutive_error_limit: None,
-            consecutive_success_limit: None,
-            provider: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -160,14 +160,8 @@ mod tests {
         let metric = Metric {
             name: "web".into(),
             interval: interval.map(Into::into),
-            initial_delay: None,
             count: count.map(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int),
             success_condition: Some("result == true".into()),
-            failure_condition: None,
-            failure_limit: None,
-            inconclusive_limit: None,
-            consecutive_error_limit: None,
-            consecutive_success_limit: None,
             provider: MetricProvider {
                 web: Some(WebMetric {
                     url: "http://svc/{{args.path}}".into(),
@@ -175,6 +169,7 @@ mod tests {
                 }),
                 ..Default::default()
             },
+            ..Default::default()
         };
         AnalysisRun::new(
             "run",

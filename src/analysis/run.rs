@@ -179,20 +179,39 @@ fn validate_metric(m: &Metric) -> Result<(), String> {
     }
 }
 
-/// Names of the dry-run metrics: each rule is a regular expression that must
-/// match at least one metric.
+/// For each rule (a regular expression over metric names), the metrics it
+/// matches; a rule that matches none is an error, as upstream.
+fn match_rules<'a>(
+    kind: &str,
+    patterns: impl Iterator<Item = &'a str>,
+    metrics: &'a [Metric],
+) -> Result<Vec<Vec<&'a Metric>>, String> {
+    patterns
+        .enumerate()
+        .map(|(i, pattern)| {
+            let re = regex::Regex::new(pattern)
+                .map_err(|e| format!("{kind}[{i}]: invalid metric name pattern: {e}"))?;
+            let matched: Vec<&Metric> = metrics.iter().filter(|m| re.is_match(&m.name)).collect();
+            if matched.is_empty() {
+                return Err(format!("{kind}[{i}]: Rule didn't match any metric name(s)"));
+            }
+            Ok(matched)
+        })
+        .collect()
+}
+
+/// Names of the dry-run metrics.
 pub fn dry_run_metrics(rules: &[DryRun], metrics: &[Metric]) -> Result<BTreeSet<String>, String> {
-    let mut out = BTreeSet::new();
-    for (i, rule) in rules.iter().enumerate() {
-        let re = regex::Regex::new(&rule.metric_name)
-            .map_err(|e| format!("dryRun[{i}]: invalid metric name pattern: {e}"))?;
-        let matched: Vec<&Metric> = metrics.iter().filter(|m| re.is_match(&m.name)).collect();
-        if matched.is_empty() {
-            return Err(format!("dryRun[{i}]: Rule didn't match any metric name(s)"));
-        }
-        out.extend(matched.into_iter().map(|m| m.name.clone()));
-    }
-    Ok(out)
+    let matched = match_rules(
+        "dryRun",
+        rules.iter().map(|r| r.metric_name.as_str()),
+        metrics,
+    )?;
+    Ok(matched
+        .into_iter()
+        .flatten()
+        .map(|m| m.name.clone())
+        .collect())
 }
 
 /// How many measurements to keep, per metric name.
@@ -200,21 +219,13 @@ pub fn retention(
     rules: &[MeasurementRetention],
     metrics: &[Metric],
 ) -> Result<BTreeMap<String, usize>, String> {
+    let patterns = rules.iter().map(|r| r.metric_name.as_str());
+    let matched = match_rules("measurementRetention", patterns, metrics)?;
     let mut out = BTreeMap::new();
-    for (i, rule) in rules.iter().enumerate() {
-        let re = regex::Regex::new(&rule.metric_name)
-            .map_err(|e| format!("measurementRetention[{i}]: invalid metric name pattern: {e}"))?;
-        let matched: Vec<&Metric> = metrics.iter().filter(|m| re.is_match(&m.name)).collect();
-        if matched.is_empty() {
-            return Err(format!(
-                "measurementRetention[{i}]: Rule didn't match any metric name(s)"
-            ));
-        }
-        for m in matched {
-            let keep = usize::try_from(rule.limit).unwrap_or(0);
-            if keep > 0 {
-                out.insert(m.name.clone(), keep);
-            }
+    for (rule, matched) in rules.iter().zip(matched) {
+        let keep = usize::try_from(rule.limit).unwrap_or(0);
+        if keep > 0 {
+            out.extend(matched.into_iter().map(|m| (m.name.clone(), keep)));
         }
     }
     Ok(out)

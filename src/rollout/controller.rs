@@ -156,7 +156,7 @@ async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error
         // behind our own writes): plan once more from the API server itself.
         Err(Error::Apply(ApplyError::Conflict { what })) => {
             debug!(rollout = %ro.name_any(), %what, "conflict; planning again from a fresh read");
-            let fresh = fresh_snapshot(&ctx.client, &ro, &ns).await?;
+            let fresh = fresh_snapshot(&ctx.client, &ro, &ns, now).await?;
             plan_and_apply(&ctx.client, &fresh, now).await?
         }
         other => other?,
@@ -217,7 +217,12 @@ async fn observe(
 }
 
 /// A snapshot read from the API server rather than the caches.
-async fn fresh_snapshot(client: &Client, ro: &Rollout, ns: &str) -> Result<Snapshot, Error> {
+async fn fresh_snapshot(
+    client: &Client,
+    ro: &Rollout,
+    ns: &str,
+    now: Timestamp,
+) -> Result<Snapshot, Error> {
     let ro = Api::<Rollout>::namespaced(client.clone(), ns)
         .get(&ro.name_any())
         .await
@@ -227,7 +232,7 @@ async fn fresh_snapshot(client: &Client, ro: &Rollout, ns: &str) -> Result<Snaps
         .await
         .map_err(Error::Api)?
         .items;
-    observe(client, ro, replica_sets, Timestamp::now()).await
+    observe(client, ro, replica_sets, now).await
 }
 
 fn error_policy(ro: Arc<Rollout>, err: &Error, ctx: Arc<Context>) -> Requeue {

@@ -295,3 +295,20 @@ pub async fn patch_status(env: &TestEnv, name: &str, patch: serde_json::Value) -
         .await?;
     Ok(())
 }
+
+pub fn healthy(s: &rollouts::api::rollout::RolloutStatus) -> bool {
+    s.phase == Some(rollouts::api::rollout::RolloutPhase::Healthy)
+}
+
+pub fn paused(s: &rollouts::api::rollout::RolloutStatus) -> bool {
+    s.phase == Some(rollouts::api::rollout::RolloutPhase::Paused)
+}
+
+/// Changes the image of the Rollout `web`'s container `app` (an update).
+pub async fn set_image(env: &TestEnv, image: &str) -> Result<()> {
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+    env.api::<rollouts::api::Rollout>()
+        .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}

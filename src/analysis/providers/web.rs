@@ -149,23 +149,15 @@ pub fn select(path: Option<&str>, doc: &Value) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::analysis::{AnalysisPhase, MetricProvider, WebMetricHeader};
+    use crate::api::analysis::{AnalysisPhase, WebMetricHeader};
     use crate::testing::{Reply, TestServer};
     use serde_json::json;
 
     fn metric(success: Option<&str>) -> Metric {
         Metric {
             name: "web".into(),
-            interval: None,
-            initial_delay: None,
-            count: None,
             success_condition: success.map(Into::into),
-            failure_condition: None,
-            failure_limit: None,
-            inconclusive_limit: None,
-            consecutive_error_limit: None,
-            consecutive_success_limit: None,
-            provider: MetricProvider::default(),
+            ..Default::default()
         }
     }
 

@@ -100,7 +100,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     // A restart goes first, as upstream; a plan that evicts pods does
     // nothing else, because the availability it observed is already stale.
     let mut restart_wait = None;
-    if restart::pending(spec, &status, now.0) && new_rs.is_some() {
+    if restart::pending(spec, status.restarted_at.as_ref(), now.0) && new_rs.is_some() {
         let r = restart::plan(
             ro,
             all,

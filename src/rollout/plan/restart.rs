@@ -9,22 +9,23 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::api::Rollout;
-use crate::api::rollout::{RolloutSpec, RolloutStatus};
+use crate::api::rollout::RolloutSpec;
 use crate::rollout::snapshot::ReplicaSetExt;
 
 /// Whether the Rollout asks for a restart that has not been done yet, as
 /// upstream: restartAt is set, differs from status.restartedAt and has passed.
 /// The shell lists the Rollout's pods only when this holds.
 pub fn needs_restart(ro: &Rollout, now: Timestamp) -> bool {
-    pending(&ro.spec, &ro.status.clone().unwrap_or_default(), now)
+    let restarted_at = ro.status.as_ref().and_then(|s| s.restarted_at.as_ref());
+    pending(&ro.spec, restarted_at, now)
 }
 
-/// [`needs_restart`] against a status being planned.
-pub fn pending(spec: &RolloutSpec, status: &RolloutStatus, now: Timestamp) -> bool {
+/// [`needs_restart`] against the restartedAt of a status being planned.
+pub fn pending(spec: &RolloutSpec, restarted_at: Option<&Time>, now: Timestamp) -> bool {
     let Some(at) = spec.restart_at.as_ref() else {
         return false;
     };
-    status.restarted_at.as_ref() != Some(at) && at.0 <= now
+    restarted_at != Some(at) && at.0 <= now
 }
 
 /// What the restart needs in this reconcile.
