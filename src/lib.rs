@@ -3,5 +3,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod controller;
+pub mod recorder;
 pub mod rollout;
 pub mod testing;

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod condition;
+pub mod controller;
 pub mod plan;
 pub mod providers;
 pub mod run;

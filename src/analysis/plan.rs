@@ -20,6 +20,8 @@ pub struct RunPlan {
     pub requeue_after: Option<Duration>,
     /// Set when this plan completes the run (for the completion event).
     pub completed: Option<AnalysisPhase>,
+    /// Measurements no longer kept in the status (their Jobs can go).
+    pub dropped: Vec<Measurement>,
 }
 
 /// What `prepare` found to measure.
@@ -58,18 +60,7 @@ fn try_prepare(run: &AnalysisRun, now: Timestamp) -> Result<Prepare, Box<RunPlan
     if status.phase.is_some_and(|p| p.completed()) {
         return Ok(Prepare::Finished);
     }
-    let fail = |message: String| {
-        let mut status = status.clone();
-        status.phase = Some(AnalysisPhase::Error);
-        status.message = Some(message);
-        status.started_at.get_or_insert(Time(now));
-        status.completed_at.get_or_insert(Time(now));
-        Box::new(RunPlan {
-            status,
-            requeue_after: None,
-            completed: Some(AnalysisPhase::Error),
-        })
-    };
+    let fail = |message: String| Box::new(error_plan(run, message, now));
     let metrics = resolve_all(&run.spec.metrics, &run.spec.args)
         .map_err(|e| fail(format!("Unable to resolve metric arguments: {e}")))?;
     run::validate_metrics(&metrics).map_err(|e| fail(format!("Analysis spec invalid: {e}")))?;
@@ -88,6 +79,43 @@ fn try_prepare(run: &AnalysisRun, now: Timestamp) -> Result<Prepare, Box<RunPlan
     }))
 }
 
+/// The run ends in Error with `message` (an unusable spec, arguments that
+/// cannot be resolved).
+pub fn error_plan(run: &AnalysisRun, message: String, now: Timestamp) -> RunPlan {
+    let mut status = run.status.clone().unwrap_or_default();
+    status.phase = Some(AnalysisPhase::Error);
+    status.message = Some(message);
+    status.started_at.get_or_insert(Time(now));
+    status.completed_at.get_or_insert(Time(now));
+    RunPlan {
+        status,
+        requeue_after: None,
+        completed: Some(AnalysisPhase::Error),
+        dropped: vec![],
+    }
+}
+
+/// When a completed run is to be deleted, from its `ttlStrategy` (the
+/// phase-specific TTL first, then secondsAfterCompletion); None keeps it.
+pub fn expires_at(run: &AnalysisRun) -> Option<Timestamp> {
+    let ttl = run.spec.ttl_strategy.as_ref()?;
+    let status = run.status.as_ref()?;
+    let phase = status.phase.filter(|p| p.completed())?;
+    let completed = status.completed_at.as_ref()?;
+    let seconds = match phase {
+        AnalysisPhase::Successful => ttl.seconds_after_success,
+        AnalysisPhase::Failed => ttl.seconds_after_failure,
+        _ => None,
+    }
+    .or(ttl.seconds_after_completion)?;
+    completed
+        .0
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
+            seconds,
+        )))
+        .ok()
+}
+
 /// A measurement the shell took for a task.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Taken {
@@ -102,10 +130,19 @@ pub fn conclude(
     now: Timestamp,
 ) -> RunPlan {
     let mut status = run.status.clone().unwrap_or_default();
-    for t in taken {
+    for mut t in taken {
         let Some(metric) = prepared.metrics.get(t.task.metric) else {
             continue;
         };
+        let terminated = prepared.terminating && t.task.resume.is_some();
+        if terminated
+            && matches!(
+                t.measurement.phase,
+                AnalysisPhase::Successful | AnalysisPhase::Inconclusive
+            )
+        {
+            t.measurement.message = Some("Metric Terminated".into());
+        }
         run::record(
             &mut status,
             metric,
@@ -132,7 +169,10 @@ pub fn conclude(
             status.completed_at.get_or_insert(Time(now));
         }
     }
-    run::trim_measurements(&mut status, &prepared.keep);
+    let dropped = run::trim_measurements(&mut status, &prepared.keep)
+        .into_values()
+        .flatten()
+        .collect();
     let requeue_after = if phase.completed() {
         None
     } else {
@@ -143,6 +183,7 @@ pub fn conclude(
         status,
         requeue_after,
         completed,
+        dropped,
     }
 }
 
@@ -274,5 +315,56 @@ mod tests {
             plan.status.message.as_deref(),
             Some("Analysis spec invalid: metrics[0]: interval must be specified when count > 1")
         );
+    }
+
+    #[test]
+    fn ttl_picks_the_phase_specific_seconds_first() {
+        use crate::api::analysis::TtlStrategy;
+        let mut run = web_run(None, None);
+        assert_eq!(expires_at(&run), None, "no ttlStrategy: kept");
+        run.spec.ttl_strategy = Some(TtlStrategy {
+            seconds_after_completion: Some(60),
+            seconds_after_failure: Some(5),
+            seconds_after_success: None,
+        });
+        assert_eq!(expires_at(&run), None, "not completed yet");
+        let mut done = |phase| {
+            run.status = Some(AnalysisRunStatus {
+                phase: Some(phase),
+                completed_at: Some(Time(t(100))),
+                ..Default::default()
+            });
+            expires_at(&run)
+        };
+        assert_eq!(done(AnalysisPhase::Failed), Some(t(105)));
+        assert_eq!(done(AnalysisPhase::Successful), Some(t(160)));
+        assert_eq!(done(AnalysisPhase::Running), None);
+    }
+
+    #[test]
+    fn a_terminated_in_flight_measurement_says_so_and_counts_as_upstream() {
+        let mut run = web_run(Some("5s"), None);
+        let p = measure(&run, t(0));
+        let mut first = taken(&p, AnalysisPhase::Running);
+        first[0].measurement.finished_at = None;
+        let plan = conclude(&run, &p, first, t(0));
+        run.status = Some(plan.status);
+        run.spec.terminate = true;
+        let p = measure(&run, t(1));
+        assert!(p.terminating && p.tasks[0].resume.is_some());
+        let mut ended = taken(&p, AnalysisPhase::Inconclusive);
+        ended[0].measurement.finished_at = Some(Time(t(1)));
+        let plan = conclude(&run, &p, ended, t(1));
+        let m = &plan.status.metric_results[0].measurements[0];
+        assert_eq!(m.message.as_deref(), Some("Metric Terminated"));
+        // Upstream (v1.10.2) ends a Job early as Inconclusive, and that
+        // counts against inconclusiveLimit even while terminating.
+        assert_eq!(
+            plan.status.message.as_deref(),
+            Some(
+                "Metric \"web\" assessed Inconclusive due to inconclusive (1) > inconclusiveLimit (0): \"Error Message: Metric Terminated\""
+            )
+        );
+        assert_eq!(plan.completed, Some(AnalysisPhase::Inconclusive));
     }
 }

@@ -1,8 +1,7 @@
 //! kube-runtime wiring: watch Rollouts and the ReplicaSets they own, build a
 //! snapshot from the caches, plan, apply. Errors are logged and retried.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,21 +16,18 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::api::Rollout;
+use crate::controller::{Backoff, Scope};
+use crate::recorder;
 use crate::rollout::apply::{ApplyError, apply};
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::hash::format_selector;
 use crate::rollout::plan::restart::needs_restart;
 use crate::rollout::plan::{Plan, plan};
-use crate::rollout::recorder;
 use crate::rollout::snapshot::Snapshot;
 
 /// A settled rollout is still looked at this often, so a missed watch
 /// event cannot leave it stale for long.
 const RESYNC: Duration = Duration::from_secs(300);
-/// Retry delay after a failed reconcile, doubled on each further failure
-/// of the same Rollout up to RETRY_MAX.
-const RETRY: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(300);
 /// How long a reconcile waits for the first ReplicaSet list.
 const CACHE_SYNC: Duration = Duration::from_secs(30);
 
@@ -52,36 +48,16 @@ pub enum Error {
 struct Context {
     client: Client,
     replica_sets: Store<ReplicaSet>,
-    /// Consecutive failed reconciles per Rollout, for the retry backoff.
-    failures: Mutex<HashMap<ObjectRef<Rollout>, u32>>,
+    backoff: Backoff<ObjectRef<Rollout>>,
 }
 
-/// Where the controller looks.
-#[derive(Clone, Debug, Default)]
-pub struct Scope {
-    /// Watch one namespace only; all namespaces when None.
-    pub namespace: Option<String>,
-}
-
-fn api<K>(client: &Client, scope: &Scope) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// Runs the Rollout controller until the process is asked to stop (SIGINT or
-/// SIGTERM) or `shutdown` resolves.
+/// Runs the Rollout controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
-    let rollouts: Api<Rollout> = api(&client, &scope);
+    let rollouts: Api<Rollout> = scope.api(&client);
     rollouts
         .list(&kube::api::ListParams::default().limit(1))
         .await
@@ -103,7 +79,7 @@ pub async fn run(
     let rs_config = watcher::Config::default()
         .labels(POD_TEMPLATE_HASH_LABEL)
         .any_semantic();
-    let rs_stream = watcher(api::<ReplicaSet>(&client, &scope), rs_config)
+    let rs_stream = watcher(scope.api::<ReplicaSet>(&client), rs_config)
         .default_backoff()
         .modify(|rs: &mut ReplicaSet| rs.managed_fields_mut().clear())
         .reflect(rs_writer)
@@ -112,7 +88,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client,
         replica_sets: rs_reader,
-        failures: Mutex::default(),
+        backoff: Backoff::default(),
     });
     info!(
         namespace = scope.namespace.as_deref().unwrap_or("<all>"),
@@ -161,9 +137,7 @@ async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error
         }
         other => other?,
     };
-    if let Ok(mut failures) = ctx.failures.lock() {
-        failures.remove(&ObjectRef::from_obj(&*ro));
-    }
+    ctx.backoff.succeeded(&ObjectRef::from_obj(&*ro));
     Ok(Requeue::requeue(
         plan.requeue_after.unwrap_or(RESYNC).min(RESYNC),
     ))
@@ -236,18 +210,7 @@ async fn fresh_snapshot(
 }
 
 fn error_policy(ro: Arc<Rollout>, err: &Error, ctx: Arc<Context>) -> Requeue {
-    let failures = ctx
-        .failures
-        .lock()
-        .map(|mut f| {
-            let n = f.entry(ObjectRef::from_obj(&*ro)).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        })
-        .unwrap_or(1);
-    let delay = RETRY
-        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
-        .min(RETRY_MAX);
+    let (failures, delay) = ctx.backoff.failed(ObjectRef::from_obj(&*ro));
     warn!(rollout = %ro.name_any(), namespace = ro.namespace().unwrap_or_default(), error = %err, failures, retry_in = ?delay, "reconcile failed");
     Requeue::requeue(delay)
 }

@@ -4,6 +4,5 @@ pub mod apply;
 pub mod controller;
 pub mod hash;
 pub mod plan;
-pub mod recorder;
 pub mod snapshot;
 pub mod validate;

@@ -138,7 +138,7 @@ impl TestEnv {
     pub fn start_controller(&mut self) {
         let (tx, rx) = oneshot::channel::<()>();
         let client = self.client.clone();
-        let scope = rollouts::rollout::controller::Scope {
+        let scope = rollouts::controller::Scope {
             namespace: Some(self.ns.clone()),
         };
         let ns = self.ns.clone();
@@ -146,7 +146,7 @@ impl TestEnv {
             let shutdown = async move {
                 let _ = rx.await;
             };
-            if let Err(e) = rollouts::rollout::controller::run(client, scope, shutdown).await {
+            if let Err(e) = rollouts::controller::run(client, scope, shutdown).await {
                 panic!("controller for namespace {ns} failed: {e}");
             }
         }));
@@ -311,4 +311,25 @@ pub async fn set_image(env: &TestEnv, image: &str) -> Result<()> {
         .patch("web", &PatchParams::default(), &Patch::Merge(patch))
         .await?;
     Ok(())
+}
+
+/// Waits until the AnalysisRun `name` has completed and returns it.
+pub async fn wait_run_completed(
+    env: &TestEnv,
+    name: &str,
+) -> Result<rollouts::api::analysis::AnalysisRun> {
+    let api = env.api::<rollouts::api::analysis::AnalysisRun>();
+    wait_for(
+        &format!("AnalysisRun {name} to complete"),
+        Duration::from_secs(60),
+        || async {
+            let run = api.get(name).await?;
+            let phase = run.status.as_ref().and_then(|s| s.phase);
+            Ok(match phase {
+                Some(p) if p.completed() => Ok(run),
+                _ => Err(format!("{:?}", run.status)),
+            })
+        },
+    )
+    .await
 }

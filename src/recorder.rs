@@ -1,4 +1,5 @@
-//! Publishes a plan's Kubernetes Events (events.k8s.io/v1) about a Rollout.
+//! Publishes Kubernetes Events (events.k8s.io/v1) about a Rollout or an
+//! AnalysisRun.
 //!
 //! Not kube-runtime's `Recorder`: it folds events with the same reason into
 //! one series that keeps the first message, so "step 2/6 completed" would be
@@ -13,26 +14,29 @@ use kube::api::PostParams;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::Rollout;
-use crate::rollout::plan::events::Event;
+pub use crate::rollout::plan::events::Event;
 
 pub const REPORTING_CONTROLLER: &str = "argoproj.io/rollouts-controller";
 
 /// Creates one Event per entry. A failure is logged, not returned: losing an
 /// event must not stop a rollout.
-pub async fn publish(client: &Client, ro: &Rollout, events: &[Event]) {
+pub async fn publish<K>(client: &Client, obj: &K, events: &[Event])
+where
+    K: Resource<DynamicType = ()>,
+{
     if events.is_empty() {
         return;
     }
-    let ns = ro.namespace().unwrap_or_default();
+    let ns = obj.namespace().unwrap_or_default();
+    let kind = K::kind(&());
     let api: Api<K8sEvent> = Api::namespaced(client.clone(), &ns);
     let regarding = ObjectReference {
-        api_version: Some(Rollout::api_version(&()).into_owned()),
-        kind: Some(Rollout::kind(&()).into_owned()),
-        name: ro.metadata.name.clone(),
-        namespace: ro.metadata.namespace.clone(),
-        uid: ro.metadata.uid.clone(),
-        resource_version: ro.metadata.resource_version.clone(),
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(kind.clone().into_owned()),
+        name: obj.meta().name.clone(),
+        namespace: obj.meta().namespace.clone(),
+        uid: obj.meta().uid.clone(),
+        resource_version: obj.meta().resource_version.clone(),
         ..Default::default()
     };
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "rollouts-controller".into());
@@ -40,7 +44,7 @@ pub async fn publish(client: &Client, ro: &Rollout, events: &[Event]) {
         let now = Timestamp::now();
         let event = K8sEvent {
             metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}", ro.name_any(), now.as_nanosecond())),
+                name: Some(format!("{}.{:x}", obj.name_any(), now.as_nanosecond())),
                 namespace: Some(ns.clone()),
                 ..Default::default()
             },
@@ -54,9 +58,9 @@ pub async fn publish(client: &Client, ro: &Rollout, events: &[Event]) {
             reporting_instance: Some(instance.clone()),
             ..Default::default()
         };
-        info!(rollout = %ro.name_any(), namespace = %ns, reason = ev.reason, message = %ev.message, "event");
+        info!(%kind, name = %obj.name_any(), namespace = %ns, reason = ev.reason, message = %ev.message, "event");
         if let Err(e) = api.create(&PostParams::default(), &event).await {
-            warn!(rollout = %ro.name_any(), reason = ev.reason, error = %e, "could not publish event");
+            warn!(%kind, name = %obj.name_any(), reason = ev.reason, error = %e, "could not publish event");
         }
     }
 }
