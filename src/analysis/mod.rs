@@ -7,3 +7,4 @@ pub mod controller;
 pub mod plan;
 pub mod providers;
 pub mod run;
+pub mod template;

@@ -73,6 +73,7 @@ pub struct ClusterAnalysisTemplateSpec {
 /// One execution of an analysis.
 #[skip_serializing_none]
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(derive = "PartialEq")]
 #[kube(
     group = "argoproj.io",
     version = "v1alpha1",

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
 use crate::api::Rollout;
+use crate::api::analysis::AnalysisRun;
 use crate::api::rollout::RolloutStatus;
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::plan::{Action, Plan};
@@ -28,6 +29,8 @@ pub enum ApplyError {
     /// The object changed since it was read: plan again from a fresh read.
     #[error("{what} changed since it was read")]
     Conflict { what: String },
+    #[error("AnalysisRun {name}: {source}")]
+    AnalysisRun { name: String, source: kube::Error },
     #[error("evicting pod {name}: {source}")]
     Evict { name: String, source: kube::Error },
     #[error("patching ReplicaSet {name}: {source}")]
@@ -169,6 +172,58 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                 // someone else's.
                 resource_version = updated.metadata.resource_version;
             }
+            Action::CreateAnalysisRun(run) => {
+                let name = run.name_any();
+                match runs_api(client, &ns)
+                    .create(&PostParams::default(), run)
+                    .await
+                {
+                    Ok(_) => info!(rollout = %ro_name, analysisrun = %name, "created AnalysisRun"),
+                    // Created by an earlier reconcile the caches have not
+                    // shown yet: plan again from a fresh read, which adopts it.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        return Err(ApplyError::Conflict {
+                            what: format!("AnalysisRun {name}"),
+                        });
+                    }
+                    Err(source) => return Err(ApplyError::AnalysisRun { name, source }),
+                }
+            }
+            Action::TerminateAnalysisRun { name } => {
+                let patch = json!({"spec": {"terminate": true}});
+                match runs_api(client, &ns)
+                    .patch(name, &merge, &Patch::Merge(patch))
+                    .await
+                {
+                    Ok(_) => {
+                        info!(rollout = %ro_name, analysisrun = %name, "terminated AnalysisRun")
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(source) => {
+                        return Err(ApplyError::AnalysisRun {
+                            name: name.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
+            Action::DeleteAnalysisRun { name } => {
+                match runs_api(client, &ns)
+                    .delete(name, &Default::default())
+                    .await
+                {
+                    Ok(_) => {
+                        info!(rollout = %ro_name, analysisrun = %name, "deleted AnalysisRun beyond the history limit")
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(source) => {
+                        return Err(ApplyError::AnalysisRun {
+                            name: name.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
             Action::EvictPod { name } => {
                 let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
                 match pods.evict(name, &EvictParams::default()).await {
@@ -224,6 +279,10 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
         );
     }
     Ok(())
+}
+
+fn runs_api(client: &Client, ns: &str) -> Api<AnalysisRun> {
+    Api::namespaced(client.clone(), ns)
 }
 
 async fn patch_replica_set(

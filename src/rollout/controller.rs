@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::jiff::Timestamp;
@@ -15,12 +15,15 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use crate::analysis::template::{self, Templates};
 use crate::api::Rollout;
+use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::controller::{Backoff, Scope};
 use crate::recorder;
 use crate::rollout::apply::{ApplyError, apply};
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::hash::format_selector;
+use crate::rollout::plan::analysis as gates;
 use crate::rollout::plan::restart::needs_restart;
 use crate::rollout::plan::{Plan, plan};
 use crate::rollout::snapshot::Snapshot;
@@ -48,6 +51,7 @@ pub enum Error {
 struct Context {
     client: Client,
     replica_sets: Store<ReplicaSet>,
+    analysis_runs: Store<AnalysisRun>,
     backoff: Backoff<ObjectRef<Rollout>>,
 }
 
@@ -85,9 +89,21 @@ pub async fn run(
         .reflect(rs_writer)
         .touched_objects();
 
+    // AnalysisRuns: a run changing phase moves its Rollout on.
+    let (ar_reader, ar_writer) = reflector::store();
+    let ar_stream = watcher(
+        scope.api::<AnalysisRun>(&client),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(|r: &mut AnalysisRun| r.managed_fields_mut().clear())
+    .reflect(ar_writer)
+    .touched_objects();
+
     let ctx = Arc::new(Context {
         client,
         replica_sets: rs_reader,
+        analysis_runs: ar_reader,
         backoff: Backoff::default(),
     });
     info!(
@@ -96,6 +112,7 @@ pub async fn run(
     );
     Controller::for_stream(ro_stream, ro_reader)
         .owns_stream(rs_stream)
+        .owns_stream(ar_stream)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -114,10 +131,15 @@ async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error
     }
     // Planning with a cache that has not listed the ReplicaSets yet would
     // take a rollout in progress for an initial deploy and promote it.
-    tokio::time::timeout(CACHE_SYNC, ctx.replica_sets.wait_until_ready())
-        .await
-        .map_err(|_| Error::CacheNotReady)?
-        .map_err(|_| Error::CacheNotReady)?;
+    for ready in [
+        ctx.replica_sets.wait_until_ready().boxed(),
+        ctx.analysis_runs.wait_until_ready().boxed(),
+    ] {
+        tokio::time::timeout(CACHE_SYNC, ready)
+            .await
+            .map_err(|_| Error::CacheNotReady)?
+            .map_err(|_| Error::CacheNotReady)?;
+    }
     let now = Timestamp::now();
     let ns = ro.namespace().unwrap_or_default();
     let cached = ctx
@@ -126,7 +148,14 @@ async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error
         .into_iter()
         .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
         .map(|rs| (*rs).clone());
-    let snapshot = observe(&ctx.client, (*ro).clone(), cached.collect(), now).await?;
+    let runs = ctx
+        .analysis_runs
+        .state()
+        .into_iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
+        .map(|r| (*r).clone())
+        .collect();
+    let snapshot = observe(&ctx.client, (*ro).clone(), cached.collect(), runs, now).await?;
     let plan = match plan_and_apply(&ctx.client, &snapshot, now).await {
         // Someone changed what the plan was based on (or the caches lag
         // behind our own writes): plan once more from the API server itself.
@@ -158,13 +187,15 @@ async fn plan_and_apply(
     Ok(plan)
 }
 
-/// Completes a snapshot: the Services the Rollout names and, while a restart
-/// is pending, its pods. Both are read directly: caching every Service and
-/// pod in the cluster would cost far more than these few reads.
+/// Completes a snapshot: the Services the Rollout names, the analysis
+/// templates it refers to and, while a restart is pending, its pods. These
+/// are read directly: caching every Service and pod in the cluster would
+/// cost far more than these few reads.
 async fn observe(
     client: &Client,
     ro: Rollout,
     replica_sets: Vec<ReplicaSet>,
+    mut runs: Vec<AnalysisRun>,
     now: Timestamp,
 ) -> Result<Snapshot, Error> {
     let ns = ro.namespace().unwrap_or_default();
@@ -185,9 +216,78 @@ async fn observe(
     } else {
         vec![]
     };
+    // A run the status names but the cache has not shown yet (just created).
+    let runs_api: Api<AnalysisRun> = Api::namespaced(client.clone(), &ns);
+    let named = [
+        &status_of(&ro).canary.current_step_analysis_run_status,
+        &status_of(&ro).canary.current_background_analysis_run_status,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|s| s.name.clone())
+    .collect::<Vec<_>>();
+    for name in named {
+        if !runs
+            .iter()
+            .any(|r| r.metadata.name.as_deref() == Some(name.as_str()))
+            && let Some(run) = runs_api.get_opt(&name).await.map_err(Error::Api)?
+        {
+            runs.push(run);
+        }
+    }
+    let templates = read_templates(client, &ro, &ns).await?;
     Ok(Snapshot::new(ro, replica_sets)
         .with_services(services)
-        .with_pods(pods))
+        .with_pods(pods)
+        .with_analysis(runs, templates))
+}
+
+fn status_of(ro: &Rollout) -> std::borrow::Cow<'_, crate::api::rollout::RolloutStatus> {
+    match &ro.status {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(Default::default()),
+    }
+}
+
+/// The AnalysisTemplates and ClusterAnalysisTemplates the Rollout's
+/// analyses refer to, nested ones included; missing ones are left out (the
+/// planner reports them).
+async fn read_templates(client: &Client, ro: &Rollout, ns: &str) -> Result<Templates, Error> {
+    let refs: Vec<_> = gates::analyses(ro)
+        .into_iter()
+        .flat_map(|(_, a)| a.templates.clone())
+        .collect();
+    let mut templates = Templates::new();
+    let mut tried = std::collections::BTreeSet::new();
+    loop {
+        let todo: Vec<_> = template::wanted(&refs, &templates)
+            .into_iter()
+            .filter(|k| !tried.contains(k))
+            .collect();
+        if todo.is_empty() {
+            return Ok(templates);
+        }
+        for key in todo {
+            tried.insert(key.clone());
+            let (cluster, name) = &key;
+            let spec = if *cluster {
+                Api::<ClusterAnalysisTemplate>::all(client.clone())
+                    .get_opt(name)
+                    .await
+                    .map_err(Error::Api)?
+                    .map(|t| t.spec.template)
+            } else {
+                Api::<AnalysisTemplate>::namespaced(client.clone(), ns)
+                    .get_opt(name)
+                    .await
+                    .map_err(Error::Api)?
+                    .map(|t| t.spec)
+            };
+            if let Some(spec) = spec {
+                templates.insert(key, spec);
+            }
+        }
+    }
 }
 
 /// A snapshot read from the API server rather than the caches.
@@ -206,7 +306,12 @@ async fn fresh_snapshot(
         .await
         .map_err(Error::Api)?
         .items;
-    observe(client, ro, replica_sets, now).await
+    let runs = Api::<AnalysisRun>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::Api)?
+        .items;
+    observe(client, ro, replica_sets, runs, now).await
 }
 
 fn error_policy(ro: Arc<Rollout>, err: &Error, ctx: Arc<Context>) -> Requeue {

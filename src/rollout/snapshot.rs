@@ -8,7 +8,9 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 
+use crate::analysis::template::Templates;
 use crate::api::Rollout;
+use crate::api::analysis::AnalysisRun;
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 
 #[derive(Clone, Debug)]
@@ -21,26 +23,36 @@ pub struct Snapshot {
     /// Pods matching the Rollout's selector; listed only while a restart
     /// (spec.restartAt) is pending, empty otherwise.
     pub pods: Vec<Pod>,
+    /// AnalysisRuns whose controller owner reference is this Rollout.
+    pub analysis_runs: Vec<AnalysisRun>,
+    /// The analysis templates the spec refers to (nested ones included);
+    /// a missing reference was not found.
+    pub templates: Templates,
 }
 
 impl Snapshot {
     /// Keeps only the ReplicaSets controlled by `rollout` (by owner UID).
     pub fn new(rollout: Rollout, candidates: impl IntoIterator<Item = ReplicaSet>) -> Self {
-        let uid = rollout.metadata.uid.clone();
-        let replica_sets = candidates
-            .into_iter()
-            .filter(|rs| {
-                rs.owner_references()
-                    .iter()
-                    .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
-            })
-            .collect();
+        let replica_sets = owned(&rollout, candidates);
         Snapshot {
             rollout,
             replica_sets,
             services: BTreeMap::new(),
             pods: Vec::new(),
+            analysis_runs: Vec::new(),
+            templates: Templates::new(),
         }
+    }
+
+    /// Keeps only the runs controlled by the Rollout (by owner UID).
+    pub fn with_analysis(
+        mut self,
+        runs: impl IntoIterator<Item = AnalysisRun>,
+        templates: Templates,
+    ) -> Self {
+        self.analysis_runs = owned(&self.rollout, runs);
+        self.templates = templates;
+        self
     }
 
     /// Names of the Services the spec refers to (stable and canary).
@@ -68,6 +80,19 @@ impl Snapshot {
         self.pods = pods;
         self
     }
+}
+
+/// The objects whose controller owner reference is `rollout`.
+fn owned<K: ResourceExt>(rollout: &Rollout, candidates: impl IntoIterator<Item = K>) -> Vec<K> {
+    let uid = rollout.metadata.uid.as_ref();
+    candidates
+        .into_iter()
+        .filter(|o| {
+            o.owner_references()
+                .iter()
+                .any(|r| r.controller == Some(true) && Some(&r.uid) == uid)
+        })
+        .collect()
 }
 
 /// Accessors for the few ReplicaSet fields the planner reads.

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
+use super::analysis as gates;
 use super::events::{self, Event};
 use super::replicas::{
     CanaryInput, Limits, OldRs, RsCounts, approximate_weighted_counts, basic_canary_counts,
@@ -166,6 +167,25 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         status.promote_full = false;
         status.current_step_index = (!steps.is_empty()).then_some(step_count);
     }
+    // Analysis gates: a failed run aborts, an inconclusive one pauses.
+    let mut abort_message = None;
+    let mut analysis_actions = Vec::new();
+    if let Some(new_rs) = new_rs {
+        let position = gates::Position {
+            hash: &hash,
+            revision: new_rs.revision(),
+            promoted: status.stable_rs.as_deref() == Some(hash.as_str()),
+        };
+        let g = gates::plan(snap, &mut status, position, now);
+        if let Some(message) = g.abort
+            && !status.abort
+        {
+            status.abort = true;
+            abort_message = Some(message);
+        }
+        analysis_actions = g.actions;
+        events.extend(g.events);
+    }
     let mut pause_until = None;
     if !status.abort {
         status.aborted_at = None; // retried
@@ -206,7 +226,15 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         actions.push(Action::SetRolloutRevision {
             revision: max_revision + 1,
         });
-        conditions(ro, &old_status, &mut status, None, max_revision + 1, now);
+        conditions(
+            ro,
+            &old_status,
+            &mut status,
+            None,
+            max_revision + 1,
+            None,
+            now,
+        );
         st::refresh(
             &mut status.conditions,
             condition(
@@ -289,7 +317,17 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     actions.extend(scaling);
     actions.extend(history_cleanup(ro, all, new_rs, stable_rs));
 
-    conditions(ro, &old_status, &mut status, Some(&new_name), revision, now);
+    actions.extend(analysis_actions);
+
+    conditions(
+        ro,
+        &old_status,
+        &mut status,
+        Some(&new_name),
+        revision,
+        abort_message.as_deref(),
+        now,
+    );
     let requeue_after = requeue(ro, &status, now, pause_until, restart_wait);
     Plan {
         actions,
@@ -335,6 +373,13 @@ fn advance_step(
             Pause::Waiting { until } => return until,
             Pause::Done => true,
         }
+    } else if step.analysis.is_some() {
+        // The gates keep the current step's run in the status.
+        status
+            .canary
+            .current_step_analysis_run_status
+            .as_ref()
+            .is_some_and(|r| r.status == "Successful")
     } else {
         false // other step kinds are refused before planning (unsupported)
     };
@@ -366,6 +411,7 @@ fn step_string(step: &CanaryStep) -> String {
         Some(IntOrString::Int(d)) => format!("pause: {d}"),
         Some(IntOrString::String(d)) => format!("pause: {d}"),
         None if step.pause.is_some() => "pause".into(),
+        None if step.analysis.is_some() => "analysis".into(),
         None => "invalid".into(),
     }
 }
@@ -548,6 +594,7 @@ fn conditions(
     status: &mut RolloutStatus,
     new_rs: Option<&str>,
     revision: i64,
+    abort_message: Option<&str>,
     now: &Time,
 ) {
     let spec = &ro.spec;
@@ -595,14 +642,19 @@ fn conditions(
         .as_ref()
         .is_some_and(|c| c.reason.as_deref() == Some(st::REASON_DEADLINE));
     if status.abort {
+        // The reason for an abort (a failed analysis) is told once, when it
+        // happens, and kept as long as the abort lasts.
+        let message = match abort_message {
+            Some(m) => format!("Rollout aborted update to revision {revision}: {m}"),
+            None => progressing
+                .as_ref()
+                .filter(|c| c.reason.as_deref() == Some(st::REASON_ABORTED))
+                .and_then(|c| c.message.clone())
+                .unwrap_or_else(|| format!("Rollout aborted update to revision {revision}")),
+        };
         st::set(
             &mut status.conditions,
-            condition(
-                st::PROGRESSING,
-                "False",
-                st::REASON_ABORTED,
-                format!("Rollout aborted update to revision {revision}"),
-            ),
+            condition(st::PROGRESSING, "False", st::REASON_ABORTED, message),
             now,
         );
     } else if spec.paused {

@@ -2,6 +2,7 @@
 //! change (ReplicaSets to create, scale or delete; the status to write; when
 //! to look again) without touching the API. The shell applies the plan.
 
+pub mod analysis;
 pub mod canary;
 pub mod events;
 pub mod replicas;
@@ -68,6 +69,12 @@ pub enum Action {
         hash: String,
         adopt: bool,
     },
+    /// Start an analysis (a step's or the background one).
+    CreateAnalysisRun(Box<crate::api::analysis::AnalysisRun>),
+    /// Stop a run that is no longer current (`spec.terminate: true`).
+    TerminateAnalysisRun { name: String },
+    /// Delete a run beyond the history limits.
+    DeleteAnalysisRun { name: String },
 }
 
 /// Decides the next changes for one Rollout. Pure: the same snapshot and
@@ -82,7 +89,8 @@ pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
 
     let message = invalid_spec_message(ro)
         .or_else(|| unsupported(ro))
-        .or_else(|| service_problem(snapshot));
+        .or_else(|| service_problem(snapshot))
+        .or_else(|| analysis_problem(snapshot));
     if let Some(message) = message {
         status::set(
             &mut status.conditions,
@@ -131,9 +139,7 @@ fn unsupported(ro: &Rollout) -> Option<String> {
     let canary = spec.strategy.canary.as_ref();
     let step_kind = canary.and_then(|c| {
         c.steps.iter().find_map(|s| {
-            if s.analysis.is_some() {
-                Some("analysis steps")
-            } else if s.experiment.is_some() {
+            if s.experiment.is_some() {
                 Some("experiment steps")
             } else if s.set_canary_scale.is_some() {
                 Some("setCanaryScale steps")
@@ -156,8 +162,6 @@ fn unsupported(ro: &Rollout) -> Option<String> {
         kind
     } else if canary.is_some_and(|c| c.traffic_routing.is_some()) {
         "canary trafficRouting"
-    } else if canary.is_some_and(|c| c.analysis.is_some()) {
-        "canary background analysis"
     } else if canary.is_some_and(|c| c.canary_metadata.is_some() || c.stable_metadata.is_some()) {
         "canaryMetadata/stableMetadata"
     } else if canary.is_some_and(|c| c.anti_affinity.is_some()) {
@@ -168,6 +172,15 @@ fn unsupported(ro: &Rollout) -> Option<String> {
     Some(format!(
         "The Rollout {name:?} uses {what}, which this version of the controller does not implement yet"
     ))
+}
+
+/// An analysis of the spec that cannot be run (a template missing, ...).
+fn analysis_problem(snapshot: &Snapshot) -> Option<String> {
+    let ro = &snapshot.rollout;
+    let template = ro.spec.template.as_ref()?;
+    let collisions = ro.status.as_ref().and_then(|s| s.collision_count);
+    let hash = crate::rollout::hash::pod_template_hash(template, collisions);
+    analysis::problem(snapshot, &hash)
 }
 
 /// A Service named by the spec that cannot be used, in upstream's wording:
