@@ -1,6 +1,7 @@
 //! Metric providers: each takes one measurement of a resolved metric (its
 //! arguments, secrets included, already substituted) and returns it.
 
+pub mod prometheus;
 pub mod web;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
