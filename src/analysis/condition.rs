@@ -15,10 +15,16 @@ pub struct ConditionError(pub String);
 /// condition -> Successful; success only -> Successful or Failed; failure
 /// only -> Failed or Successful; both -> Failed, Successful or Inconclusive.
 pub fn evaluate(metric: &Metric, result: &Json) -> Result<AnalysisPhase, ConditionError> {
+    evaluate_value(metric, &to_expr(result))
+}
+
+/// [`evaluate`] for a result that JSON cannot hold, such as Prometheus'
+/// NaN and ±Inf samples (upstream's `result` is then a Go float64).
+pub fn evaluate_value(metric: &Metric, result: &Value) -> Result<AnalysisPhase, ConditionError> {
     let success = non_empty(metric.success_condition.as_deref());
     let failure = non_empty(metric.failure_condition.as_deref());
     let eval = |kind: &str, cond: &str| {
-        eval_condition(result, cond).map_err(|e| {
+        eval_value(result, cond).map_err(|e| {
             let why = if nil_or_empty(result) {
                 "metric result is nil or empty: no data returned from the metric provider".into()
             } else {
@@ -48,15 +54,19 @@ fn non_empty(s: Option<&str>) -> Option<&str> {
     s.filter(|s| !s.trim().is_empty())
 }
 
-fn nil_or_empty(v: &Json) -> bool {
-    matches!(v, Json::Null) || matches!(v, Json::Array(a) if a.is_empty())
+fn nil_or_empty(v: &Value) -> bool {
+    matches!(v, Value::Nil) || matches!(v, Value::Array(a) if a.is_empty())
 }
 
 /// Evaluates one condition; it must yield a bool.
 pub fn eval_condition(result: &Json, condition: &str) -> Result<bool, ConditionError> {
+    eval_value(&to_expr(result), condition)
+}
+
+fn eval_value(result: &Value, condition: &str) -> Result<bool, ConditionError> {
     let program = expr::compile(condition).map_err(|e| ConditionError(first_line(&e)))?;
     let mut ctx = Context::default();
-    ctx.insert("result", to_expr(result));
+    ctx.insert("result", result.clone());
     match env(result).run(&program, &ctx) {
         Ok(Value::Bool(b)) => Ok(b),
         Ok(other) => Err(ConditionError(format!(
@@ -78,7 +88,7 @@ fn first_line(e: &expr::Error) -> String {
     lines.join(" ")
 }
 
-fn env(result: &Json) -> Environment<'static> {
+fn env(result: &Value) -> Environment<'static> {
     let mut env = Environment::new();
     env.add_function("asInt", |c| match c.args.as_slice() {
         [Value::Integer(i)] => Ok(Value::Integer(*i)),
@@ -120,9 +130,9 @@ fn env(result: &Json) -> Environment<'static> {
     });
     // As upstream, isNil and default look at `result` itself, whatever
     // their first argument is.
-    let nil = matches!(result, Json::Null);
+    let nil = matches!(result, Value::Nil);
     env.add_function("isNil", move |_| Ok(Value::Bool(nil)));
-    let value = to_expr(result);
+    let value = result.clone();
     env.add_function("default", move |c| match c.args.as_slice() {
         [_, d] => Ok(if nil { d.clone() } else { value.clone() }),
         _ => Err(expr::Error::ExprError("default takes two arguments".into())),

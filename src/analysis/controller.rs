@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::args;
 use super::plan::{self, Prepare, Prepared, RunPlan, Taken};
-use super::providers::{self, job, web};
+use super::providers::{self, job, prometheus, web};
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, Argument, Measurement, Metric};
 use crate::controller::{Backoff, Scope};
 use crate::recorder::{self, Event};
@@ -230,6 +230,8 @@ async fn take(
         (_, None) => {
             if let Some(w) = &p.web {
                 web::measure(metric, w).await
+            } else if let Some(prom) = &p.prometheus {
+                prometheus::measure(metric, prom).await
             } else {
                 providers::error(
                     Timestamp::now(),

@@ -2,6 +2,7 @@
 //! arguments, secrets included, already substituted) and returns it.
 
 pub mod job;
+pub mod prometheus;
 pub mod web;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
