@@ -174,9 +174,7 @@ fn step_gate(
         .filter(|a| !a.templates.is_empty());
     let from_previous_step =
         run.is_some_and(|r| label(r, STEP_INDEX_LABEL) != Some(&index.to_string()));
-    let Some(analysis) = analysis.filter(|_| !from_previous_step) else {
-        return None;
-    };
+    let analysis = analysis.filter(|_| !from_previous_step)?;
     let run = match run {
         Some(r) if !needs_new(r, status) => r,
         _ => {

@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use proptest::prelude::*;
@@ -12,7 +12,9 @@ use proptest::prelude::*;
 use super::replicas::canary_limits;
 use super::status::{AVAILABLE, COMPLETED, HEALTHY, INVALID_SPEC, PROGRESSING, find};
 use super::{Action, plan};
+use crate::analysis::template::Templates;
 use crate::api::Rollout;
+use crate::api::analysis::AnalysisRun;
 use crate::api::rollout::RolloutPause;
 use crate::api::rollout::{CanaryStep, CanaryStrategy, RolloutPhase, RolloutSpec, RolloutStrategy};
 use crate::rollout::snapshot::{REVISION_ANNOTATION, ReplicaSetExt, Snapshot};
@@ -68,6 +70,8 @@ struct World {
     ro: Rollout,
     rss: Vec<ReplicaSet>,
     services: Vec<Service>,
+    runs: Vec<AnalysisRun>,
+    templates: Templates,
     now: i64,
 }
 
@@ -77,12 +81,23 @@ impl World {
             ro,
             rss: vec![],
             services: vec![],
+            runs: vec![],
+            templates: Templates::new(),
             now: 1_700_000_000,
         }
     }
 
     fn snapshot(&self) -> Snapshot {
-        Snapshot::new(self.ro.clone(), self.rss.clone()).with_services(self.services.clone())
+        Snapshot::new(self.ro.clone(), self.rss.clone())
+            .with_services(self.services.clone())
+            .with_analysis(self.runs.clone(), self.templates.clone())
+    }
+
+    fn run_mut(&mut self, name: &str) -> &mut AnalysisRun {
+        self.runs
+            .iter_mut()
+            .find(|r| r.metadata.name.as_deref() == Some(name))
+            .expect("planned AnalysisRun exists")
     }
 
     fn rs_mut(&mut self, name: &str) -> &mut ReplicaSet {
@@ -152,6 +167,18 @@ impl World {
                 }
                 // Restarts are simulated with pods in restart.rs's tests.
                 Action::EvictPod { name } => panic!("unexpected eviction of {name}"),
+                Action::CreateAnalysisRun(run) => {
+                    let mut run = (**run).clone();
+                    run.metadata.creation_timestamp =
+                        Some(Time(Timestamp::from_second(self.now).unwrap()));
+                    self.runs.push(run);
+                }
+                Action::TerminateAnalysisRun { name } => {
+                    self.run_mut(name).spec.terminate = true;
+                }
+                Action::DeleteAnalysisRun { name } => self
+                    .runs
+                    .retain(|r| r.metadata.name.as_deref() != Some(name)),
             }
         }
         self.ro.status = Some(p.status);
@@ -493,12 +520,12 @@ fn invalid_specs_get_upstream_messages() {
 fn features_not_yet_implemented_are_reported_not_ignored() {
     let mut ro = rollout(1, "x", None, None);
     ro.spec.strategy.canary.as_mut().unwrap().steps = vec![CanaryStep {
-        analysis: Some(Default::default()),
+        experiment: Some(Default::default()),
         ..Default::default()
     }];
     assert!(
         invalid_message(&ro).contains(
-            "analysis steps, which this version of the controller does not implement yet"
+            "experiment steps, which this version of the controller does not implement yet"
         )
     );
 }
@@ -916,5 +943,226 @@ proptest! {
             w.now += 1; // timed pauses pass
         }
         prop_assert!(false, "did not finish: {:#?}", w.ro.status);
+    }
+}
+
+mod analysis_gates {
+    use super::*;
+    use crate::api::analysis::{AnalysisPhase, AnalysisRunStatus, AnalysisTemplateSpec, Metric};
+    use crate::api::common::AnalysisTemplateRef;
+    use crate::api::rollout::{RolloutAnalysis, RolloutAnalysisBackground};
+
+    fn analysis() -> RolloutAnalysis {
+        RolloutAnalysis {
+            templates: vec![AnalysisTemplateRef {
+                template_name: "check".into(),
+                cluster_scope: false,
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// 20% / analysis / 60%, with the template in place, deployed once.
+    fn world(background: bool) -> World {
+        let mut ro = rollout(
+            5,
+            "app:1",
+            Some(IntOrString::Int(1)),
+            Some(IntOrString::Int(0)),
+        );
+        let c = ro.spec.strategy.canary.as_mut().unwrap();
+        c.steps = vec![
+            weight(20),
+            CanaryStep {
+                analysis: Some(analysis()),
+                ..Default::default()
+            },
+            weight(60),
+        ];
+        if background {
+            c.steps.remove(1);
+            c.analysis = Some(RolloutAnalysisBackground {
+                analysis: analysis(),
+                starting_step: Some(1),
+            });
+        }
+        let mut w = World::new(ro);
+        w.templates.insert(
+            (false, "check".into()),
+            AnalysisTemplateSpec {
+                metrics: vec![Metric {
+                    name: "m".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        w.settle(false);
+        set_image(&mut w, "app:2");
+        w
+    }
+
+    impl World {
+        fn finish_run(&mut self, name: &str, phase: AnalysisPhase, message: &str) {
+            self.run_mut(name).status = Some(AnalysisRunStatus {
+                phase: Some(phase),
+                message: (!message.is_empty()).then(|| message.into()),
+                ..Default::default()
+            });
+        }
+        fn step_run(&self) -> Option<String> {
+            self.status()
+                .canary
+                .current_step_analysis_run_status
+                .map(|r| r.name)
+        }
+    }
+
+    #[test]
+    fn an_analysis_step_waits_for_its_run_and_continues_when_successful() {
+        let mut w = world(false);
+        w.run_until("the step's run", |w| w.step_run().is_some());
+        let s = w.status();
+        assert_eq!(s.current_step_index, Some(1));
+        let hash = s.current_pod_hash.clone().unwrap();
+        let name = format!("demo-{hash}-2-1");
+        assert_eq!(w.step_run(), Some(name.clone()));
+        let run = &w.runs[0];
+        let labels = run.metadata.labels.clone().unwrap();
+        assert_eq!(labels["rollout-type"], "Step");
+        assert_eq!(labels["step-index"], "1");
+        assert_eq!(labels["rollouts-pod-template-hash"], hash);
+        assert_eq!(labels["app"], "demo", "the Rollout's selector labels");
+        assert_eq!(
+            run.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "Rollout"
+        );
+        assert_eq!(run.spec.metrics[0].name, "m");
+        for _ in 0..5 {
+            w.tick();
+            w.reconcile();
+        }
+        assert_eq!(w.status().current_step_index, Some(1), "waits for the run");
+        assert_eq!(w.runs.len(), 1, "one run per step");
+        w.finish_run(&name, AnalysisPhase::Successful, "");
+        w.settle(true);
+        assert_eq!(w.status().stable_rs, Some(hash));
+        assert_eq!(w.step_run(), None, "no current run once complete");
+    }
+
+    #[test]
+    fn a_failed_run_aborts_and_a_retry_starts_a_new_run() {
+        let mut w = world(false);
+        w.run_until("the step's run", |w| w.step_run().is_some());
+        let name = w.step_run().unwrap();
+        let stable = w.status().stable_rs;
+        w.finish_run(
+            &name,
+            AnalysisPhase::Failed,
+            "Metric \"m\" assessed Failed due to failed (1) > failureLimit (0)",
+        );
+        w.run_until("the abort to finish", |w| {
+            w.pods_of(&w.status().current_pod_hash) == 0 && w.pods_of(&stable) == 5
+        });
+        let s = w.status();
+        assert!(s.abort);
+        assert_eq!(s.phase, Some(RolloutPhase::Degraded));
+        let progressing = find(&s.conditions, PROGRESSING).unwrap();
+        assert_eq!(
+            progressing.message.as_deref(),
+            Some(
+                "Rollout aborted update to revision 2: Step-based analysis phase error/failed: Metric \"m\" assessed Failed due to failed (1) > failureLimit (0)"
+            )
+        );
+        assert_eq!(w.step_run(), None);
+        // Retry: back to step 0, and the analysis step gets a fresh run.
+        w.ro.status.as_mut().unwrap().abort = false;
+        w.run_until("a new run", |w| w.step_run().is_some_and(|n| n != name));
+        assert_eq!(w.step_run(), Some(format!("{name}.1")));
+    }
+
+    #[test]
+    fn an_inconclusive_run_pauses_until_promoted() {
+        let mut w = world(false);
+        w.run_until("the step's run", |w| w.step_run().is_some());
+        let name = w.step_run().unwrap();
+        w.finish_run(&name, AnalysisPhase::Inconclusive, "");
+        w.reconcile();
+        let s = w.status();
+        assert_eq!(s.pause_conditions[0].reason, "InconclusiveAnalysisRun");
+        assert!(s.controller_pause);
+        assert_eq!(s.phase, Some(RolloutPhase::Paused));
+        // kubectl rollouts promote after an inconclusive run.
+        let st = w.ro.status.as_mut().unwrap();
+        st.pause_conditions.clear();
+        st.controller_pause = false;
+        st.current_step_index = Some(2);
+        w.settle(true);
+        assert_eq!(w.status().stable_rs, w.status().current_pod_hash);
+    }
+
+    #[test]
+    fn background_analysis_runs_from_its_starting_step_and_stops_at_the_end() {
+        let mut w = world(true);
+        w.run_until("step 1", |w| w.status().current_step_index == Some(1));
+        w.reconcile();
+        let bg = w
+            .status()
+            .canary
+            .current_background_analysis_run_status
+            .unwrap()
+            .name;
+        let hash = w.status().current_pod_hash.unwrap();
+        assert_eq!(bg, format!("demo-{hash}-2"));
+        w.finish_run(&bg, AnalysisPhase::Running, "");
+        w.settle(true);
+        assert!(
+            w.runs[0].spec.terminate,
+            "terminated once the rollout completed"
+        );
+        assert_eq!(
+            w.status().canary.current_background_analysis_run_status,
+            None
+        );
+        // Failed background analysis aborts a later update.
+        set_image(&mut w, "app:3");
+        w.run_until("a background run", |w| {
+            w.status()
+                .canary
+                .current_background_analysis_run_status
+                .is_some()
+        });
+        let bg = w
+            .status()
+            .canary
+            .current_background_analysis_run_status
+            .unwrap()
+            .name;
+        w.finish_run(&bg, AnalysisPhase::Error, "boom");
+        w.reconcile();
+        let s = w.status();
+        assert!(s.abort);
+        assert!(
+            find(&s.conditions, PROGRESSING)
+                .unwrap()
+                .message
+                .as_deref()
+                .unwrap()
+                .ends_with("Background analysis phase error/failed: boom")
+        );
+    }
+
+    #[test]
+    fn a_missing_template_is_an_invalid_spec() {
+        let mut w = world(false);
+        w.templates.clear();
+        w.reconcile();
+        let s = w.status();
+        assert_eq!(s.phase, Some(RolloutPhase::Degraded));
+        assert!(
+            find(&s.conditions, INVALID_SPEC).unwrap().message.as_deref().unwrap().ends_with(
+                "spec.strategy.canary.steps[1].analysis.templates: Invalid value: AnalysisTemplate 'check' not found"
+            )
+        );
     }
 }
