@@ -196,8 +196,9 @@ impl TestEnv {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    /// Applies a multi-document YAML manifest into the namespace
-    /// (server-side apply, as `kubectl apply --server-side` would).
+    /// Applies a multi-document YAML manifest into the namespace (cluster-
+    /// scoped objects to the cluster), server-side as `kubectl apply
+    /// --server-side` would.
     pub async fn apply_yaml(&self, yaml: &str) -> Result<()> {
         let discovery = kube::discovery::Discovery::new(self.client.clone())
             .run()
@@ -209,11 +210,15 @@ impl TestEnv {
                 .clone()
                 .context("object without apiVersion/kind")?;
             let gvk = kube::core::GroupVersionKind::try_from(&types)?;
-            let (ar, _) = discovery
+            let (ar, caps) = discovery
                 .resolve_gvk(&gvk)
                 .with_context(|| format!("unknown kind {gvk:?}"))?;
-            let api: Api<kube::api::DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &self.ns, &ar);
+            let api: Api<kube::api::DynamicObject> = match caps.scope {
+                kube::discovery::Scope::Cluster => Api::all_with(self.client.clone(), &ar),
+                kube::discovery::Scope::Namespaced => {
+                    Api::namespaced_with(self.client.clone(), &self.ns, &ar)
+                }
+            };
             let name = obj.metadata.name.clone().context("object without a name")?;
             api.patch(
                 &name,
@@ -334,4 +339,17 @@ pub async fn wait_run_completed(
         },
     )
     .await
+}
+
+/// An example from analysis-examples/ with test-sized settings: each
+/// (from, to) replacement must match, so an edited example fails loudly.
+pub fn example(file: &str, replacements: &[(&str, &str)]) -> Result<String> {
+    let path = repo_root().join("analysis-examples").join(file);
+    let mut text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    for (from, to) in replacements {
+        anyhow::ensure!(text.contains(from), "{file} no longer contains {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    Ok(text)
 }
