@@ -47,6 +47,9 @@ cleanup() {
 trap cleanup EXIT
 bash hack/cluster.sh up >/dev/null
 
+step "Prometheus (Debian's package, cached in \$ROLLOUTS_CACHE)"
+bash hack/prometheus.sh >/dev/null
+
 step "cargo test (unit and integration)"
 cargo test --all-targets --locked
 
