@@ -301,25 +301,18 @@ async fn prometheus_down_errors_abort_after_the_consecutive_error_limit() -> Res
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    env.apply_yaml(
-        &example(
-            "prometheus-error-rate.yaml",
-            &[(
-                "    failureLimit: 2\n",
-                "    failureLimit: 2\n    consecutiveErrorLimit: 1\n",
-            )],
-        )?
-        // A template of this test's own: another test uses the example's name.
-        .replace(
-            "name: prometheus-error-rate",
-            "name: prometheus-error-rate-down",
-        ),
-    )
+    env.apply_yaml(&example(
+        "prometheus-success-rate.yaml",
+        &[(
+            "    failureLimit: 1\n",
+            "    failureLimit: 1\n    consecutiveErrorLimit: 1\n",
+        )],
+    )?)
     .await?;
     let strategy = format!(
         r#"    canary:
       analysis:
-        templates: [{{templateName: prometheus-error-rate-down, clusterScope: true}}]
+        templates: [{{templateName: prometheus-success-rate}}]
         args:
         - {{name: service-name, value: web}}
         - {{name: prometheus-address, value: "http://127.0.0.1:{closed}"}}
@@ -333,7 +326,7 @@ async fn prometheus_down_errors_abort_after_the_consecutive_error_limit() -> Res
     let message = progressing_message(&s);
     assert!(
         message.contains(
-            r#"Background analysis phase error/failed: Metric "error-rate" assessed Error due to consecutiveErrors (2) > consecutiveErrorLimit (1)"#
+            r#"Background analysis phase error/failed: Metric "success-rate" assessed Error due to consecutiveErrors (2) > consecutiveErrorLimit (1)"#
         ),
         "{message}"
     );
