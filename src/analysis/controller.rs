@@ -163,7 +163,7 @@ async fn secret_args(
 }
 
 /// Takes every due measurement concurrently; secret values are masked in
-/// what comes back.
+/// what comes back (message, value, metadata) before it is logged or stored.
 async fn measure(
     client: &Client,
     run: &AnalysisRun,
@@ -251,6 +251,11 @@ fn masked(mut m: Measurement, secrets: &[String]) -> Measurement {
     }
     m.message = m.message.map(|t| args::mask(&t, secrets));
     m.value = m.value.map(|t| args::mask(&t, secrets));
+    if let Some(md) = m.metadata.as_mut() {
+        for v in md.values_mut() {
+            *v = args::mask(v, secrets);
+        }
+    }
     m
 }
 

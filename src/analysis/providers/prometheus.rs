@@ -252,7 +252,6 @@ pub fn judge(metric: &Metric, answer: Answer, started: Timestamp) -> Measurement
             .map(|w| format!("\"{w}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        tracing::warn!(warnings = %joined, "Prometheus returned warnings");
         BTreeMap::from([(WARNINGS_KEY.to_string(), joined)])
     });
     match evaluate_value(metric, &result) {
