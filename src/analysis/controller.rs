@@ -237,7 +237,7 @@ async fn take(
                     Timestamp::now(),
                     format!(
                         "the {} provider is not supported by this controller (supported: web, job, prometheus)",
-                        providers::name(p)
+                        providers::set(p).join(", ")
                     ),
                 )
             }
@@ -289,7 +289,9 @@ async fn write(client: &Client, run: &AnalysisRun, plan: &RunPlan) -> Result<Req
     }
     Ok(match plan.requeue_after {
         Some(after) => Requeue::requeue(after.min(RESYNC)),
-        None if plan.completed.is_some() => expiry_requeue(run, &plan.status),
+        // A completed run: the watch event of this very write brings it
+        // back as Finished, where its TTL is looked after.
+        None if plan.completed.is_some() => Requeue::await_change(),
         None => Requeue::requeue(RESYNC),
     })
 }
@@ -313,15 +315,6 @@ async fn expire(client: &Client, run: &AnalysisRun, now: Timestamp) -> Result<Re
         }
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(Requeue::await_change()),
         Err(source) => Err(Error::Delete { name, source }),
-    }
-}
-
-fn expiry_requeue(run: &AnalysisRun, status: &crate::api::analysis::AnalysisRunStatus) -> Requeue {
-    let mut done = run.clone();
-    done.status = Some(status.clone());
-    match plan::expires_at(&done) {
-        Some(at) => Requeue::requeue(until(Timestamp::now(), at)),
-        None => Requeue::await_change(),
     }
 }
 

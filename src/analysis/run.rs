@@ -154,24 +154,7 @@ fn validate_metric(m: &Metric) -> Result<(), String> {
     {
         return Err(format!("invalid startDelay string: {e}"));
     }
-    let p = &m.provider;
-    let providers = [
-        p.prometheus.is_some(),
-        p.web.is_some(),
-        p.job.is_some(),
-        p.kayenta.is_some(),
-        p.datadog.is_some(),
-        p.wavefront.is_some(),
-        p.new_relic.is_some(),
-        p.cloud_watch.is_some(),
-        p.graphite.is_some(),
-        p.influxdb.is_some(),
-        p.skywalking.is_some(),
-        p.plugin.is_some(),
-    ]
-    .into_iter()
-    .filter(|x| *x)
-    .count();
+    let providers = crate::analysis::providers::set(&m.provider).len();
     match providers {
         0 => Err("no provider specified".into()),
         1 => Ok(()),

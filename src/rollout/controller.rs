@@ -218,14 +218,18 @@ async fn observe(
     };
     // A run the status names but the cache has not shown yet (just created).
     let runs_api: Api<AnalysisRun> = Api::namespaced(client.clone(), &ns);
-    let named = [
-        &status_of(&ro).canary.current_step_analysis_run_status,
-        &status_of(&ro).canary.current_background_analysis_run_status,
-    ]
-    .into_iter()
-    .flatten()
-    .map(|s| s.name.clone())
-    .collect::<Vec<_>>();
+    let named: Vec<String> = ro
+        .status
+        .iter()
+        .flat_map(|s| {
+            [
+                &s.canary.current_step_analysis_run_status,
+                &s.canary.current_background_analysis_run_status,
+            ]
+        })
+        .flatten()
+        .map(|r| r.name.clone())
+        .collect();
     for name in named {
         if !runs
             .iter()
@@ -240,13 +244,6 @@ async fn observe(
         .with_services(services)
         .with_pods(pods)
         .with_analysis(runs, templates))
-}
-
-fn status_of(ro: &Rollout) -> std::borrow::Cow<'_, crate::api::rollout::RolloutStatus> {
-    match &ro.status {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(Default::default()),
-    }
 }
 
 /// The AnalysisTemplates and ClusterAnalysisTemplates the Rollout's

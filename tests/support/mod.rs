@@ -28,24 +28,32 @@ pub fn repo_root() -> PathBuf {
 /// test binary. Returns the kubeconfig path.
 fn kubeconfig() -> &'static Path {
     static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
-    KUBECONFIG.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(repo_root().join("hack/cluster.sh"))
-            .arg("up")
-            .output()
-            .expect("running hack/cluster.sh up");
-        assert!(
-            out.status.success(),
-            "hack/cluster.sh up failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        PathBuf::from(path)
+    KUBECONFIG.get_or_init(|| match hack_script("cluster.sh", &["up"]) {
+        Ok(path) => path,
+        Err(e) => panic!("{e}"),
     })
+}
+
+/// Runs `hack/<script>` and returns the last line it prints (a path).
+pub fn hack_script(script: &str, args: &[&str]) -> std::result::Result<PathBuf, String> {
+    let out = Command::new("bash")
+        .arg(repo_root().join("hack").join(script))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running hack/{script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "hack/{script} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let path = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    Ok(PathBuf::from(path))
 }
 
 pub async fn client() -> Result<Client> {

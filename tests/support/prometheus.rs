@@ -10,32 +10,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::repo_root;
+use super::hack_script;
 
 /// hack/prometheus.sh's answer, once per test binary (tests starting at the
 /// same time wait for the one download).
 fn binary() -> Result<PathBuf> {
     static BINARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BINARY
-        .get_or_init(|| {
-            let out = Command::new("bash")
-                .arg(repo_root().join("hack/prometheus.sh"))
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| format!("running hack/prometheus.sh: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "hack/prometheus.sh failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let path = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .to_string();
-            Ok(PathBuf::from(path))
-        })
+        .get_or_init(|| hack_script("prometheus.sh", &[]))
         .clone()
         .map_err(anyhow::Error::msg)
 }

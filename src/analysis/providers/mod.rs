@@ -8,7 +8,10 @@ pub mod web;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::analysis::{AnalysisPhase, Measurement, MetricProvider};
+use std::collections::BTreeMap;
+
+use crate::analysis::condition::evaluate_value;
+use crate::api::analysis::{AnalysisPhase, Measurement, Metric, MetricProvider};
 
 /// A measurement that ended in an Error (as upstream's MarkMeasurementError).
 pub fn error(started: Timestamp, message: impl Into<String>) -> Measurement {
@@ -21,6 +24,33 @@ pub fn error(started: Timestamp, message: impl Into<String>) -> Measurement {
         metadata: None,
         resume_at: None,
     }
+}
+
+/// A finished measurement of `result` (shown in the status as `shown`),
+/// its phase from the metric's conditions; a condition that cannot be
+/// evaluated is an Error that still shows the value.
+pub fn judged(
+    metric: &Metric,
+    result: &expr::Value,
+    shown: String,
+    metadata: Option<BTreeMap<String, String>>,
+    started: Timestamp,
+) -> Measurement {
+    let mut m = match evaluate_value(metric, result) {
+        Ok(phase) => Measurement {
+            phase,
+            message: None,
+            started_at: Some(Time(started)),
+            finished_at: Some(Time(Timestamp::now())),
+            value: None,
+            metadata: None,
+            resume_at: None,
+        },
+        Err(e) => error(started, e.0),
+    };
+    m.value = Some(shown);
+    m.metadata = metadata;
+    m
 }
 
 /// An HTTP client for providers: rustls with ring (as kube), a whole-request
@@ -38,8 +68,8 @@ pub fn http_client(
         .build()
 }
 
-/// The name of the provider a metric uses, as in the spec.
-pub fn name(p: &MetricProvider) -> &'static str {
+/// The names of the providers a metric sets (exactly one is valid).
+pub fn set(p: &MetricProvider) -> Vec<&'static str> {
     [
         (p.prometheus.is_some(), "prometheus"),
         (p.web.is_some(), "web"),
@@ -55,6 +85,6 @@ pub fn name(p: &MetricProvider) -> &'static str {
         (p.plugin.is_some(), "plugin"),
     ]
     .into_iter()
-    .find_map(|(set, name)| set.then_some(name))
-    .unwrap_or("unknown")
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect()
 }

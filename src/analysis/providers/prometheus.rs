@@ -7,14 +7,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use prometheus_http_query::response::Data;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::{error, http_client};
-use crate::analysis::condition::evaluate_value;
+use super::{error, http_client, judged};
 use crate::api::analysis::{Measurement, Metric, PrometheusMetric};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -254,23 +252,7 @@ pub fn judge(metric: &Metric, answer: Answer, started: Timestamp) -> Measurement
             .join(", ");
         BTreeMap::from([(WARNINGS_KEY.to_string(), joined)])
     });
-    match evaluate_value(metric, &result) {
-        Ok(phase) => Measurement {
-            phase,
-            message: None,
-            started_at: Some(Time(started)),
-            finished_at: Some(Time(Timestamp::now())),
-            value: Some(shown),
-            metadata,
-            resume_at: None,
-        },
-        Err(e) => {
-            let mut m = error(started, e.0);
-            m.value = Some(shown);
-            m.metadata = metadata;
-            m
-        }
-    }
+    judged(metric, &result, shown, metadata, started)
 }
 
 /// A sample value as Prometheus (Go's FormatFloat 'f', -1) writes it.

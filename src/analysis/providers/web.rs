@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
-use super::{error, http_client};
-use crate::analysis::condition::evaluate;
+use super::{error, http_client, judged};
+use crate::analysis::condition::to_expr;
 use crate::api::analysis::{Measurement, Metric, WebMetric};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,22 +101,7 @@ fn judge(metric: &Metric, web: &WebMetric, body: &str, started: Timestamp) -> Me
         // Not JSON: the body itself, as a string.
         Err(_) => (Value::String(body.to_string()), body.to_string()),
     };
-    match evaluate(metric, &value) {
-        Ok(phase) => Measurement {
-            phase,
-            message: None,
-            started_at: Some(Time(started)),
-            finished_at: Some(Time(Timestamp::now())),
-            value: Some(shown),
-            metadata: None,
-            resume_at: None,
-        },
-        Err(e) => {
-            let mut m = error(started, e.0);
-            m.value = Some(shown);
-            m
-        }
-    }
+    judged(metric, &to_expr(&value), shown, None, started)
 }
 
 /// The first match of a Kubernetes-style jsonPath (`{$.data.ok}`, default

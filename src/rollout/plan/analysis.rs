@@ -362,7 +362,16 @@ pub fn run_spec_for(
     latest_hash: &str,
 ) -> Result<crate::api::analysis::AnalysisRunSpec, String> {
     let ro = &snap.rollout;
-    let json = serde_json::to_value(ro).unwrap_or_default();
+    // The Rollout as JSON only for the arguments that read a field of it.
+    let uses_field = analysis
+        .args
+        .iter()
+        .any(|a| a.value_from.as_ref().is_some_and(|v| v.field_ref.is_some()));
+    let json = if uses_field {
+        serde_json::to_value(ro).unwrap_or_default()
+    } else {
+        serde_json::Value::Null
+    };
     let stable = ro.status.as_ref().and_then(|s| s.stable_rs.as_deref());
     let args = template::rollout_args(
         &analysis.args,
