@@ -4,15 +4,19 @@
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
 use crate::api::Rollout;
 use crate::api::analysis::AnalysisRun;
+use crate::api::common::PodTemplateMetadata;
 use crate::api::rollout::RolloutStatus;
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
+use crate::rollout::plan::replica_set::{
+    EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_DEADLINE_ANNOTATION,
+};
 use crate::rollout::plan::{Action, Plan};
 use crate::rollout::snapshot::{
     DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, REVISION_ANNOTATION,
@@ -37,6 +41,13 @@ pub enum ApplyError {
     PatchReplicaSet { name: String, source: kube::Error },
     #[error("deleting ReplicaSet {name}: {source}")]
     Delete { name: String, source: kube::Error },
+    #[error("listing pods {selector}: {source}")]
+    ListPods {
+        selector: String,
+        source: kube::Error,
+    },
+    #[error("updating pod {name}: {source}")]
+    PatchPod { name: String, source: kube::Error },
     #[error("patching Service {name}: {source}")]
     PatchService { name: String, source: kube::Error },
     #[error("patching Rollout {name}: {source}")]
@@ -143,6 +154,27 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                         });
                     }
                 }
+            }
+            Action::SetScaleDownDeadline { name, deadline } => {
+                let patch = json!({"metadata": {"annotations": {SCALE_DOWN_DEADLINE_ANNOTATION: deadline}}});
+                patch_replica_set(&rs_api, name, patch).await?;
+                match deadline {
+                    Some(at) => {
+                        info!(rollout = %ro_name, replicaset = %name, deadline = %at, "set scale-down deadline")
+                    }
+                    None => {
+                        info!(rollout = %ro_name, replicaset = %name, "removed scale-down deadline")
+                    }
+                }
+            }
+            Action::SetPodMetadata {
+                replica_set,
+                hash,
+                wanted,
+                previous,
+            } => {
+                set_pod_metadata(client, &rs_api, &ns, replica_set, hash, wanted, previous).await?;
+                info!(rollout = %ro_name, replicaset = %replica_set, "updated ephemeral pod metadata");
             }
             Action::SetServiceSelector { name, hash, adopt } => {
                 let mut patch = json!({"spec": {"selector": {POD_TEMPLATE_HASH_LABEL: hash}}});
@@ -283,6 +315,73 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
 
 fn runs_api(client: &Client, ns: &str) -> Api<AnalysisRun> {
     Api::namespaced(client.clone(), ns)
+}
+
+/// Ephemeral metadata goes on the template first (new pods get it), then on
+/// the running pods, and is recorded on the ReplicaSet last: a failure in
+/// between leaves the record stale, so the next plan does it all again.
+async fn set_pod_metadata(
+    client: &Client,
+    rs_api: &Api<ReplicaSet>,
+    ns: &str,
+    replica_set: &str,
+    hash: &str,
+    wanted: &Option<PodTemplateMetadata>,
+    previous: &Option<PodTemplateMetadata>,
+) -> Result<(), ApplyError> {
+    let meta = metadata_patch(wanted.as_ref(), previous.as_ref());
+    let template = json!({"spec": {"template": {"metadata": meta}}});
+    patch_replica_set(rs_api, replica_set, template).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = format!("{POD_TEMPLATE_HASH_LABEL}={hash}");
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| ApplyError::ListPods {
+            selector: selector.clone(),
+            source,
+        })?;
+    for pod in list.items {
+        let name = pod.name_any();
+        let patch = json!({"metadata": meta});
+        match pods
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => {}
+            // Gone meanwhile: nothing to label.
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => return Err(ApplyError::PatchPod { name, source }),
+        }
+    }
+    let record = wanted
+        .as_ref()
+        .map(|w| serde_json::to_string(w).unwrap_or_default());
+    let patch = json!({"metadata": {"annotations": {EPHEMERAL_METADATA_ANNOTATION: record}}});
+    patch_replica_set(rs_api, replica_set, patch).await
+}
+
+/// A merge patch of labels and annotations: the wanted values set, keys
+/// only in `previous` removed (null).
+fn metadata_patch(
+    wanted: Option<&PodTemplateMetadata>,
+    previous: Option<&PodTemplateMetadata>,
+) -> Value {
+    let part =
+        |get: fn(&PodTemplateMetadata) -> Option<&std::collections::BTreeMap<String, String>>| {
+            let mut out = Map::new();
+            for k in previous.and_then(get).into_iter().flatten().map(|(k, _)| k) {
+                out.insert(k.clone(), Value::Null);
+            }
+            for (k, v) in wanted.and_then(get).into_iter().flatten() {
+                out.insert(k.clone(), Value::String(v.clone()));
+            }
+            Value::Object(out)
+        };
+    json!({
+        "labels": part(|m| m.labels.as_ref()),
+        "annotations": part(|m| m.annotations.as_ref()),
+    })
 }
 
 async fn patch_replica_set(

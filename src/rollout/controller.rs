@@ -225,6 +225,8 @@ async fn observe(
             [
                 &s.canary.current_step_analysis_run_status,
                 &s.canary.current_background_analysis_run_status,
+                &s.blue_green.pre_promotion_analysis_run_status,
+                &s.blue_green.post_promotion_analysis_run_status,
             ]
         })
         .flatten()

@@ -57,14 +57,32 @@ impl Snapshot {
 
     /// Names of the Services the spec refers to (stable and canary).
     pub fn service_names(rollout: &Rollout) -> Vec<String> {
-        let Some(c) = rollout.spec.strategy.canary.as_ref() else {
-            return vec![];
-        };
-        [&c.stable_service, &c.canary_service]
+        Self::service_fields(rollout)
             .into_iter()
-            .flatten()
-            .filter(|n| !n.is_empty())
-            .cloned()
+            .map(|(_, name)| name)
+            .collect()
+    }
+
+    /// The Services the strategy names, with the field naming each.
+    pub fn service_fields(rollout: &Rollout) -> Vec<(&'static str, String)> {
+        let strategy = &rollout.spec.strategy;
+        let named = if let Some(bg) = strategy.blue_green.as_ref() {
+            vec![
+                ("blueGreen.activeService", Some(&bg.active_service)),
+                ("blueGreen.previewService", bg.preview_service.as_ref()),
+            ]
+        } else if let Some(c) = strategy.canary.as_ref() {
+            vec![
+                ("canary.stableService", c.stable_service.as_ref()),
+                ("canary.canaryService", c.canary_service.as_ref()),
+            ]
+        } else {
+            vec![]
+        };
+        named
+            .into_iter()
+            .filter_map(|(field, name)| Some((field, name?.clone())))
+            .filter(|(_, n)| !n.is_empty())
             .collect()
     }
 

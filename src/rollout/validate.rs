@@ -252,13 +252,72 @@ pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
             }
         }
     }
-    if let Some(bg) = &spec.strategy.blue_green
-        && bg.active_service.is_empty()
-    {
-        errs.push(required(
-            "spec.strategy.blueGreen.activeService",
-            "Rollout has missing field '.spec.strategy.blueGreen.activeService'",
-        ));
+    if let Some(bg) = &spec.strategy.blue_green {
+        if bg.active_service.is_empty() {
+            errs.push(required(
+                "spec.strategy.blueGreen.activeService",
+                "Rollout has missing field '.spec.strategy.blueGreen.activeService'",
+            ));
+        } else if bg.preview_service.as_ref() == Some(&bg.active_service) {
+            errs.push(invalid(
+                "spec.strategy.activeService",
+                format!("{:?}", bg.active_service),
+                "This rollout uses the same service for the active and preview services, but two different services are required.",
+            ));
+        }
+        if let Some(limit) = bg.scale_down_delay_revision_limit
+            && spec.revision_history_limit_or_default() < limit
+        {
+            errs.push(invalid(
+                "spec.strategy.scaleDownDelayRevisionLimit",
+                limit.to_string(),
+                "This rollout's revision history limit can not be smaller than the rollout's scale down limit",
+            ));
+        }
+        if let Some(IntOrString::String(s)) = &bg.max_unavailable
+            && s.trim_end_matches('%').parse::<i32>().is_err()
+        {
+            errs.push(invalid(
+                "spec.strategy.blueGreen.maxUnavailable",
+                format!("{s:?}"),
+                "must be an integer or a percentage such as \"25%\"",
+            ));
+        }
+    }
+    let anti_affinity = spec
+        .strategy
+        .blue_green
+        .as_ref()
+        .and_then(|b| b.anti_affinity.as_ref())
+        .or_else(|| {
+            spec.strategy
+                .canary
+                .as_ref()
+                .and_then(|c| c.anti_affinity.as_ref())
+        });
+    if let Some(a) = anti_affinity {
+        let preferred = a
+            .preferred_during_scheduling_ignored_during_execution
+            .as_ref();
+        let required_ = a
+            .required_during_scheduling_ignored_during_execution
+            .as_ref();
+        if preferred.is_some() == required_.is_some() {
+            errs.push(invalid(
+                "spec.strategy.antiAffinity",
+                "\"\"".into(),
+                "AntiAffinity must have exactly one strategy listed",
+            ));
+        }
+        if let Some(p) = preferred
+            && !(1..=100).contains(&p.weight)
+        {
+            errs.push(invalid(
+                "spec.strategy.antiAffinity.weight",
+                p.weight.to_string(),
+                "AntiAffinity weight must be between 1-100",
+            ));
+        }
     }
     errs
 }

@@ -1,9 +1,13 @@
-//! Analysis gates of a canary, as upstream: an `analysis` step starts an
+//! Analysis gates, as upstream. Canary: an `analysis` step starts an
 //! AnalysisRun and the step completes when it is Successful; background
-//! analysis runs from `startingStep` until the rollout completes. An
-//! Inconclusive run pauses the rollout (InconclusiveAnalysisRun), a Failed
-//! or Error run aborts it. Runs that are no longer current are terminated,
-//! and old ones deleted beyond the history limits.
+//! analysis runs from `startingStep` until the rollout completes. Blue-green:
+//! pre-promotion analysis once the preview pods are all available (the
+//! active Service switches only after it succeeds), post-promotion analysis
+//! once the active Service has switched (the new ReplicaSet becomes stable
+//! only after it succeeds). An Inconclusive run pauses the rollout
+//! (InconclusiveAnalysisRun), a Failed or Error run aborts it. Runs that are
+//! no longer current are terminated, and old ones deleted beyond the
+//! history limits.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,7 +16,7 @@ use kube::{Resource, ResourceExt};
 
 use super::Action;
 use super::events::Event;
-use super::steps::{self, PAUSE_REASON_CANARY};
+use super::steps::{self, PAUSE_REASON_BLUE_GREEN, PAUSE_REASON_CANARY};
 use crate::analysis::template::{self, ArgContext};
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::api::rollout::{
@@ -26,6 +30,8 @@ pub const TYPE_LABEL: &str = "rollout-type";
 pub const STEP_INDEX_LABEL: &str = "step-index";
 const STEP: &str = "Step";
 const BACKGROUND: &str = "Background";
+const PRE_PROMOTION: &str = "PrePromotion";
+const POST_PROMOTION: &str = "PostPromotion";
 const DEFAULT_HISTORY_LIMIT: usize = 5;
 
 /// What the analysis gates decide in one plan.
@@ -44,6 +50,23 @@ pub struct Position<'a> {
     pub revision: i64,
     /// The new ReplicaSet is the stable one (done, or a fast rollback).
     pub promoted: bool,
+    /// For blue-green: whether each analysis is due.
+    pub blue_green: Option<BlueGreenDue>,
+}
+
+/// When blue-green's analyses may run, decided by the blue-green planner.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlueGreenDue {
+    pub pre: Due,
+    pub post: Due,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Due {
+    /// Past this analysis' moment (or before it): a run is stopped.
+    pub skip: bool,
+    /// The new pods are all available: a first run may start.
+    pub ready: bool,
 }
 
 pub fn plan(snap: &Snapshot, status: &mut RolloutStatus, at: Position, now: &Time) -> Gates {
@@ -53,51 +76,26 @@ pub fn plan(snap: &Snapshot, status: &mut RolloutStatus, at: Position, now: &Tim
         .iter()
         .filter_map(|r| Some((r.metadata.name.as_deref()?, r)))
         .collect();
-    let current = |s: &Option<RolloutAnalysisRunStatus>| {
-        s.as_ref()
-            .and_then(|s| by_name.get(s.name.as_str()).copied())
-    };
-    let step_run = current(&status.canary.current_step_analysis_run_status);
-    let background_run = current(&status.canary.current_background_analysis_run_status);
-    let old = status.canary.clone();
     let mut gates = Gates::default();
     let mut new_runs: Vec<AnalysisRun> = Vec::new();
-
-    let cancel_all =
-        at.promoted || status.abort || status.promote_full || status.stable_rs.is_none();
-    let (step_run, background_run) = if cancel_all {
-        (None, None)
-    } else {
-        let mut ctx = Build {
-            snap,
-            at: &at,
-            existing: &by_name,
-            created: &mut new_runs,
-            error: None,
-            now,
-        };
-        let step = step_gate(&mut ctx, status, step_run, &mut gates);
-        let background = background_gate(&mut ctx, status, background_run, &mut gates);
-        if let Some(e) = ctx.error {
-            gates.abort.get_or_insert(e);
-        }
-        (step, background)
+    let mut ctx = Build {
+        snap,
+        at: &at,
+        existing: &by_name,
+        created: &mut new_runs,
+        error: None,
+        now,
     };
-    let keep: BTreeSet<&str> = [step_run.as_ref(), background_run.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|r| r.name.as_str())
-        .collect();
-    status.canary.current_step_analysis_run_status = step_run.clone();
-    status.canary.current_background_analysis_run_status = background_run.clone();
-    for (kind, before, after) in [
-        (STEP, &old.current_step_analysis_run_status, &step_run),
-        (
-            BACKGROUND,
-            &old.current_background_analysis_run_status,
-            &background_run,
-        ),
-    ] {
+    let current = match at.blue_green {
+        Some(due) => blue_green_gates(&mut ctx, status, due, &mut gates),
+        None => canary_gates(&mut ctx, status, &mut gates),
+    };
+    if let Some(e) = ctx.error {
+        gates.abort.get_or_insert(e);
+    }
+    let mut keep = BTreeSet::new();
+    for (kind, before, after) in &current {
+        keep.extend(after.as_ref().map(|r| r.name.clone()));
         gates
             .events
             .extend(status_event(kind, before.as_ref(), after.as_ref()));
@@ -107,15 +105,9 @@ pub fn plan(snap: &Snapshot, status: &mut RolloutStatus, at: Position, now: &Tim
     let others: Vec<&AnalysisRun> = snap
         .analysis_runs
         .iter()
-        .filter(|r| !keep.contains(r.name_any().as_str()))
+        .filter(|r| !keep.contains(&r.name_any()))
         .collect();
-    for r in &others {
-        if !r.spec.terminate && !phase(r).is_some_and(|p| p.completed()) {
-            gates
-                .actions
-                .push(Action::TerminateAnalysisRun { name: r.name_any() });
-        }
-    }
+    gates.actions.extend(others.iter().filter_map(|r| stop(r)));
     let limits = ro.spec.analysis.as_ref();
     let limit = |v: Option<i32>| {
         v.and_then(|v| usize::try_from(v).ok())
@@ -135,6 +127,141 @@ pub fn plan(snap: &Snapshot, status: &mut RolloutStatus, at: Position, now: &Tim
             .map(|r| Action::CreateAnalysisRun(Box::new(r))),
     );
     gates
+}
+
+/// A current run's summary before and after this plan, by kind.
+type Current = (
+    &'static str,
+    Option<RolloutAnalysisRunStatus>,
+    Option<RolloutAnalysisRunStatus>,
+);
+
+fn canary_gates(ctx: &mut Build, status: &mut RolloutStatus, gates: &mut Gates) -> Vec<Current> {
+    let old = status.canary.clone();
+    let step_run = ctx.current(&old.current_step_analysis_run_status);
+    let background_run = ctx.current(&old.current_background_analysis_run_status);
+    let cancel_all =
+        ctx.at.promoted || status.abort || status.promote_full || status.stable_rs.is_none();
+    let (step, background) = if cancel_all {
+        (None, None)
+    } else {
+        let step = step_gate(ctx, status, step_run, gates);
+        (step, background_gate(ctx, status, background_run, gates))
+    };
+    status.canary.current_step_analysis_run_status = step.clone();
+    status.canary.current_background_analysis_run_status = background.clone();
+    vec![
+        (STEP, old.current_step_analysis_run_status, step),
+        (
+            BACKGROUND,
+            old.current_background_analysis_run_status,
+            background,
+        ),
+    ]
+}
+
+fn blue_green_gates(
+    ctx: &mut Build,
+    status: &mut RolloutStatus,
+    due: BlueGreenDue,
+    gates: &mut Gates,
+) -> Vec<Current> {
+    let old = status.blue_green.clone();
+    let pre_run = ctx.current(&old.pre_promotion_analysis_run_status);
+    let post_run = ctx.current(&old.post_promotion_analysis_run_status);
+    let bg = ctx.snap.rollout.spec.strategy.blue_green.as_ref();
+    let cancel_all =
+        ctx.at.promoted || status.abort || status.promote_full || status.stable_rs.is_none();
+    let (pre, post) = if cancel_all {
+        // Blue-green keeps its last runs in the status (stopped if running).
+        for run in [pre_run, post_run].into_iter().flatten() {
+            gates.actions.extend(stop(run));
+        }
+        (pre_run.map(summary), post_run.map(summary))
+    } else {
+        let pre = BlueGreenKind {
+            label: PRE_PROMOTION,
+            infix: "pre",
+            message: "Blue/green pre-promotion",
+        };
+        let post = BlueGreenKind {
+            label: POST_PROMOTION,
+            infix: "post",
+            message: "Blue/green post-promotion",
+        };
+        (
+            blue_green_gate(
+                ctx,
+                status,
+                pre,
+                bg.and_then(|b| b.pre_promotion_analysis.as_ref()),
+                pre_run,
+                due.pre,
+                gates,
+            ),
+            blue_green_gate(
+                ctx,
+                status,
+                post,
+                bg.and_then(|b| b.post_promotion_analysis.as_ref()),
+                post_run,
+                due.post,
+                gates,
+            ),
+        )
+    };
+    status.blue_green.pre_promotion_analysis_run_status = pre.clone();
+    status.blue_green.post_promotion_analysis_run_status = post.clone();
+    vec![
+        (PRE_PROMOTION, old.pre_promotion_analysis_run_status, pre),
+        (POST_PROMOTION, old.post_promotion_analysis_run_status, post),
+    ]
+}
+
+struct BlueGreenKind {
+    label: &'static str,
+    infix: &'static str,
+    message: &'static str,
+}
+
+fn blue_green_gate(
+    ctx: &mut Build,
+    status: &mut RolloutStatus,
+    kind: BlueGreenKind,
+    analysis: Option<&RolloutAnalysis>,
+    run: Option<&AnalysisRun>,
+    due: Due,
+    gates: &mut Gates,
+) -> Option<RolloutAnalysisRunStatus> {
+    // Not configured (any more): an old run is no longer current.
+    let analysis = analysis.filter(|a| !a.templates.is_empty())?;
+    // Once started, a run is not stopped because pods churn; only moving
+    // past its moment stops it.
+    if due.skip || (run.is_none() && !due.ready) {
+        gates.actions.extend(run.and_then(stop));
+        return run.map(summary);
+    }
+    if has_pause(status, PAUSE_REASON_INCONCLUSIVE) {
+        return run.map(summary);
+    }
+    let run = match run {
+        Some(r) if !needs_new(r, status) => r,
+        _ => {
+            let labels = [(TYPE_LABEL, kind.label.to_string())];
+            return ctx.create(analysis, Some(kind.infix.to_string()), &labels);
+        }
+    };
+    react(run, status, kind.message, gates, ctx.now);
+    Some(summary(run))
+}
+
+/// Terminate a run that is still going.
+fn stop(run: &AnalysisRun) -> Option<Action> {
+    (!run.spec.terminate && !phase(run).is_some_and(|p| p.completed())).then(|| {
+        Action::TerminateAnalysisRun {
+            name: run.name_any(),
+        }
+    })
 }
 
 /// Shared state while building runs.
@@ -227,7 +354,10 @@ fn background_gate(
 /// Inconclusive one (the controller's pause is still set, its condition
 /// gone), or after a retry of an aborted update.
 fn needs_new(run: &AnalysisRun, status: &RolloutStatus) -> bool {
-    if status.controller_pause && !has_pause(status, PAUSE_REASON_CANARY) {
+    if status.controller_pause
+        && !has_pause(status, PAUSE_REASON_CANARY)
+        && !has_pause(status, PAUSE_REASON_BLUE_GREEN)
+    {
         return phase(run) == Some(AnalysisPhase::Inconclusive);
     }
     status.aborted_at.is_some()
@@ -253,6 +383,14 @@ fn react(run: &AnalysisRun, status: &mut RolloutStatus, kind: &str, gates: &mut 
             gates.abort.get_or_insert(message);
         }
         _ => {}
+    }
+}
+
+impl<'a> Build<'a, '_> {
+    /// The run a status entry names, if it exists.
+    fn current(&self, s: &Option<RolloutAnalysisRunStatus>) -> Option<&'a AnalysisRun> {
+        s.as_ref()
+            .and_then(|s| self.existing.get(s.name.as_str()).copied())
     }
 }
 
@@ -386,7 +524,17 @@ pub fn run_spec_for(
 
 /// Every analysis the spec names, with where it is (for messages).
 pub fn analyses(ro: &crate::api::Rollout) -> Vec<(String, &RolloutAnalysis)> {
-    let Some(c) = ro.spec.strategy.canary.as_ref() else {
+    let strategy = &ro.spec.strategy;
+    if let Some(bg) = &strategy.blue_green {
+        return [
+            ("prePromotionAnalysis", &bg.pre_promotion_analysis),
+            ("postPromotionAnalysis", &bg.post_promotion_analysis),
+        ]
+        .into_iter()
+        .filter_map(|(field, a)| Some((format!("spec.strategy.blueGreen.{field}"), a.as_ref()?)))
+        .collect();
+    }
+    let Some(c) = strategy.canary.as_ref() else {
         return vec![];
     };
     let mut out: Vec<(String, &RolloutAnalysis)> = c

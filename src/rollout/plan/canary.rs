@@ -2,45 +2,27 @@
 //! ReplicaSet grows to full size and older ones shrink, within maxSurge and
 //! maxUnavailable, and the new one becomes stable once fully available.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelector, ObjectMeta, OwnerReference, Time,
-};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
 use super::analysis as gates;
+use super::conditions::{conditions, requeue};
 use super::events::{self, Event};
+use super::replica_set::{self, history_cleanup, scale_to};
 use super::replicas::{
     CanaryInput, Limits, OldRs, RsCounts, approximate_weighted_counts, basic_canary_counts,
     canary_limits, scale_down_old,
 };
-use super::status::{self as st, condition};
 use super::steps::{self, PAUSE_REASON_CANARY, Pause, set_weight};
 use super::{Action, Plan, restart};
 use crate::api::Rollout;
 use crate::api::rollout::{CanaryStep, PauseCondition, RolloutStatus};
 use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, pod_template_hash, steps_hash};
 use crate::rollout::snapshot::{
-    DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, REVISION_ANNOTATION, ReplicaSetExt,
-    Snapshot,
+    DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, ReplicaSetExt, Snapshot,
 };
-
-/// Rollout annotations not copied to its ReplicaSets (as upstream).
-const NOT_COPIED: &[&str] = &[
-    "kubectl.kubernetes.io/last-applied-configuration",
-    REVISION_ANNOTATION,
-    "rollout.argoproj.io/revision-history",
-    DESIRED_REPLICAS_ANNOTATION,
-];
-
-/// How soon to look again while pods still wait to be restarted (a watch
-/// event usually comes first: the replacement becoming available).
-const RESTART_CHECK: Duration = Duration::from_secs(10);
 
 pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let ro = &snap.rollout;
@@ -98,37 +80,18 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let mut actions = Vec::new();
     let mut events = Vec::new();
 
-    // A restart goes first, as upstream; a plan that evicts pods does
-    // nothing else, because the availability it observed is already stale.
-    let mut restart_wait = None;
-    if restart::pending(spec, status.restarted_at.as_ref(), now.0) && new_rs.is_some() {
-        let r = restart::plan(
-            ro,
-            all,
-            new_rs,
-            stable_rs,
-            &snap.pods,
-            limits.max_unavailable,
-            now.0,
-        );
-        if !r.evict.is_empty() {
-            return Plan {
-                actions: r
-                    .evict
-                    .into_iter()
-                    .map(|name| Action::EvictPod { name })
-                    .collect(),
-                status: old_status,
-                requeue_after: Some(RESTART_CHECK),
-                events,
-            };
-        }
-        if r.remaining == 0 {
-            status.restarted_at = spec.restart_at.clone();
-        } else {
-            restart_wait = Some(RESTART_CHECK);
-        }
-    }
+    // A restart goes first; a plan that evicts pods does nothing else.
+    let restart_wait = match restart::gate(
+        snap,
+        &mut status,
+        new_rs,
+        stable_rs,
+        limits.max_unavailable,
+        now.0,
+    ) {
+        restart::Gate::Evict(pods) => return restart::evict_plan(pods, old_status),
+        restart::Gate::Continue(wait) => wait,
+    };
 
     // Observed counts: updated pods are those of the new ReplicaSet.
     status.replicas = all.iter().map(|rs| rs.status_replicas()).sum();
@@ -175,6 +138,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
             hash: &hash,
             revision: new_rs.revision(),
             promoted: status.stable_rs.as_deref() == Some(hash.as_str()),
+            blue_green: None,
         };
         let g = gates::plan(snap, &mut status, position, now);
         if let Some(message) = g.abort
@@ -219,73 +183,27 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     };
 
     let Some(new_rs) = new_rs else {
-        let rs = new_replica_set(ro, &template, &hash, max_revision + 1);
-        let rs_name = rs.metadata.name.clone().unwrap_or_default();
         actions.extend(services(snap, &status, false));
-        actions.push(Action::CreateReplicaSet(Box::new(rs)));
-        actions.push(Action::SetRolloutRevision {
-            revision: max_revision + 1,
-        });
-        conditions(
-            ro,
-            &old_status,
-            &mut status,
-            None,
-            max_revision + 1,
-            None,
-            now,
-        );
-        st::refresh(
-            &mut status.conditions,
-            condition(
-                st::PROGRESSING,
-                "True",
-                st::REASON_NEW_RS_CREATED,
-                format!("Created new replica set {rs_name:?}"),
-            ),
-            now,
-        );
-        let requeue_after = requeue(ro, &status, now, pause_until, restart_wait);
-        return Plan {
+        let plan = Plan {
             actions,
             status,
-            requeue_after,
+            requeue_after: None,
             events,
         };
+        let wait = (pause_until.as_slice(), restart_wait);
+        return replica_set::create_plan(
+            ro,
+            &old_status,
+            plan,
+            &template,
+            max_revision + 1,
+            wait,
+            now,
+        );
     };
     let new_name = new_rs.metadata.name.clone().unwrap_or_default();
 
-    // A template seen before (a rollback) becomes the newest revision again.
-    let revision = if new_rs.revision() < max_revision {
-        actions.push(Action::SetReplicaSetRevision {
-            name: new_name.clone(),
-            revision: max_revision + 1,
-        });
-        max_revision + 1
-    } else {
-        new_rs.revision()
-    };
-    if new_rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.min_ready_seconds)
-        .unwrap_or(0)
-        != spec.min_ready_seconds
-    {
-        actions.push(Action::SetMinReadySeconds {
-            name: new_name.clone(),
-            seconds: spec.min_ready_seconds,
-        });
-    }
-    let rollout_revision = ro
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(REVISION_ANNOTATION))
-        .and_then(|r| r.parse::<i64>().ok());
-    if rollout_revision != Some(revision) {
-        actions.push(Action::SetRolloutRevision { revision });
-    }
+    let revision = replica_set::sync_revision(ro, new_rs, max_revision, &mut actions);
 
     // Traffic moves before pods: the Service changes are applied before the
     // scaling, and decided knowing it, so the canary Service never selects a
@@ -318,6 +236,12 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     actions.extend(history_cleanup(ro, all, new_rs, stable_rs));
 
     actions.extend(analysis_actions);
+    actions.extend(replica_set::ephemeral_actions(
+        new_rs,
+        stable_rs,
+        canary.canary_metadata.as_ref(),
+        canary.stable_metadata.as_ref(),
+    ));
 
     conditions(
         ro,
@@ -328,7 +252,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         abort_message.as_deref(),
         now,
     );
-    let requeue_after = requeue(ro, &status, now, pause_until, restart_wait);
+    let requeue_after = requeue(ro, &status, now, pause_until.as_slice(), restart_wait);
     Plan {
         actions,
         status,
@@ -520,13 +444,7 @@ fn scale(
         stable_is_new,
         others: &other_counts,
     });
-    let scale_to = |rs: &ReplicaSet, to: i32| Action::ScaleReplicaSet {
-        name: rs.metadata.name.clone().unwrap_or_default(),
-        from: rs.spec_replicas(),
-        to,
-        desired_replicas: replicas,
-        resource_version: rs.metadata.resource_version.clone(),
-    };
+    let scale_to = |rs: &ReplicaSet, to: i32| scale_to(rs, to, replicas);
     if let Some(stable) = separate_stable
         && stable.spec_replicas() != stable_target
     {
@@ -554,306 +472,4 @@ fn scale(
                 .map(|rs| scale_to(rs, to))
         })
         .collect()
-}
-
-/// Old ReplicaSets beyond revisionHistoryLimit that are empty, oldest first.
-fn history_cleanup(
-    ro: &Rollout,
-    all: &[ReplicaSet],
-    new_rs: &ReplicaSet,
-    stable_rs: Option<&ReplicaSet>,
-) -> Vec<Action> {
-    let keep = usize::try_from(ro.spec.revision_history_limit_or_default()).unwrap_or(0);
-    let mut old: Vec<&ReplicaSet> = all
-        .iter()
-        .filter(|rs| rs.metadata.name != new_rs.metadata.name)
-        .filter(|rs| stable_rs.is_none_or(|s| s.metadata.name != rs.metadata.name))
-        .collect();
-    if old.len() <= keep {
-        return vec![];
-    }
-    old.sort_by_key(|rs| (rs.revision(), rs.metadata.creation_timestamp.clone()));
-    let excess = old.len() - keep;
-    old.into_iter()
-        .take(excess)
-        .filter(|rs| {
-            rs.spec_replicas() == 0
-                && rs.status_replicas() == 0
-                && rs.metadata.deletion_timestamp.is_none()
-        })
-        .map(|rs| Action::DeleteReplicaSet {
-            name: rs.metadata.name.clone().unwrap_or_default(),
-        })
-        .collect()
-}
-
-/// Healthy, Progressing, Available, Completed and Paused conditions.
-fn conditions(
-    ro: &Rollout,
-    old: &RolloutStatus,
-    status: &mut RolloutStatus,
-    new_rs: Option<&str>,
-    revision: i64,
-    abort_message: Option<&str>,
-    now: &Time,
-) {
-    let spec = &ro.spec;
-    let replicas = spec.replicas_or_default();
-    let name = ro.metadata.name.as_deref().unwrap_or_default();
-    let observed = old.observed_generation == ro.metadata.generation.map(|g| g.to_string());
-    let completed = status.stable_rs.is_some() && status.stable_rs == status.current_pod_hash;
-    let paused = spec.paused || !status.pause_conditions.is_empty();
-    let healthy = status.updated_replicas == replicas
-        && status.available_replicas == replicas
-        && status.replicas == replicas
-        && observed
-        && completed;
-    let subject = match new_rs {
-        Some(rs) => format!("ReplicaSet {rs:?}"),
-        None => format!("Rollout {name:?}"),
-    };
-
-    if !paused && healthy {
-        st::set(
-            &mut status.conditions,
-            condition(
-                st::HEALTHY,
-                "True",
-                "RolloutHealthy",
-                "Rollout is healthy".into(),
-            ),
-            now,
-        );
-    } else if st::find(&status.conditions, st::HEALTHY).is_some() {
-        st::set(
-            &mut status.conditions,
-            condition(
-                st::HEALTHY,
-                "False",
-                "RolloutHealthy",
-                "Rollout is not healthy".into(),
-            ),
-            now,
-        );
-    }
-
-    let progressing = st::find(&status.conditions, st::PROGRESSING).cloned();
-    let timed_out = progressing
-        .as_ref()
-        .is_some_and(|c| c.reason.as_deref() == Some(st::REASON_DEADLINE));
-    if status.abort {
-        // The reason for an abort (a failed analysis) is told once, when it
-        // happens, and kept as long as the abort lasts.
-        let message = match abort_message {
-            Some(m) => format!("Rollout aborted update to revision {revision}: {m}"),
-            None => progressing
-                .as_ref()
-                .filter(|c| c.reason.as_deref() == Some(st::REASON_ABORTED))
-                .and_then(|c| c.message.clone())
-                .unwrap_or_else(|| format!("Rollout aborted update to revision {revision}")),
-        };
-        st::set(
-            &mut status.conditions,
-            condition(st::PROGRESSING, "False", st::REASON_ABORTED, message),
-            now,
-        );
-    } else if spec.paused {
-        st::set(
-            &mut status.conditions,
-            condition(
-                st::PROGRESSING,
-                "Unknown",
-                st::REASON_PAUSED,
-                "Rollout is paused".into(),
-            ),
-            now,
-        );
-    } else if healthy {
-        st::set(
-            &mut status.conditions,
-            condition(
-                st::PROGRESSING,
-                "True",
-                st::REASON_NEW_RS_AVAILABLE,
-                format!("{subject} has successfully progressed."),
-            ),
-            now,
-        );
-    } else if st::made_progress(old, status)
-        || progressing
-            .as_ref()
-            .is_none_or(|c| c.reason.as_deref() == Some(st::REASON_PAUSED))
-        || progressing.as_ref().is_some_and(|c| {
-            // a new update after a completed one, or a retry after an abort
-            c.reason.as_deref() == Some(st::REASON_NEW_RS_AVAILABLE)
-                || c.reason.as_deref() == Some(st::REASON_ABORTED)
-        })
-    {
-        // Progress (or a fresh start) restarts the deadline.
-        st::refresh(
-            &mut status.conditions,
-            condition(
-                st::PROGRESSING,
-                "True",
-                st::REASON_RS_UPDATED,
-                format!("{subject} is progressing."),
-            ),
-            now,
-        );
-    } else if !timed_out
-        && !paused
-        && st::deadline(&status.conditions, spec).is_some_and(|d| d <= now.0)
-    {
-        // A pause step is not a lack of progress.
-        st::set(
-            &mut status.conditions,
-            condition(
-                st::PROGRESSING,
-                "False",
-                st::REASON_DEADLINE,
-                format!("{subject} has timed out progressing."),
-            ),
-            now,
-        );
-        if spec.progress_deadline_abort {
-            // Picked up by the next plan, which aborts.
-            status.abort = true;
-        }
-    }
-
-    let (avail_status, avail_msg) = if status.available_replicas >= replicas {
-        ("True", "Rollout has minimum availability")
-    } else {
-        ("False", "Rollout does not have minimum availability")
-    };
-    st::set(
-        &mut status.conditions,
-        condition(
-            st::AVAILABLE,
-            avail_status,
-            "AvailableReason",
-            avail_msg.into(),
-        ),
-        now,
-    );
-    st::set(
-        &mut status.conditions,
-        condition(
-            st::COMPLETED,
-            if completed { "True" } else { "False" },
-            "RolloutCompleted",
-            "RolloutCompleted".into(),
-        ),
-        now,
-    );
-    if spec.paused {
-        st::set(
-            &mut status.conditions,
-            condition(
-                st::PAUSED,
-                "True",
-                st::REASON_PAUSED,
-                "Rollout is paused".into(),
-            ),
-            now,
-        );
-    } else if st::find(&status.conditions, st::PAUSED).is_some() {
-        st::set(
-            &mut status.conditions,
-            condition(
-                st::PAUSED,
-                "False",
-                st::REASON_RESUMED,
-                "Rollout is resumed".into(),
-            ),
-            now,
-        );
-    }
-}
-
-/// Look again when a timed pause ends, the progress deadline would pass, a
-/// future restartAt comes, or pods still wait to be restarted.
-fn requeue(
-    ro: &Rollout,
-    status: &RolloutStatus,
-    now: &Time,
-    pause_until: Option<Timestamp>,
-    restart_wait: Option<Duration>,
-) -> Option<Duration> {
-    let paused = ro.spec.paused || !status.pause_conditions.is_empty();
-    let deadline = st::deadline(&status.conditions, &ro.spec).filter(|_| !paused);
-    let restart_at = ro
-        .spec
-        .restart_at
-        .as_ref()
-        .map(|t| t.0)
-        .filter(|t| *t > now.0 && status.restarted_at.as_ref() != ro.spec.restart_at.as_ref());
-    let at = [deadline, pause_until, restart_at]
-        .into_iter()
-        .flatten()
-        .min();
-    let until =
-        at.map(|at| Duration::from_secs((at.as_second() - now.0.as_second()).max(1) as u64));
-    [until, restart_wait].into_iter().flatten().min()
-}
-
-/// The ReplicaSet for the current template: `<rollout>-<hash>`, labelled
-/// with the hash, owned by the Rollout, created at 0 replicas.
-fn new_replica_set(
-    ro: &Rollout,
-    template: &PodTemplateSpec,
-    hash: &str,
-    revision: i64,
-) -> ReplicaSet {
-    let name = ro.metadata.name.clone().unwrap_or_default();
-    let mut template = template.clone();
-    let meta = template.metadata.get_or_insert_with(Default::default);
-    let labels = meta.labels.get_or_insert_with(Default::default);
-    labels.insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
-    let labels = labels.clone();
-
-    let mut selector: LabelSelector = ro.spec.selector.clone().unwrap_or_default();
-    selector
-        .match_labels
-        .get_or_insert_with(Default::default)
-        .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
-
-    let mut annotations: BTreeMap<String, String> = ro
-        .metadata
-        .annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    annotations.insert(REVISION_ANNOTATION.into(), revision.to_string());
-    annotations.insert(
-        DESIRED_REPLICAS_ANNOTATION.into(),
-        ro.spec.replicas_or_default().to_string(),
-    );
-
-    ReplicaSet {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}-{hash}")),
-            namespace: ro.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "argoproj.io/v1alpha1".into(),
-                kind: "Rollout".into(),
-                name,
-                uid: ro.metadata.uid.clone().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..Default::default()
-        },
-        spec: Some(ReplicaSetSpec {
-            replicas: Some(0),
-            min_ready_seconds: Some(ro.spec.min_ready_seconds),
-            selector,
-            template: Some(template),
-        }),
-        status: None,
-    }
 }

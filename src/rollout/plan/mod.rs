@@ -3,8 +3,11 @@
 //! to look again) without touching the API. The shell applies the plan.
 
 pub mod analysis;
+pub mod bluegreen;
 pub mod canary;
+pub mod conditions;
 pub mod events;
+pub mod replica_set;
 pub mod replicas;
 pub mod restart;
 pub mod status;
@@ -69,6 +72,21 @@ pub enum Action {
         hash: String,
         adopt: bool,
     },
+    /// Put (Some, RFC 3339) or take off (None) a ReplicaSet's
+    /// `scale-down-deadline` annotation.
+    SetScaleDownDeadline {
+        name: String,
+        deadline: Option<String>,
+    },
+    /// Give the ReplicaSet's pod template, and its running pods (those with
+    /// `hash`), the `wanted` ephemeral labels and annotations, taking off
+    /// those of `previous` no longer wanted.
+    SetPodMetadata {
+        replica_set: String,
+        hash: String,
+        wanted: Option<crate::api::common::PodTemplateMetadata>,
+        previous: Option<crate::api::common::PodTemplateMetadata>,
+    },
     /// Start an analysis (a step's or the background one).
     CreateAnalysisRun(Box<crate::api::analysis::AnalysisRun>),
     /// Stop a run that is no longer current (`spec.terminate: true`).
@@ -109,7 +127,11 @@ pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
     }
     status::remove(&mut status.conditions, status::INVALID_SPEC);
 
-    let mut plan = canary::plan(snapshot, status, &now);
+    let mut plan = if ro.spec.strategy.blue_green.is_some() {
+        bluegreen::plan(snapshot, status, &now)
+    } else {
+        canary::plan(snapshot, status, &now)
+    };
     finish(ro, &mut plan.status);
     events::derive(snapshot, &mut plan);
     plan
@@ -156,16 +178,10 @@ fn unsupported(ro: &Rollout) -> Option<String> {
         "spec.workloadRef"
     } else if spec.rollback_window.is_some() {
         "spec.rollbackWindow"
-    } else if spec.strategy.blue_green.is_some() {
-        "the blueGreen strategy"
     } else if let Some(kind) = step_kind {
         kind
     } else if canary.is_some_and(|c| c.traffic_routing.is_some()) {
         "canary trafficRouting"
-    } else if canary.is_some_and(|c| c.canary_metadata.is_some() || c.stable_metadata.is_some()) {
-        "canaryMetadata/stableMetadata"
-    } else if canary.is_some_and(|c| c.anti_affinity.is_some()) {
-        "canary antiAffinity"
     } else {
         return None;
     };
@@ -188,7 +204,6 @@ fn analysis_problem(snapshot: &Snapshot) -> Option<String> {
 /// another Rollout already manages it.
 fn service_problem(snapshot: &Snapshot) -> Option<String> {
     let ro = &snapshot.rollout;
-    let canary = ro.spec.strategy.canary.as_ref()?;
     let name = ro.metadata.name.as_deref().unwrap_or_default();
     let pod_labels = ro
         .spec
@@ -197,17 +212,15 @@ fn service_problem(snapshot: &Snapshot) -> Option<String> {
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    [("stableService", &canary.stable_service), ("canaryService", &canary.canary_service)]
+    Snapshot::service_fields(ro)
         .into_iter()
-        .filter_map(|(field, svc)| Some((field, svc.as_deref()?)))
-        .filter(|(_, svc)| !svc.is_empty())
         .find_map(|(field, svc)| {
             let invalid = |detail: String| {
                 format!(
-                    "The Rollout {name:?} is invalid: spec.strategy.canary.{field}: Invalid value: {svc:?}: {detail}"
+                    "The Rollout {name:?} is invalid: spec.strategy.{field}: Invalid value: {svc:?}: {detail}"
                 )
             };
-            let Some(service) = snapshot.services.get(svc) else {
+            let Some(service) = snapshot.services.get(&svc) else {
                 return Some(invalid(format!("services {svc:?} not found")));
             };
             let selector = service.spec.as_ref().and_then(|s| s.selector.as_ref());

@@ -8,9 +8,12 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use std::time::Duration;
+
 use crate::api::Rollout;
-use crate::api::rollout::RolloutSpec;
+use crate::api::rollout::{RolloutSpec, RolloutStatus};
 use crate::rollout::snapshot::ReplicaSetExt;
+use crate::rollout::snapshot::Snapshot;
 
 /// Whether the Rollout asks for a restart that has not been done yet, as
 /// upstream: restartAt is set, differs from status.restartedAt and has passed.
@@ -26,6 +29,59 @@ pub fn pending(spec: &RolloutSpec, restarted_at: Option<&Time>, now: Timestamp) 
         return false;
     };
     restarted_at != Some(at) && at.0 <= now
+}
+
+/// How soon to look again while pods still wait to be restarted (a watch
+/// event usually comes first: the replacement becoming available).
+const RESTART_CHECK: Duration = Duration::from_secs(10);
+
+/// A pending restart's effect on a reconcile.
+pub enum Gate {
+    /// Evict these pods and do nothing else: the availability the plan
+    /// observed is stale once they go.
+    Evict(Vec<String>),
+    /// Carry on; look again after this long if pods still wait.
+    Continue(Option<Duration>),
+}
+
+/// The restart goes first in a reconcile, as upstream. Marks the restart
+/// done in `status` once no pod older than restartAt is left.
+pub fn gate(
+    snap: &Snapshot,
+    status: &mut RolloutStatus,
+    new_rs: Option<&ReplicaSet>,
+    stable_rs: Option<&ReplicaSet>,
+    max_unavailable: i32,
+    now: Timestamp,
+) -> Gate {
+    let ro = &snap.rollout;
+    if !pending(&ro.spec, status.restarted_at.as_ref(), now) || new_rs.is_none() {
+        return Gate::Continue(None);
+    }
+    let all = snap.replica_sets.as_slice();
+    let r = plan(ro, all, new_rs, stable_rs, &snap.pods, max_unavailable, now);
+    if !r.evict.is_empty() {
+        return Gate::Evict(r.evict);
+    }
+    if r.remaining == 0 {
+        status.restarted_at = ro.spec.restart_at.clone();
+        Gate::Continue(None)
+    } else {
+        Gate::Continue(Some(RESTART_CHECK))
+    }
+}
+
+/// The plan that only evicts: the status is left as observed.
+pub fn evict_plan(pods: Vec<String>, observed: RolloutStatus) -> super::Plan {
+    super::Plan {
+        actions: pods
+            .into_iter()
+            .map(|name| super::Action::EvictPod { name })
+            .collect(),
+        status: observed,
+        requeue_after: Some(RESTART_CHECK),
+        events: vec![],
+    }
 }
 
 /// What the restart needs in this reconcile.

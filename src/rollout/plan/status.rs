@@ -145,6 +145,29 @@ pub fn phase(spec: &RolloutSpec, status: &RolloutStatus) -> (RolloutPhase, Strin
                 "active service cutover pending".into(),
             );
         }
+        if status.stable_rs.is_none() || status.stable_rs != status.current_pod_hash {
+            let post = spec
+                .strategy
+                .blue_green
+                .as_ref()
+                .is_some_and(|b| b.post_promotion_analysis.is_some());
+            let post_done = status
+                .blue_green
+                .post_promotion_analysis_run_status
+                .as_ref()
+                .is_some_and(|r| {
+                    matches!(
+                        r.status.as_str(),
+                        "Successful" | "Failed" | "Error" | "Inconclusive"
+                    )
+                });
+            let message = if post && !post_done {
+                "waiting for analysis to complete"
+            } else {
+                "waiting for post-promotion verification to complete"
+            };
+            return (RolloutPhase::Progressing, message.into());
+        }
     } else if let Some(canary) = &spec.strategy.canary {
         if canary.traffic_routing.is_none() && status.replicas > status.updated_replicas {
             return (

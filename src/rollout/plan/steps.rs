@@ -10,6 +10,7 @@ use crate::api::common::parse_duration;
 use crate::api::rollout::{CanaryStep, RolloutStatus};
 
 pub const PAUSE_REASON_CANARY: &str = "CanaryPauseStep";
+pub const PAUSE_REASON_BLUE_GREEN: &str = "BlueGreenPause";
 
 /// The step at `index`, or None past the last step.
 pub fn current(steps: &[CanaryStep], index: Option<i32>) -> Option<&CanaryStep> {

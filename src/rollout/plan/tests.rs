@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use proptest::prelude::*;
 
+use super::replica_set::{EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_DEADLINE_ANNOTATION};
 use super::replicas::canary_limits;
 use super::status::{AVAILABLE, COMPLETED, HEALTHY, INVALID_SPEC, PROGRESSING, find};
 use super::{Action, plan};
@@ -179,6 +180,50 @@ impl World {
                 Action::DeleteAnalysisRun { name } => self
                     .runs
                     .retain(|r| r.metadata.name.as_deref() != Some(name)),
+                Action::SetScaleDownDeadline { name, deadline } => {
+                    let a = self
+                        .rs_mut(name)
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(Default::default);
+                    match deadline {
+                        Some(d) => a.insert(SCALE_DOWN_DEADLINE_ANNOTATION.into(), d.clone()),
+                        None => a.remove(SCALE_DOWN_DEADLINE_ANNOTATION),
+                    };
+                }
+                Action::SetPodMetadata {
+                    replica_set,
+                    wanted,
+                    previous,
+                    ..
+                } => {
+                    let rs = self.rs_mut(replica_set);
+                    let meta = rs
+                        .spec
+                        .as_mut()
+                        .unwrap()
+                        .template
+                        .as_mut()
+                        .unwrap()
+                        .metadata
+                        .get_or_insert_with(Default::default);
+                    let labels = meta.labels.get_or_insert_with(Default::default);
+                    for k in previous.iter().flat_map(|p| p.labels.iter().flatten()) {
+                        labels.remove(k.0);
+                    }
+                    labels.extend(
+                        wanted
+                            .iter()
+                            .flat_map(|w| w.labels.clone().unwrap_or_default()),
+                    );
+                    let record = serde_json::to_string(wanted).unwrap();
+                    let a = rs.metadata.annotations.get_or_insert_with(Default::default);
+                    if wanted.is_some() {
+                        a.insert(EPHEMERAL_METADATA_ANNOTATION.into(), record);
+                    } else {
+                        a.remove(EPHEMERAL_METADATA_ANNOTATION);
+                    }
+                }
             }
         }
         self.ro.status = Some(p.status);
@@ -1166,3 +1211,5 @@ mod analysis_gates {
         );
     }
 }
+
+mod blue_green;

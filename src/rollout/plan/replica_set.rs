@@ -1,0 +1,383 @@
+//! The ReplicaSets of a Rollout, whatever the strategy: the new one for the
+//! current template, revision bookkeeping, old ones beyond the history,
+//! scale-down deadlines and ephemeral pod metadata.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, PodAffinityTerm, PodAntiAffinity, PodTemplateSpec, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference, Time,
+};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use std::time::Duration;
+
+use super::conditions::{conditions, requeue};
+use super::status::{self as st, condition};
+use super::{Action, Plan};
+use crate::api::Rollout;
+use crate::api::common::PodTemplateMetadata;
+use crate::api::rollout::RolloutStatus;
+use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
+use crate::rollout::snapshot::{DESIRED_REPLICAS_ANNOTATION, REVISION_ANNOTATION, ReplicaSetExt};
+
+/// When an old ReplicaSet kept up after a switch is scaled down (RFC 3339).
+pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "scale-down-deadline";
+/// The ephemeral pod metadata last put on a ReplicaSet (JSON), so that keys
+/// no longer wanted can be taken off again.
+pub const EPHEMERAL_METADATA_ANNOTATION: &str = "rollout.argoproj.io/ephemeral-metadata";
+
+/// Rollout annotations not copied to its ReplicaSets (as upstream).
+const NOT_COPIED: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION_ANNOTATION,
+    "rollout.argoproj.io/revision-history",
+    DESIRED_REPLICAS_ANNOTATION,
+];
+
+/// Old ReplicaSets beyond revisionHistoryLimit that are empty, oldest first.
+pub fn history_cleanup(
+    ro: &Rollout,
+    all: &[ReplicaSet],
+    new_rs: &ReplicaSet,
+    stable_rs: Option<&ReplicaSet>,
+) -> Vec<Action> {
+    let keep = usize::try_from(ro.spec.revision_history_limit_or_default()).unwrap_or(0);
+    let mut old: Vec<&ReplicaSet> = all
+        .iter()
+        .filter(|rs| rs.metadata.name != new_rs.metadata.name)
+        .filter(|rs| stable_rs.is_none_or(|s| s.metadata.name != rs.metadata.name))
+        .collect();
+    if old.len() <= keep {
+        return vec![];
+    }
+    old.sort_by_key(|rs| (rs.revision(), rs.metadata.creation_timestamp.clone()));
+    let excess = old.len() - keep;
+    old.into_iter()
+        .take(excess)
+        .filter(|rs| {
+            rs.spec_replicas() == 0
+                && rs.status_replicas() == 0
+                && rs.metadata.deletion_timestamp.is_none()
+        })
+        .map(|rs| Action::DeleteReplicaSet {
+            name: rs.metadata.name.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The ReplicaSet for the current template: `<rollout>-<hash>`, labelled
+/// with the hash, owned by the Rollout, created at 0 replicas.
+fn new_replica_set(
+    ro: &Rollout,
+    template: &PodTemplateSpec,
+    hash: &str,
+    revision: i64,
+) -> ReplicaSet {
+    let name = ro.metadata.name.clone().unwrap_or_default();
+    let mut template = template.clone();
+    inject_anti_affinity(ro, &mut template, hash);
+    let meta = template.metadata.get_or_insert_with(Default::default);
+    let labels = meta.labels.get_or_insert_with(Default::default);
+    labels.insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
+    let labels = labels.clone();
+
+    let mut selector: LabelSelector = ro.spec.selector.clone().unwrap_or_default();
+    selector
+        .match_labels
+        .get_or_insert_with(Default::default)
+        .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
+
+    let mut annotations: BTreeMap<String, String> = ro
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    annotations.insert(REVISION_ANNOTATION.into(), revision.to_string());
+    annotations.insert(
+        DESIRED_REPLICAS_ANNOTATION.into(),
+        ro.spec.replicas_or_default().to_string(),
+    );
+
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-{hash}")),
+            namespace: ro.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "argoproj.io/v1alpha1".into(),
+                kind: "Rollout".into(),
+                name,
+                uid: ro.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..Default::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(0),
+            min_ready_seconds: Some(ro.spec.min_ready_seconds),
+            selector,
+            template: Some(template),
+        }),
+        status: None,
+    }
+}
+
+/// The plan of a reconcile that finds no ReplicaSet for the current
+/// template: create it (at 0 replicas; the next plan scales it), after the
+/// `plan`'s own actions so far. `wait`: timers and the restart re-check.
+pub fn create_plan(
+    ro: &Rollout,
+    old_status: &RolloutStatus,
+    mut plan: Plan,
+    template: &PodTemplateSpec,
+    revision: i64,
+    wait: (&[Timestamp], Option<Duration>),
+    now: &Time,
+) -> Plan {
+    let hash = plan.status.current_pod_hash.clone().unwrap_or_default();
+    let rs = new_replica_set(ro, template, &hash, revision);
+    let rs_name = rs.metadata.name.clone().unwrap_or_default();
+    plan.actions.push(Action::CreateReplicaSet(Box::new(rs)));
+    plan.actions.push(Action::SetRolloutRevision { revision });
+    let status = &mut plan.status;
+    conditions(ro, old_status, status, None, revision, None, now);
+    st::refresh(
+        &mut status.conditions,
+        condition(
+            st::PROGRESSING,
+            "True",
+            st::REASON_NEW_RS_CREATED,
+            format!("Created new replica set {rs_name:?}"),
+        ),
+        now,
+    );
+    plan.requeue_after = requeue(ro, status, now, wait.0, wait.1);
+    plan
+}
+
+/// Keeps the new ReplicaSet's revision the newest (a template seen before,
+/// i.e. a rollback, becomes the newest revision again), its minReadySeconds
+/// that of the spec, and the Rollout's revision annotation in step. Returns
+/// the new ReplicaSet's revision.
+pub fn sync_revision(
+    ro: &Rollout,
+    new_rs: &ReplicaSet,
+    max_revision: i64,
+    actions: &mut Vec<Action>,
+) -> i64 {
+    let name = new_rs.metadata.name.clone().unwrap_or_default();
+    let revision = if new_rs.revision() < max_revision {
+        actions.push(Action::SetReplicaSetRevision {
+            name: name.clone(),
+            revision: max_revision + 1,
+        });
+        max_revision + 1
+    } else {
+        new_rs.revision()
+    };
+    let min_ready = new_rs.spec.as_ref().and_then(|s| s.min_ready_seconds);
+    if min_ready.unwrap_or(0) != ro.spec.min_ready_seconds {
+        actions.push(Action::SetMinReadySeconds {
+            name,
+            seconds: ro.spec.min_ready_seconds,
+        });
+    }
+    let rollout_revision = ro
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION_ANNOTATION))
+        .and_then(|r| r.parse::<i64>().ok());
+    if rollout_revision != Some(revision) {
+        actions.push(Action::SetRolloutRevision { revision });
+    }
+    revision
+}
+
+/// Scale `rs` to `to`, guarded by the resourceVersion it was observed at.
+pub fn scale_to(rs: &ReplicaSet, to: i32, desired_replicas: i32) -> Action {
+    Action::ScaleReplicaSet {
+        name: rs.metadata.name.clone().unwrap_or_default(),
+        from: rs.spec_replicas(),
+        to,
+        desired_replicas,
+        resource_version: rs.metadata.resource_version.clone(),
+    }
+}
+
+/// The ReplicaSet's scale-down deadline, if it has a readable one.
+pub fn scale_down_deadline(rs: &ReplicaSet) -> Option<Timestamp> {
+    rs.metadata
+        .annotations
+        .as_ref()?
+        .get(SCALE_DOWN_DEADLINE_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
+fn has_scale_down_deadline(rs: &ReplicaSet) -> bool {
+    rs.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(SCALE_DOWN_DEADLINE_ANNOTATION))
+}
+
+/// Puts a deadline `seconds` after `now` on the ReplicaSet.
+pub fn set_deadline(rs: &ReplicaSet, now: Timestamp, seconds: i32) -> (Action, Timestamp) {
+    let at = now
+        .checked_add(SignedDuration::from_secs(i64::from(seconds)))
+        .unwrap_or(now);
+    let action = Action::SetScaleDownDeadline {
+        name: rs.metadata.name.clone().unwrap_or_default(),
+        deadline: Some(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+    };
+    (action, at)
+}
+
+/// Takes the deadline off a ReplicaSet that is in use again.
+pub fn clear_deadline(rs: &ReplicaSet) -> Option<Action> {
+    has_scale_down_deadline(rs).then(|| Action::SetScaleDownDeadline {
+        name: rs.metadata.name.clone().unwrap_or_default(),
+        deadline: None,
+    })
+}
+
+/// Upstream's antiAffinity: pods of a new template avoid the nodes of the
+/// stable pods (preferred with a weight, or required), so a bad node does
+/// not take both versions down. Nothing is injected on the first deploy or
+/// a rollback to stable.
+fn inject_anti_affinity(ro: &Rollout, template: &mut PodTemplateSpec, hash: &str) {
+    let strategy = &ro.spec.strategy;
+    let Some(anti) = strategy
+        .blue_green
+        .as_ref()
+        .and_then(|b| b.anti_affinity.as_ref())
+        .or_else(|| {
+            strategy
+                .canary
+                .as_ref()
+                .and_then(|c| c.anti_affinity.as_ref())
+        })
+    else {
+        return;
+    };
+    let Some(stable) = ro.status.as_ref().and_then(|s| s.stable_rs.clone()) else {
+        return;
+    };
+    if stable == hash {
+        return;
+    }
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: POD_TEMPLATE_HASH_LABEL.into(),
+                operator: "In".into(),
+                values: Some(vec![stable]),
+            }]),
+            ..Default::default()
+        }),
+        namespaces: ro.metadata.namespace.clone().map(|n| vec![n]),
+        topology_key: "kubernetes.io/hostname".into(),
+        ..Default::default()
+    };
+    let spec = template.spec.get_or_insert_with(Default::default);
+    let affinity = spec.affinity.get_or_insert_with(Affinity::default);
+    let pod_anti = affinity
+        .pod_anti_affinity
+        .get_or_insert_with(PodAntiAffinity::default);
+    if let Some(p) = &anti.preferred_during_scheduling_ignored_during_execution {
+        pod_anti
+            .preferred_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(WeightedPodAffinityTerm {
+                weight: p.weight,
+                pod_affinity_term: term,
+            });
+    } else if anti
+        .required_during_scheduling_ignored_during_execution
+        .is_some()
+    {
+        pod_anti
+            .required_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(term);
+    }
+}
+
+/// Ephemeral pod metadata (canaryMetadata/stableMetadata,
+/// previewMetadata/activeMetadata): the labels and annotations the pods of
+/// `rs` should carry for the role it has now. None when they already do.
+pub fn ephemeral_metadata(rs: &ReplicaSet, wanted: Option<&PodTemplateMetadata>) -> Option<Action> {
+    let previous: Option<PodTemplateMetadata> = rs
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EPHEMERAL_METADATA_ANNOTATION))
+        .and_then(|j| serde_json::from_str(j).ok());
+    let template_meta = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref());
+    let has_all = |have: Option<&BTreeMap<String, String>>,
+                   want: Option<&BTreeMap<String, String>>| {
+        want.into_iter()
+            .flatten()
+            .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
+    };
+    let in_template = has_all(
+        template_meta.and_then(|m| m.labels.as_ref()),
+        wanted.and_then(|w| w.labels.as_ref()),
+    ) && has_all(
+        template_meta.and_then(|m| m.annotations.as_ref()),
+        wanted.and_then(|w| w.annotations.as_ref()),
+    );
+    if previous.as_ref() == wanted && in_template {
+        return None;
+    }
+    if previous.is_none() && wanted.is_none() {
+        return None;
+    }
+    Some(Action::SetPodMetadata {
+        replica_set: rs.metadata.name.clone().unwrap_or_default(),
+        hash: rs.pod_hash().unwrap_or_default().to_string(),
+        wanted: wanted.cloned(),
+        previous,
+    })
+}
+
+/// Ephemeral metadata for the new and stable ReplicaSets, as upstream: once
+/// fully rolled out the new ReplicaSet carries the stable (active) metadata;
+/// during an update it carries the canary (preview) metadata and the stable
+/// one the stable (active) metadata. Nothing when neither is configured.
+pub fn ephemeral_actions(
+    new_rs: &ReplicaSet,
+    stable_rs: Option<&ReplicaSet>,
+    new_meta: Option<&PodTemplateMetadata>,
+    stable_meta: Option<&PodTemplateMetadata>,
+) -> Vec<Action> {
+    if new_meta.is_none() && stable_meta.is_none() {
+        return vec![];
+    }
+    match stable_rs.filter(|s| s.metadata.name != new_rs.metadata.name) {
+        None => ephemeral_metadata(new_rs, stable_meta)
+            .into_iter()
+            .collect(),
+        Some(stable) => [
+            ephemeral_metadata(new_rs, new_meta),
+            ephemeral_metadata(stable, stable_meta),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    }
+}

@@ -1,0 +1,554 @@
+//! Blue-green planner tests on the simulated cluster.
+
+use super::*;
+use crate::api::analysis::{AnalysisPhase, AnalysisRunStatus, AnalysisTemplateSpec, Metric};
+use crate::api::common::{AnalysisTemplateRef, PodTemplateMetadata};
+use crate::api::rollout::{BlueGreenStrategy, RolloutAnalysis};
+
+const ACTIVE: &str = "active";
+const PREVIEW: &str = "preview";
+
+fn bg_world(replicas: i32, bg: BlueGreenStrategy) -> World {
+    let mut ro = rollout(replicas, "app:1", None, None);
+    ro.spec.strategy = RolloutStrategy {
+        canary: None,
+        blue_green: Some(BlueGreenStrategy {
+            active_service: ACTIVE.into(),
+            preview_service: Some(PREVIEW.into()),
+            ..bg
+        }),
+    };
+    let mut w = World::new(ro);
+    w.services = vec![service(ACTIVE), service(PREVIEW)];
+    w.templates.insert(
+        (false, "check".into()),
+        AnalysisTemplateSpec {
+            metrics: vec![Metric {
+                name: "m".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    );
+    // The first deploy switches the active Service at once (no pause).
+    drive(&mut w, "the first deploy", |w| {
+        w.phase() == Some(RolloutPhase::Healthy)
+    });
+    let first = w.status().stable_rs;
+    assert!(first.is_some());
+    assert_eq!(w.selector(ACTIVE), first);
+    assert_eq!(w.selector(PREVIEW), first);
+    w
+}
+
+fn analysis() -> RolloutAnalysis {
+    RolloutAnalysis {
+        templates: vec![AnalysisTemplateRef {
+            template_name: "check".into(),
+            cluster_scope: false,
+        }],
+        ..Default::default()
+    }
+}
+
+/// Reconcile and tick until `done`, checking at every step that the active
+/// Service only ever points at pods that are all available, and back at
+/// stable whenever the rollout is aborted.
+fn drive(w: &mut World, what: &str, done: impl Fn(&World) -> bool) {
+    let replicas = w.ro.spec.replicas_or_default();
+    for _ in 0..300 {
+        w.reconcile();
+        if let Some(active) = w.selector(ACTIVE) {
+            let rs = w.rss.iter().find(|r| r.pod_hash() == Some(active.as_str()));
+            let available = rs.map_or(0, |r| r.available());
+            assert!(
+                available >= replicas || w.status().abort,
+                "active Service on {active} with {available}/{replicas} available"
+            );
+        }
+        if w.status().abort {
+            assert_eq!(
+                w.selector(ACTIVE),
+                w.status().stable_rs,
+                "abort left traffic on the new pods"
+            );
+        }
+        if done(w) {
+            return;
+        }
+        w.tick();
+    }
+    panic!("never reached: {what}; status {:#?}", w.ro.status);
+}
+
+fn pause_reasons(w: &World) -> Vec<String> {
+    w.status()
+        .pause_conditions
+        .iter()
+        .map(|c| c.reason.clone())
+        .collect()
+}
+
+fn bg_run(w: &World, pre: bool) -> Option<String> {
+    let s = w.status().blue_green;
+    let entry = if pre {
+        s.pre_promotion_analysis_run_status
+    } else {
+        s.post_promotion_analysis_run_status
+    };
+    entry.map(|r| r.name)
+}
+
+fn finish(w: &mut World, name: &str, phase: AnalysisPhase, message: &str) {
+    w.run_mut(name).status = Some(AnalysisRunStatus {
+        phase: Some(phase),
+        message: (!message.is_empty()).then(|| message.into()),
+        ..Default::default()
+    });
+}
+
+#[test]
+fn manual_promotion_switches_active_and_keeps_old_pods_for_the_delay() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            auto_promotion_enabled: Some(false),
+            scale_down_delay_seconds: Some(5),
+            ..Default::default()
+        },
+    );
+    let old = w.status().stable_rs;
+    set_image(&mut w, "app:2");
+    drive(&mut w, "the pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    let new = w.status().current_pod_hash;
+    assert_ne!(new, old);
+    assert_eq!(w.pods_of(&new), 2);
+    assert_eq!(w.pods_of(&old), 2);
+    assert_eq!(w.selector(PREVIEW), new);
+    assert_eq!(w.selector(ACTIVE), old);
+    assert_eq!(pause_reasons(&w), vec!["BlueGreenPause"]);
+    assert_eq!(w.status().message.as_deref(), Some("BlueGreenPause"));
+    // Paused: nothing more happens however long we wait.
+    for _ in 0..5 {
+        w.tick();
+        w.reconcile();
+    }
+    assert_eq!(w.selector(ACTIVE), old);
+
+    w.promote();
+    w.reconcile();
+    assert_eq!(w.selector(ACTIVE), new, "promotion switches active");
+    assert_eq!(w.status().stable_rs, new);
+    // The next plan (triggered by the status write) starts the delay.
+    w.reconcile();
+    let old_rs = w
+        .rss
+        .iter()
+        .find(|r| r.pod_hash() == old.as_deref())
+        .unwrap();
+    assert!(
+        old_rs
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key("scale-down-deadline"),
+        "the old ReplicaSet gets a scale-down deadline"
+    );
+    assert_eq!(w.pods_of(&old), 2, "old pods stay during the delay");
+    w.tick();
+    w.reconcile();
+    assert_eq!(w.pods_of(&old), 2);
+    assert_eq!(w.phase(), Some(RolloutPhase::Healthy));
+    w.now += 5;
+    drive(&mut w, "old pods gone", |w| w.pods_of(&old) == 0);
+    drive(&mut w, "Healthy", |w| {
+        w.phase() == Some(RolloutPhase::Healthy)
+    });
+}
+
+#[test]
+fn preview_replica_count_runs_few_pods_until_promotion() {
+    let mut w = bg_world(
+        3,
+        BlueGreenStrategy {
+            auto_promotion_enabled: Some(false),
+            preview_replica_count: Some(1),
+            scale_down_delay_seconds: Some(0),
+            ..Default::default()
+        },
+    );
+    set_image(&mut w, "app:2");
+    drive(&mut w, "the pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    let new = w.status().current_pod_hash;
+    assert_eq!(w.pods_of(&new), 1);
+    w.promote();
+    drive(&mut w, "active on new", |w| w.selector(ACTIVE) == new);
+    assert_eq!(w.pods_of(&new), 3);
+    drive(&mut w, "Healthy", |w| {
+        w.phase() == Some(RolloutPhase::Healthy) && w.status().replicas == 3
+    });
+}
+
+#[test]
+fn auto_promotion_seconds_promotes_after_the_wait() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            auto_promotion_seconds: 10,
+            ..Default::default()
+        },
+    );
+    let old = w.status().stable_rs;
+    set_image(&mut w, "app:2");
+    drive(&mut w, "the pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+    let wait = p.requeue_after.unwrap().as_secs();
+    assert!(
+        (1..=10).contains(&wait),
+        "wakes up for the promotion, got {wait}s"
+    );
+    assert_eq!(w.selector(ACTIVE), old);
+    w.now += 11;
+    drive(&mut w, "promoted", |w| w.selector(ACTIVE) != old);
+    assert_eq!(w.status().stable_rs, w.status().current_pod_hash);
+}
+
+#[test]
+fn auto_promotion_without_seconds_does_not_pause() {
+    let mut w = bg_world(2, BlueGreenStrategy::default());
+    set_image(&mut w, "app:2");
+    let new = Some(super::super::super::hash::pod_template_hash(
+        w.ro.spec.template.as_ref().unwrap(),
+        None,
+    ));
+    drive(&mut w, "promoted", |w| {
+        assert!(pause_reasons(w).is_empty());
+        w.selector(ACTIVE) == new
+    });
+}
+
+#[test]
+fn abort_returns_active_to_stable_and_scales_preview_down_after_delay() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            auto_promotion_enabled: Some(false),
+            abort_scale_down_delay_seconds: Some(3),
+            ..Default::default()
+        },
+    );
+    let old = w.status().stable_rs;
+    set_image(&mut w, "app:2");
+    drive(&mut w, "the pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    let new = w.status().current_pod_hash;
+    w.ro.status.as_mut().unwrap().abort = true;
+    w.reconcile();
+    let s = w.status();
+    assert_eq!(s.phase, Some(RolloutPhase::Degraded));
+    assert!(
+        s.message
+            .unwrap()
+            .starts_with("RolloutAborted: Rollout aborted update to revision 2")
+    );
+    assert_eq!(w.selector(ACTIVE), old);
+    assert_eq!(
+        w.pods_of(&new),
+        2,
+        "preview kept during abortScaleDownDelaySeconds"
+    );
+    w.now += 4;
+    drive(&mut w, "preview scaled down", |w| w.pods_of(&new) == 0);
+    assert_eq!(w.pods_of(&old), 2);
+
+    // Retry: the update starts again.
+    w.ro.status.as_mut().unwrap().abort = false;
+    drive(&mut w, "paused again", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    assert_eq!(w.pods_of(&new), 2);
+}
+
+#[test]
+fn abort_scale_down_delay_zero_keeps_preview() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            auto_promotion_enabled: Some(false),
+            abort_scale_down_delay_seconds: Some(0),
+            ..Default::default()
+        },
+    );
+    set_image(&mut w, "app:2");
+    drive(&mut w, "the pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    let new = w.status().current_pod_hash;
+    w.ro.status.as_mut().unwrap().abort = true;
+    for _ in 0..50 {
+        w.reconcile();
+        w.tick();
+    }
+    w.now += 1000;
+    w.reconcile();
+    assert_eq!(w.pods_of(&new), 2);
+}
+
+#[test]
+fn failed_pre_promotion_analysis_aborts_without_switching() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            pre_promotion_analysis: Some(analysis()),
+            ..Default::default()
+        },
+    );
+    let old = w.status().stable_rs;
+    set_image(&mut w, "app:2");
+    drive(&mut w, "pre-promotion run", |w| bg_run(w, true).is_some());
+    let name = bg_run(&w, true).unwrap();
+    assert!(name.ends_with("-2-pre"), "{name}");
+    let run = w
+        .runs
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(&name))
+        .unwrap();
+    assert_eq!(
+        run.metadata.labels.as_ref().unwrap()["rollout-type"],
+        "PrePromotion"
+    );
+    // Waiting for the analysis: no switch.
+    for _ in 0..5 {
+        w.reconcile();
+        w.tick();
+    }
+    assert_eq!(w.selector(ACTIVE), old);
+    finish(
+        &mut w,
+        &name,
+        AnalysisPhase::Failed,
+        "metric \"m\" assessed Failed",
+    );
+    w.reconcile();
+    let s = w.status();
+    assert!(s.abort);
+    assert_eq!(w.selector(ACTIVE), old);
+    let msg = find(&s.conditions, PROGRESSING)
+        .unwrap()
+        .message
+        .clone()
+        .unwrap();
+    assert!(
+        msg.ends_with(
+            "Blue/green pre-promotion analysis phase error/failed: metric \"m\" assessed Failed"
+        ),
+        "{msg}"
+    );
+    // Retry starts a fresh run; once it passes the rollout promotes itself.
+    w.ro.status.as_mut().unwrap().abort = false;
+    drive(&mut w, "a second run", |w| {
+        bg_run(w, true).is_some_and(|n| n != name)
+    });
+    let second = bg_run(&w, true).unwrap();
+    assert_eq!(second, format!("{name}.1"));
+    finish(&mut w, &second, AnalysisPhase::Successful, "");
+    drive(&mut w, "Healthy", |w| {
+        w.phase() == Some(RolloutPhase::Healthy)
+    });
+    assert_eq!(w.selector(ACTIVE), w.status().current_pod_hash);
+}
+
+#[test]
+fn failed_post_promotion_analysis_switches_active_back() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            post_promotion_analysis: Some(analysis()),
+            ..Default::default()
+        },
+    );
+    let old = w.status().stable_rs;
+    set_image(&mut w, "app:2");
+    let new = Some(super::super::super::hash::pod_template_hash(
+        w.ro.spec.template.as_ref().unwrap(),
+        None,
+    ));
+    drive(&mut w, "post-promotion run", |w| bg_run(w, false).is_some());
+    assert_eq!(w.selector(ACTIVE), new);
+    assert_eq!(
+        w.status().stable_rs,
+        old,
+        "not stable before the analysis passes"
+    );
+    assert_eq!(
+        w.status().message.as_deref(),
+        Some("waiting for analysis to complete")
+    );
+    assert_eq!(w.pods_of(&old), 2, "old pods kept while the analysis runs");
+    let name = bg_run(&w, false).unwrap();
+    assert!(name.ends_with("-2-post"), "{name}");
+    finish(&mut w, &name, AnalysisPhase::Failed, "");
+    w.reconcile();
+    w.reconcile();
+    assert!(w.status().abort);
+    assert_eq!(w.selector(ACTIVE), old, "active switched back");
+    assert_eq!(w.phase(), Some(RolloutPhase::Degraded));
+}
+
+#[test]
+fn successful_post_promotion_analysis_makes_new_stable() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            post_promotion_analysis: Some(analysis()),
+            scale_down_delay_seconds: Some(0),
+            ..Default::default()
+        },
+    );
+    set_image(&mut w, "app:2");
+    drive(&mut w, "post-promotion run", |w| bg_run(w, false).is_some());
+    let name = bg_run(&w, false).unwrap();
+    finish(&mut w, &name, AnalysisPhase::Successful, "");
+    drive(&mut w, "Healthy", |w| {
+        w.phase() == Some(RolloutPhase::Healthy) && w.status().replicas == 2
+    });
+    assert_eq!(w.status().stable_rs, w.status().current_pod_hash);
+}
+
+#[test]
+fn revision_limit_scales_older_revisions_down_at_once() {
+    let mut w = bg_world(
+        1,
+        BlueGreenStrategy {
+            scale_down_delay_seconds: Some(100),
+            scale_down_delay_revision_limit: Some(1),
+            ..Default::default()
+        },
+    );
+    let first = w.status().stable_rs;
+    set_image(&mut w, "app:2");
+    drive(&mut w, "second promoted", |w| {
+        w.phase() == Some(RolloutPhase::Healthy)
+    });
+    let second = w.status().stable_rs;
+    assert_eq!(w.pods_of(&first), 1, "within its delay");
+    set_image(&mut w, "app:3");
+    drive(&mut w, "third promoted", |w| {
+        w.phase() == Some(RolloutPhase::Healthy) && w.pods_of(&first) == 0
+    });
+    assert_eq!(w.pods_of(&second), 1, "the newest old revision stays up");
+}
+
+#[test]
+fn preview_and_active_metadata_follow_the_role() {
+    let meta = |k: &str| PodTemplateMetadata {
+        labels: Some([("role".to_string(), k.to_string())].into()),
+        annotations: None,
+    };
+    let mut w = bg_world(
+        1,
+        BlueGreenStrategy {
+            auto_promotion_enabled: Some(false),
+            preview_metadata: Some(meta("preview")),
+            active_metadata: Some(meta("active")),
+            ..Default::default()
+        },
+    );
+    let role = |w: &World, hash: &Option<String>| {
+        let rs = w
+            .rss
+            .iter()
+            .find(|r| r.pod_hash() == hash.as_deref())
+            .unwrap();
+        let t = rs.spec.as_ref().unwrap().template.as_ref().unwrap();
+        t.metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap()
+            .get("role")
+            .cloned()
+    };
+    let old = w.status().stable_rs;
+    assert_eq!(role(&w, &old).as_deref(), Some("active"));
+    set_image(&mut w, "app:2");
+    drive(&mut w, "the pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    let new = w.status().current_pod_hash;
+    assert_eq!(role(&w, &new).as_deref(), Some("preview"));
+    w.promote();
+    drive(&mut w, "Healthy", |w| {
+        w.phase() == Some(RolloutPhase::Healthy)
+    });
+    assert_eq!(role(&w, &new).as_deref(), Some("active"));
+}
+
+#[test]
+fn anti_affinity_points_new_pods_away_from_stable() {
+    use crate::api::rollout::{AntiAffinity, PreferredAntiAffinity};
+    let mut w = bg_world(
+        1,
+        BlueGreenStrategy {
+            anti_affinity: Some(AntiAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(PreferredAntiAffinity {
+                    weight: 50,
+                }),
+                required_during_scheduling_ignored_during_execution: None,
+            }),
+            ..Default::default()
+        },
+    );
+    let first = w.rss[0].spec.as_ref().unwrap().template.clone().unwrap();
+    assert!(
+        first.spec.unwrap().affinity.is_none(),
+        "nothing on the first deploy"
+    );
+    let old = w.status().stable_rs.unwrap();
+    set_image(&mut w, "app:2");
+    w.reconcile();
+    let t = w.rss[1].spec.as_ref().unwrap().template.clone().unwrap();
+    let anti = t.spec.unwrap().affinity.unwrap().pod_anti_affinity.unwrap();
+    let term = &anti
+        .preferred_during_scheduling_ignored_during_execution
+        .unwrap()[0];
+    assert_eq!(term.weight, 50);
+    let sel = term.pod_affinity_term.label_selector.as_ref().unwrap();
+    let req = &sel.match_expressions.as_ref().unwrap()[0];
+    assert_eq!(req.key, "rollouts-pod-template-hash");
+    assert_eq!(req.values.as_deref(), Some(&[old][..]));
+    assert_eq!(
+        term.pod_affinity_term.topology_key,
+        "kubernetes.io/hostname"
+    );
+}
+
+#[test]
+fn same_active_and_preview_service_is_invalid() {
+    let mut ro = rollout(1, "app:1", None, None);
+    ro.spec.strategy = RolloutStrategy {
+        canary: None,
+        blue_green: Some(BlueGreenStrategy {
+            active_service: "svc".into(),
+            preview_service: Some("svc".into()),
+            ..Default::default()
+        }),
+    };
+    let w = World::new(ro);
+    let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+    let msg = find(&p.status.conditions, INVALID_SPEC)
+        .unwrap()
+        .message
+        .clone()
+        .unwrap();
+    assert!(msg.ends_with("This rollout uses the same service for the active and preview services, but two different services are required."), "{msg}");
+}
