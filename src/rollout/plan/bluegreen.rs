@@ -119,10 +119,14 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let observed_preview = selector_hash(preview_svc);
     let halted = spec.paused || has_pause(&status, PAUSE_REASON_INCONCLUSIVE);
     let stable_is_new = old_status.stable_rs.as_deref() == Some(hash.as_str());
-    // Going back to a ReplicaSet still within its scale-down delay (or to
-    // the stable one) skips the pause and the analyses.
-    let fast_rollback = stable_rs.is_some()
-        && (stable_is_new || scale_down_deadline(new_rs).is_some_and(|d| d > now.0));
+    // Going back to an older ReplicaSet still within its scale-down delay
+    // (or to the stable one) skips the pause and the analyses. (A retried
+    // update's own ReplicaSet may carry an abort deadline: not a rollback.)
+    let rollback = stable_rs.is_some_and(|s| {
+        stable_is_new || new_rs.metadata.creation_timestamp < s.metadata.creation_timestamp
+    });
+    let fast_rollback =
+        rollback && (stable_is_new || scale_down_deadline(new_rs).is_some_and(|d| d > now.0));
     let fast_tracked = fast_rollback
         || status.promote_full
         || observed_active.is_none()

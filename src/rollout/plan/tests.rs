@@ -115,7 +115,8 @@ impl World {
             match a {
                 Action::CreateReplicaSet(rs) => {
                     let mut rs = (**rs).clone();
-                    rs.metadata.creation_timestamp = None;
+                    rs.metadata.creation_timestamp =
+                        Some(Time(Timestamp::from_second(self.now).unwrap()));
                     self.rss.push(rs);
                 }
                 Action::ScaleReplicaSet { name, to, .. } => {

@@ -352,6 +352,22 @@ fn failed_pre_promotion_analysis_aborts_without_switching() {
         ),
         "{msg}"
     );
+    // The preview pods get their abort deadline.
+    w.reconcile();
+    let new = w.status().current_pod_hash;
+    let new_rs = w
+        .rss
+        .iter()
+        .find(|r| r.pod_hash() == new.as_deref())
+        .unwrap();
+    assert!(
+        new_rs
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key("scale-down-deadline")
+    );
     // Retry starts a fresh run; once it passes the rollout promotes itself.
     w.ro.status.as_mut().unwrap().abort = false;
     drive(&mut w, "a second run", |w| {
@@ -359,6 +375,13 @@ fn failed_pre_promotion_analysis_aborts_without_switching() {
     });
     let second = bg_run(&w, true).unwrap();
     assert_eq!(second, format!("{name}.1"));
+    // The retried update waits for its new run (its ReplicaSet's abort
+    // deadline does not make it a fast rollback).
+    for _ in 0..5 {
+        w.reconcile();
+        w.tick();
+    }
+    assert_eq!(w.selector(ACTIVE), old);
     finish(&mut w, &second, AnalysisPhase::Successful, "");
     drive(&mut w, "Healthy", |w| {
         w.phase() == Some(RolloutPhase::Healthy)
