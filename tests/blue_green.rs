@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::ListParams;
 use rollouts::api::rollout::{RolloutPhase, RolloutStatus};
 use rollouts::testing::{Reply, TestServer};
 use serde_json::json;
@@ -100,7 +101,11 @@ async fn manual_promotion_switches_active_then_scales_old_down_after_delay() -> 
     let first = deploy(
         &env,
         2,
-        "      autoPromotionEnabled: false\n      scaleDownDelaySeconds: 3\n",
+        r#"      autoPromotionEnabled: false
+      scaleDownDelaySeconds: 3
+      previewMetadata: {labels: {role: preview}}
+      activeMetadata: {labels: {role: active}, annotations: {tier: live}}
+"#,
     )
     .await?;
     let s = wait_rollout(&env, "web", "BlueGreenPause", |s| {
@@ -126,6 +131,9 @@ async fn manual_promotion_switches_active_then_scales_old_down_after_delay() -> 
     );
     assert_eq!(s.blue_green.active_selector.as_deref(), Some(old.as_str()));
     assert_eq!(s.blue_green.preview_selector.as_deref(), Some(new.as_str()));
+    // Pods carry the metadata of their role.
+    assert_eq!(pod_roles(&env, &new).await?, vec!["preview"; 2]);
+    assert_eq!(pod_roles(&env, &old).await?, vec!["active"; 2]);
 
     // Promote as `kubectl argo rollouts promote` does.
     patch_status(&env, "web", json!({"pauseConditions": null})).await?;
@@ -169,7 +177,51 @@ async fn manual_promotion_switches_active_then_scales_old_down_after_delay() -> 
     .await?;
     let s = wait_rollout(&env, "web", "Healthy", healthy).await?;
     assert_eq!(s.available_replicas, 2);
+    // The running new pods were relabelled when they became active.
+    wait_for(
+        "the new pods relabelled active",
+        Duration::from_secs(10),
+        || async {
+            let roles = pod_roles(&env, &new).await?;
+            Ok(if roles == vec!["active"; 2] {
+                Ok(())
+            } else {
+                Err(format!("{roles:?}"))
+            })
+        },
+    )
+    .await?;
+    let pods = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("rollouts-pod-template-hash={new}")))
+        .await?;
+    for pod in pods.items {
+        let annotations = pod.metadata.annotations.unwrap_or_default();
+        assert_eq!(annotations.get("tier").map(String::as_str), Some("live"));
+    }
     env.cleanup().await
+}
+
+/// The `role` label of each pod of `hash` (empty when missing).
+async fn pod_roles(env: &TestEnv, hash: &str) -> Result<Vec<String>> {
+    let selector = format!("rollouts-pod-template-hash={hash}");
+    let pods = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    Ok(pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("role"))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect())
 }
 
 #[tokio::test]

@@ -104,6 +104,21 @@ fn new_replica_set(
         DESIRED_REPLICAS_ANNOTATION.into(),
         ro.spec.replicas_or_default().to_string(),
     );
+    // Its first pods already carry the metadata of their role.
+    if let Some(wanted) = initial_ephemeral_metadata(ro, hash) {
+        let meta = template.metadata.get_or_insert_with(Default::default);
+        for (have, want) in [
+            (&mut meta.labels, &wanted.labels),
+            (&mut meta.annotations, &wanted.annotations),
+        ] {
+            have.get_or_insert_with(Default::default)
+                .extend(want.clone().unwrap_or_default());
+        }
+        annotations.insert(
+            EPHEMERAL_METADATA_ANNOTATION.into(),
+            serde_json::to_string(wanted).unwrap_or_default(),
+        );
+    }
 
     ReplicaSet {
         metadata: ObjectMeta {
@@ -162,6 +177,23 @@ pub fn create_plan(
     );
     plan.requeue_after = requeue(ro, status, now, wait.0, wait.1);
     plan
+}
+
+/// The ephemeral metadata of a new ReplicaSet: the stable (active) one on
+/// the first deploy or a return to stable, else the canary (preview) one.
+fn initial_ephemeral_metadata<'a>(ro: &'a Rollout, hash: &str) -> Option<&'a PodTemplateMetadata> {
+    let strategy = &ro.spec.strategy;
+    let (new_meta, stable_meta) = match (&strategy.blue_green, &strategy.canary) {
+        (Some(bg), _) => (bg.preview_metadata.as_ref(), bg.active_metadata.as_ref()),
+        (None, Some(c)) => (c.canary_metadata.as_ref(), c.stable_metadata.as_ref()),
+        (None, None) => (None, None),
+    };
+    let stable = ro.status.as_ref().and_then(|s| s.stable_rs.as_deref());
+    if stable.is_none_or(|s| s == hash) {
+        stable_meta
+    } else {
+        new_meta
+    }
 }
 
 /// Keeps the new ReplicaSet's revision the newest (a template seen before,

@@ -575,3 +575,70 @@ fn same_active_and_preview_service_is_invalid() {
         .unwrap();
     assert!(msg.ends_with("This rollout uses the same service for the active and preview services, but two different services are required."), "{msg}");
 }
+
+#[test]
+fn promote_full_skips_the_pause_and_the_analysis() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            auto_promotion_enabled: Some(false),
+            pre_promotion_analysis: Some(analysis()),
+            ..Default::default()
+        },
+    );
+    set_image(&mut w, "app:2");
+    drive(&mut w, "pre-promotion run", |w| bg_run(w, true).is_some());
+    let run = bg_run(&w, true).unwrap();
+    w.ro.status.as_mut().unwrap().promote_full = true;
+    drive(&mut w, "Healthy", |w| {
+        w.phase() == Some(RolloutPhase::Healthy)
+    });
+    let s = w.status();
+    assert_eq!(s.stable_rs, s.current_pod_hash);
+    assert_eq!(w.selector(ACTIVE), s.current_pod_hash);
+    assert!(!s.promote_full);
+    assert!(
+        w.run_mut(&run).spec.terminate,
+        "the running analysis is stopped"
+    );
+}
+
+#[test]
+fn restart_evicts_one_pod_at_a_time_with_max_unavailable_zero() {
+    use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    let mut w = bg_world(3, BlueGreenStrategy::default());
+    w.rss[0].metadata.uid = Some("rs-uid".into());
+    let old = Time(Timestamp::from_second(w.now - 100).unwrap());
+    let pods: Vec<Pod> = (0..3)
+        .map(|i| {
+            let mut p = Pod::default();
+            p.metadata.name = Some(format!("pod-{i}"));
+            p.metadata.creation_timestamp = Some(old.clone());
+            p.metadata.owner_references = Some(vec![OwnerReference {
+                kind: "ReplicaSet".into(),
+                uid: "rs-uid".into(),
+                controller: Some(true),
+                ..Default::default()
+            }]);
+            p.status = Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    last_transition_time: Some(old.clone()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            p
+        })
+        .collect();
+    w.ro.spec.restart_at = Some(Time(Timestamp::from_second(w.now - 10).unwrap()));
+    let snap = w.snapshot().with_pods(pods);
+    let p = plan(&snap, Timestamp::from_second(w.now).unwrap());
+    assert!(
+        matches!(p.actions.as_slice(), [Action::EvictPod { .. }]),
+        "one eviction and nothing else: {:?}",
+        p.actions
+    );
+}
