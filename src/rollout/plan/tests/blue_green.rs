@@ -642,3 +642,38 @@ fn restart_evicts_one_pod_at_a_time_with_max_unavailable_zero() {
         p.actions
     );
 }
+
+#[test]
+fn canary_metadata_follows_the_role_too() {
+    let meta = |k: &str| PodTemplateMetadata {
+        labels: Some([("role".to_string(), k.to_string())].into()),
+        annotations: None,
+    };
+    // run_until checks the availability of this 5-replica shape.
+    let mut ro = rollout(
+        5,
+        "app:1",
+        Some(IntOrString::Int(1)),
+        Some(IntOrString::Int(0)),
+    );
+    let c = ro.spec.strategy.canary.as_mut().unwrap();
+    c.canary_metadata = Some(meta("canary"));
+    c.stable_metadata = Some(meta("stable"));
+    c.steps = vec![weight(50), pause_for(None)];
+    let mut w = World::new(ro);
+    w.settle(false);
+    set_image(&mut w, "app:2");
+    w.run_until("the pause", |w| w.phase() == Some(RolloutPhase::Paused));
+    let role = |w: &World, hash: &Option<String>| {
+        let rs = w
+            .rss
+            .iter()
+            .find(|r| r.pod_hash() == hash.as_deref())
+            .unwrap();
+        let t = rs.spec.as_ref().unwrap().template.as_ref().unwrap();
+        t.metadata.as_ref().unwrap().labels.as_ref().unwrap()["role"].clone()
+    };
+    let s = w.status();
+    assert_eq!(role(&w, &s.current_pod_hash), "canary");
+    assert_eq!(role(&w, &s.stable_rs), "stable");
+}
