@@ -396,7 +396,12 @@ async fn progress_deadline_abort_aborts_a_canary_that_never_becomes_ready() -> R
     env.api::<Rollout>()
         .patch("bad", &PatchParams::default(), &Patch::Merge(patch))
         .await?;
-    let s = wait_rollout(&env, "bad", "aborted", |s| s.abort).await?;
+    // The deadline sets abort; the next reconcile carries it out (and says
+    // so): wait for that, not for the intermediate status.
+    let s = wait_rollout(&env, "bad", "aborted", |s| {
+        s.abort && s.aborted_at.is_some()
+    })
+    .await?;
     assert_eq!(s.phase, Some(RolloutPhase::Degraded));
     assert!(
         s.message
