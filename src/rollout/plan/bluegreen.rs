@@ -241,7 +241,8 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     if let Some(svc) = active_svc {
         service_actions.extend(switch(svc, active_target.as_deref()));
     }
-    status.blue_green.preview_selector = preview_target.clone();
+    // Upstream records no preview selector when there is no preview Service.
+    status.blue_green.preview_selector = preview_svc.and(preview_target.clone());
     status.blue_green.active_selector = active_target.clone();
 
     // Analyses: whether each is due is judged on the observed status, as

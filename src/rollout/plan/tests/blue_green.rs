@@ -677,3 +677,89 @@ fn canary_metadata_follows_the_role_too() {
     assert_eq!(role(&w, &s.current_pod_hash), "canary");
     assert_eq!(role(&w, &s.stable_rs), "stable");
 }
+
+#[derive(Clone, Debug)]
+enum Op {
+    Tick,
+    Wait(i64),
+    Promote,
+    Abort,
+    Retry,
+    NewImage,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => Just(Op::Tick),
+        1 => (1i64..40).prop_map(Op::Wait),
+        2 => Just(Op::Promote),
+        1 => Just(Op::Abort),
+        1 => Just(Op::Retry),
+        1 => Just(Op::NewImage),
+    ]
+}
+
+proptest! {
+    /// Whatever people do, the active Service only points at a ReplicaSet
+    /// whose pods are all available, and an abort sends all traffic back to
+    /// stable, which never loses its pods.
+    #[test]
+    fn active_traffic_only_reaches_available_pods(
+        replicas in 1i32..5,
+        preview in proptest::option::of(1i32..3),
+        manual in any::<bool>(),
+        ops in proptest::collection::vec(op(), 1..60),
+    ) {
+        let mut w = bg_world(replicas, BlueGreenStrategy {
+            auto_promotion_enabled: Some(!manual),
+            preview_replica_count: preview.map(|p| p.min(replicas)),
+            scale_down_delay_seconds: Some(5),
+            abort_scale_down_delay_seconds: Some(5),
+            ..Default::default()
+        });
+        let mut image = 2;
+        for op in ops {
+            match op {
+                Op::Tick => w.tick(),
+                Op::Wait(s) => w.now += s,
+                Op::Promote => w.promote(),
+                Op::Abort => w.ro.status.as_mut().unwrap().abort = true,
+                Op::Retry => w.ro.status.as_mut().unwrap().abort = false,
+                Op::NewImage => {
+                    set_image(&mut w, &format!("app:{image}"));
+                    image += 1;
+                }
+            }
+            w.reconcile();
+            let s = w.status();
+            if let Some(active) = w.selector(ACTIVE) {
+                let rs = w.rss.iter().find(|r| r.pod_hash() == Some(active.as_str()));
+                let available = rs.map_or(0, |r| r.available());
+                prop_assert!(
+                    available >= replicas || s.abort,
+                    "active Service on {} with {}/{} available", active, available, replicas
+                );
+            }
+            if s.abort {
+                prop_assert_eq!(w.selector(ACTIVE), s.stable_rs.clone());
+            }
+            if let Some(stable) = s.stable_rs.as_deref() {
+                let rs = w.rss.iter().find(|r| r.pod_hash() == Some(stable));
+                prop_assert_eq!(rs.map(|r| r.spec_replicas()), Some(replicas));
+            }
+        }
+        // Left alone (promoting when asked), it always settles Healthy.
+        for _ in 0..200 {
+            w.ro.status.as_mut().unwrap().abort = false;
+            w.promote();
+            w.reconcile();
+            w.tick();
+            w.now += 1;
+            if w.phase() == Some(RolloutPhase::Healthy) {
+                break;
+            }
+        }
+        prop_assert_eq!(w.phase(), Some(RolloutPhase::Healthy));
+        prop_assert_eq!(w.selector(ACTIVE), w.status().current_pod_hash);
+    }
+}
