@@ -246,6 +246,9 @@ fn blue_green_gate(
     }
     let run = match run {
         Some(r) if !needs_new(r, status) => r,
+        // A retry (or a promote past an Inconclusive run) waits, like a
+        // first run, for the new pods: they may have been scaled down.
+        Some(_) if !due.ready => return None,
         _ => {
             let labels = [(TYPE_LABEL, kind.label.to_string())];
             return ctx.create(analysis, Some(kind.infix.to_string()), &labels);

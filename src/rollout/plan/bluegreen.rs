@@ -134,7 +134,12 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
 
     // Pods: stable at full size, the new ReplicaSet at its target, older
     // ones down once their delay is over.
-    let new_target = new_rs_replicas(&bg, &old_status, new_rs, &hash, replicas, all);
+    // A fast rollback goes back to full size at once.
+    let new_target = if fast_rollback {
+        replicas
+    } else {
+        new_rs_replicas(&bg, &old_status, new_rs, &hash, replicas, all)
+    };
     let separate_stable = stable_rs.filter(|s| s.metadata.name != new_rs.metadata.name);
     let mut scaling = Vec::new();
     if let Some(stable) = separate_stable {
@@ -181,10 +186,9 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         && new_rs.available() == replicas;
 
     // The pause before promotion.
-    let pre_run_phase = run_phase(
-        snap,
-        &old_status.blue_green.pre_promotion_analysis_run_status,
-    );
+    // From the status as reset above: a new template's update never counts
+    // the previous revision's run.
+    let pre_run_phase = run_phase(snap, &status.blue_green.pre_promotion_analysis_run_status);
     let completed_pre =
         bg.pre_promotion_analysis.is_none() || pre_run_phase == Some(AnalysisPhase::Successful);
     let mut added_pause = false;

@@ -763,3 +763,104 @@ proptest! {
         prop_assert_eq!(w.selector(ACTIVE), w.status().current_pod_hash);
     }
 }
+
+#[test]
+fn a_retry_waits_for_the_preview_pods_before_analysing_again() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            pre_promotion_analysis: Some(analysis()),
+            abort_scale_down_delay_seconds: Some(3),
+            ..Default::default()
+        },
+    );
+    set_image(&mut w, "app:2");
+    drive(&mut w, "pre-promotion run", |w| bg_run(w, true).is_some());
+    let name = bg_run(&w, true).unwrap();
+    finish(&mut w, &name, AnalysisPhase::Failed, "");
+    let new = w.status().current_pod_hash;
+    w.now += 1;
+    drive(&mut w, "aborted", |w| w.status().abort);
+    w.now += 5;
+    drive(&mut w, "preview pods gone", |w| w.pods_of(&new) == 0);
+    w.ro.status.as_mut().unwrap().abort = false;
+    w.reconcile();
+    assert_eq!(bg_run(&w, true), None, "no run against absent pods");
+    assert!(
+        w.runs
+            .iter()
+            .all(|r| r.metadata.name.as_deref() == Some(name.as_str()))
+    );
+    drive(&mut w, "the retry's run", |w| bg_run(w, true).is_some());
+    let rs = w
+        .rss
+        .iter()
+        .find(|r| r.pod_hash() == new.as_deref())
+        .unwrap();
+    assert_eq!(rs.available(), 2, "started once the preview pods are back");
+    assert_eq!(bg_run(&w, true), Some(format!("{name}.1")));
+}
+
+#[test]
+fn a_new_template_never_reuses_the_previous_pre_promotion_result() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            pre_promotion_analysis: Some(analysis()),
+            ..Default::default()
+        },
+    );
+    let first = w.status().stable_rs;
+    set_image(&mut w, "app:2");
+    drive(&mut w, "pre-promotion run", |w| bg_run(w, true).is_some());
+    let name = bg_run(&w, true).unwrap();
+    finish(&mut w, &name, AnalysisPhase::Successful, "");
+    drive(&mut w, "promoted", |w| w.status().stable_rs != first);
+    let second = w.status().stable_rs;
+    // Straight back to app:1, whose pods are all still up (no deadline
+    // written yet): a normal update that must be analysed again.
+    set_image(&mut w, "app:1");
+    for _ in 0..5 {
+        w.reconcile();
+        w.tick();
+    }
+    assert_eq!(
+        w.selector(ACTIVE),
+        second,
+        "no switch without a new analysis"
+    );
+    let run = bg_run(&w, true).unwrap();
+    assert_ne!(run, name);
+}
+
+#[test]
+fn a_fast_rollback_with_preview_replica_count_returns_at_full_size() {
+    let mut w = bg_world(
+        3,
+        BlueGreenStrategy {
+            auto_promotion_enabled: Some(false),
+            preview_replica_count: Some(1),
+            scale_down_delay_seconds: Some(100),
+            ..Default::default()
+        },
+    );
+    let first = w.status().stable_rs;
+    set_image(&mut w, "app:2");
+    drive(&mut w, "the pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    w.promote();
+    drive(&mut w, "promoted", |w| {
+        w.phase() == Some(RolloutPhase::Healthy) && w.status().stable_rs != first
+    });
+    for _ in 0..3 {
+        w.reconcile();
+        w.tick();
+    }
+    assert_eq!(w.pods_of(&first), 3, "within its scale-down delay");
+    set_image(&mut w, "app:1");
+    drive(&mut w, "rolled back", |w| {
+        assert_eq!(w.pods_of(&first), 3, "never shrunk to previewReplicaCount");
+        w.selector(ACTIVE) == first && w.phase() == Some(RolloutPhase::Healthy)
+    });
+}
