@@ -132,9 +132,9 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         || observed_active.is_none()
         || observed_active.as_deref() == Some(hash.as_str());
 
-    // Pods: stable at full size, the new ReplicaSet at its target, older
-    // ones down once their delay is over.
-    // A fast rollback goes back to full size at once.
+    // Pods: stable at full size, the new ReplicaSet at its target (full
+    // size at once for a fast rollback), older ones down once their delay
+    // is over.
     let new_target = if fast_rollback {
         replicas
     } else {
@@ -159,7 +159,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
                 None
             }
             Some(_) => Some(0),
-            None if has_deadline(new_rs) => Some(0), // unreadable: treat as passed
+            None if replica_set::has_scale_down_deadline(new_rs) => Some(0), // unreadable: treat as passed
             None => {
                 // The clock starts once stable can take all the traffic.
                 if separate_stable.is_some_and(|s| s.available() >= replicas) {
@@ -557,13 +557,6 @@ fn desired_annotation(rs: &ReplicaSet) -> Option<i32> {
         .ok()
 }
 
-fn has_deadline(rs: &ReplicaSet) -> bool {
-    rs.metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(replica_set::SCALE_DOWN_DEADLINE_ANNOTATION))
-}
-
 /// Point a Service at `hash` (and mark it ours) unless it already is.
 fn switch(svc: &Service, hash: Option<&str>) -> Option<Action> {
     let hash = hash?;
@@ -598,7 +591,7 @@ fn scale_down_old(
     let mut delayed = 0;
     let mut out = Vec::new();
     for rs in others.into_iter().filter(|rs| rs.spec_replicas() > 0) {
-        let keep = if !has_deadline(rs) {
+        let keep = if !replica_set::has_scale_down_deadline(rs) {
             if delayed < limit && delay > 0 {
                 delayed += 1;
                 let (action, at) = replica_set::set_deadline(rs, now, delay);

@@ -256,7 +256,7 @@ pub fn scale_down_deadline(rs: &ReplicaSet) -> Option<Timestamp> {
         .ok()
 }
 
-fn has_scale_down_deadline(rs: &ReplicaSet) -> bool {
+pub fn has_scale_down_deadline(rs: &ReplicaSet) -> bool {
     rs.metadata
         .annotations
         .as_ref()
