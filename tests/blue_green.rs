@@ -80,6 +80,19 @@ async fn replica_set(env: &TestEnv, hash: &str) -> Result<(i32, i32, Vec<String>
     Ok((spec, available, annotations))
 }
 
+/// Waits until the ReplicaSet of `hash` is scaled to 0.
+async fn wait_scaled_down(env: &TestEnv, hash: &str, what: &str) -> Result<()> {
+    wait_for(&format!("{what} at 0"), Duration::from_secs(30), || async {
+        let (spec, _, _) = replica_set(env, hash).await?;
+        Ok(if spec == 0 {
+            Ok(())
+        } else {
+            Err(format!("spec {spec}"))
+        })
+    })
+    .await
+}
+
 fn hashes(first: &RolloutStatus, now: &RolloutStatus) -> (String, String) {
     (
         first.stable_rs.clone().unwrap_or_default(),
@@ -162,19 +175,7 @@ async fn manual_promotion_switches_active_then_scales_old_down_after_delay() -> 
         },
     )
     .await?;
-    wait_for(
-        "the old ReplicaSet at 0",
-        Duration::from_secs(30),
-        || async {
-            let (spec, _, _) = replica_set(&env, &old).await?;
-            Ok(if spec == 0 {
-                Ok(())
-            } else {
-                Err(format!("spec {spec}"))
-            })
-        },
-    )
-    .await?;
+    wait_scaled_down(&env, &old, "the old ReplicaSet").await?;
     let s = wait_rollout(&env, "web", "Healthy", healthy).await?;
     assert_eq!(s.available_replicas, 2);
     // The running new pods were relabelled when they became active.
@@ -441,19 +442,7 @@ async fn abort_while_paused_scales_preview_down_and_keeps_active() -> Result<()>
         "{:?}",
         s.message
     );
-    wait_for(
-        "the preview ReplicaSet at 0",
-        Duration::from_secs(30),
-        || async {
-            let (spec, _, _) = replica_set(&env, &new).await?;
-            Ok(if spec == 0 {
-                Ok(())
-            } else {
-                Err(format!("spec {spec}"))
-            })
-        },
-    )
-    .await?;
+    wait_scaled_down(&env, &new, "the preview ReplicaSet").await?;
     assert_eq!(
         selector(&env, "web-active").await?.as_deref(),
         Some(old.as_str())

@@ -31,6 +31,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The Rollout's ReplicaSet for a pod-template hash.
+    pub fn replica_set(&self, hash: Option<&str>) -> Option<&ReplicaSet> {
+        let hash = hash?;
+        self.replica_sets
+            .iter()
+            .find(|rs| rs.pod_hash() == Some(hash))
+    }
+
     /// Keeps only the ReplicaSets controlled by `rollout` (by owner UID).
     pub fn new(rollout: Rollout, candidates: impl IntoIterator<Item = ReplicaSet>) -> Self {
         let replica_sets = owned(&rollout, candidates);

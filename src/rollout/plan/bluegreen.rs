@@ -21,6 +21,7 @@ use super::analysis::{self as gates, BlueGreenDue, Due, PAUSE_REASON_INCONCLUSIV
 use super::conditions::{conditions, requeue};
 use super::events::{self, Event};
 use super::replica_set::{self, history_cleanup, scale_down_deadline, scale_to};
+use super::status as st;
 use super::steps::PAUSE_REASON_BLUE_GREEN;
 use super::{Action, Plan, restart};
 use crate::api::analysis::AnalysisPhase;
@@ -52,11 +53,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
 
     // A new template starts over.
     if old_status.current_pod_hash != status.current_pod_hash {
-        status.pause_conditions.clear();
-        status.controller_pause = false;
-        status.abort = false;
-        status.aborted_at = None;
-        status.promote_full = false;
+        st::end_update(&mut status);
         status.blue_green.pre_promotion_analysis_run_status = None;
         status.blue_green.post_promotion_analysis_run_status = None;
         status.blue_green.scale_up_preview_check_point = false;
@@ -67,11 +64,8 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         status.abort = false;
     }
 
-    let new_rs = all.iter().find(|rs| rs.pod_hash() == Some(hash.as_str()));
-    let stable_rs = old_status
-        .stable_rs
-        .as_deref()
-        .and_then(|s| all.iter().find(|rs| rs.pod_hash() == Some(s)));
+    let new_rs = snap.replica_set(Some(&hash));
+    let stable_rs = snap.replica_set(old_status.stable_rs.as_deref());
     let max_revision = all.iter().map(|rs| rs.revision()).max().unwrap_or(0);
     let mut actions = Vec::new();
     let mut events = Vec::new();
@@ -91,22 +85,14 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let Some(new_rs) = new_rs else {
         status.hpa_replicas = status.replicas;
         status.available_replicas = all.iter().map(|rs| rs.available()).sum();
-        let plan = Plan {
+        let so_far = Plan {
             actions,
             status,
-            requeue_after: None,
             events,
+            ..Plan::default()
         };
         let wait = (timers.as_slice(), restart_wait);
-        return replica_set::create_plan(
-            ro,
-            &old_status,
-            plan,
-            &template,
-            max_revision + 1,
-            wait,
-            now,
-        );
+        return replica_set::create_plan(snap, &old_status, so_far, wait, now);
     };
     let revision = replica_set::sync_revision(ro, new_rs, max_revision, &mut actions);
 
@@ -138,7 +124,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let new_target = if fast_rollback {
         replicas
     } else {
-        new_rs_replicas(&bg, &old_status, new_rs, &hash, replicas, all)
+        new_rs_replicas(&bg, &old_status, new_rs, &hash, replicas, snap)
     };
     let separate_stable = stable_rs.filter(|s| s.metadata.name != new_rs.metadata.name);
     let mut scaling = Vec::new();
@@ -334,11 +320,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
             ));
         }
         status.stable_rs = Some(hash.clone());
-        status.pause_conditions.clear();
-        status.controller_pause = false;
-        status.abort = false;
-        status.aborted_at = None;
-        status.promote_full = false;
+        st::end_update(&mut status);
         status.blue_green.scale_up_preview_check_point = false;
     } else {
         status.blue_green.scale_up_preview_check_point =
@@ -353,9 +335,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     }
 
     // Counts: what the active Service serves.
-    let active_rs = active_target
-        .as_deref()
-        .and_then(|h| all.iter().find(|rs| rs.pod_hash() == Some(h)));
+    let active_rs = snap.replica_set(active_target.as_deref());
     match active_rs {
         Some(rs) => {
             status.hpa_replicas = rs.status_replicas();
@@ -377,10 +357,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     actions.extend(history_cleanup(ro, all, new_rs, stable_rs));
     actions.extend(g.actions);
     // Roles as they are after this plan (a promotion makes new stable).
-    let stable_after = status
-        .stable_rs
-        .as_deref()
-        .and_then(|s| all.iter().find(|rs| rs.pod_hash() == Some(s)));
+    let stable_after = snap.replica_set(status.stable_rs.as_deref());
     actions.extend(replica_set::ephemeral_actions(
         new_rs,
         stable_after,
@@ -429,16 +406,12 @@ fn new_rs_replicas(
     new_rs: &ReplicaSet,
     hash: &str,
     replicas: i32,
-    all: &[ReplicaSet],
+    snap: &Snapshot,
 ) -> i32 {
     let Some(preview) = bg.preview_replica_count else {
         return replicas;
     };
-    let active = old
-        .blue_green
-        .active_selector
-        .as_deref()
-        .and_then(|h| all.iter().find(|rs| rs.pod_hash() == Some(h)));
+    let active = snap.replica_set(old.blue_green.active_selector.as_deref());
     if active.is_none_or(|a| a.metadata.name == new_rs.metadata.name) || old.promote_full {
         return replicas;
     }

@@ -15,6 +15,7 @@ use super::replicas::{
     CanaryInput, Limits, OldRs, RsCounts, approximate_weighted_counts, basic_canary_counts,
     canary_limits, scale_down_old,
 };
+use super::status as st;
 use super::steps::{self, PAUSE_REASON_CANARY, Pause, set_weight};
 use super::{Action, Plan, restart};
 use crate::api::Rollout;
@@ -55,11 +56,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     if old_status.current_pod_hash != status.current_pod_hash
         || old_status.current_step_hash != status.current_step_hash
     {
-        status.pause_conditions.clear();
-        status.controller_pause = false;
-        status.abort = false;
-        status.aborted_at = None;
-        status.promote_full = false;
+        st::end_update(&mut status);
         // Every pod of a new template is new: a pending restart is done.
         status.restarted_at = spec.restart_at.clone();
         status.current_step_index = (!steps.is_empty()).then_some(0);
@@ -71,11 +68,8 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         status.current_step_index = Some(step_count);
     }
 
-    let new_rs = all.iter().find(|rs| rs.pod_hash() == Some(hash.as_str()));
-    let stable_rs = old_status
-        .stable_rs
-        .as_deref()
-        .and_then(|s| all.iter().find(|rs| rs.pod_hash() == Some(s)));
+    let new_rs = snap.replica_set(Some(&hash));
+    let stable_rs = snap.replica_set(old_status.stable_rs.as_deref());
     let max_revision = all.iter().map(|rs| rs.revision()).max().unwrap_or(0);
     let mut actions = Vec::new();
     let mut events = Vec::new();
@@ -123,11 +117,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
             ));
         }
         status.stable_rs = Some(hash.clone());
-        status.pause_conditions.clear();
-        status.controller_pause = false;
-        status.abort = false;
-        status.aborted_at = None;
-        status.promote_full = false;
+        st::end_update(&mut status);
         status.current_step_index = (!steps.is_empty()).then_some(step_count);
     }
     // Analysis gates: a failed run aborts, an inconclusive one pauses.
@@ -184,22 +174,14 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
 
     let Some(new_rs) = new_rs else {
         actions.extend(services(snap, &status, false));
-        let plan = Plan {
+        let so_far = Plan {
             actions,
             status,
-            requeue_after: None,
             events,
+            ..Plan::default()
         };
         let wait = (pause_until.as_slice(), restart_wait);
-        return replica_set::create_plan(
-            ro,
-            &old_status,
-            plan,
-            &template,
-            max_revision + 1,
-            wait,
-            now,
-        );
+        return replica_set::create_plan(snap, &old_status, so_far, wait, now);
     };
     let new_name = new_rs.metadata.name.clone().unwrap_or_default();
 

@@ -22,7 +22,9 @@ use crate::api::Rollout;
 use crate::api::common::PodTemplateMetadata;
 use crate::api::rollout::RolloutStatus;
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
-use crate::rollout::snapshot::{DESIRED_REPLICAS_ANNOTATION, REVISION_ANNOTATION, ReplicaSetExt};
+use crate::rollout::snapshot::{
+    DESIRED_REPLICAS_ANNOTATION, REVISION_ANNOTATION, ReplicaSetExt, Snapshot,
+};
 
 /// When an old ReplicaSet kept up after a switch is scaled down (RFC 3339).
 pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "scale-down-deadline";
@@ -147,19 +149,27 @@ fn new_replica_set(
 }
 
 /// The plan of a reconcile that finds no ReplicaSet for the current
-/// template: create it (at 0 replicas; the next plan scales it), after the
-/// `plan`'s own actions so far. `wait`: timers and the restart re-check.
+/// template: create it as the newest revision (at 0 replicas; the next plan
+/// scales it), after the actions decided so far. `wait`: timers and the
+/// restart re-check.
 pub fn create_plan(
-    ro: &Rollout,
+    snap: &Snapshot,
     old_status: &RolloutStatus,
     mut plan: Plan,
-    template: &PodTemplateSpec,
-    revision: i64,
     wait: (&[Timestamp], Option<Duration>),
     now: &Time,
 ) -> Plan {
+    let ro = &snap.rollout;
+    let template = ro.spec.template.clone().unwrap_or_default();
+    let revision = snap
+        .replica_sets
+        .iter()
+        .map(|rs| rs.revision())
+        .max()
+        .unwrap_or(0)
+        + 1;
     let hash = plan.status.current_pod_hash.clone().unwrap_or_default();
-    let rs = new_replica_set(ro, template, &hash, revision);
+    let rs = new_replica_set(ro, &template, &hash, revision);
     let rs_name = rs.metadata.name.clone().unwrap_or_default();
     plan.actions.push(Action::CreateReplicaSet(Box::new(rs)));
     plan.actions.push(Action::SetRolloutRevision { revision });

@@ -104,6 +104,16 @@ pub fn deadline(conds: &[RolloutCondition], spec: &RolloutSpec) -> Option<Timest
 }
 
 /// The phase and message, first match wins (upstream's CalculateRolloutPhase).
+/// Clears what belongs to one update (pauses, abort, full promotion): on a
+/// new template, and once an update is promoted to stable.
+pub fn end_update(status: &mut RolloutStatus) {
+    status.pause_conditions.clear();
+    status.controller_pause = false;
+    status.abort = false;
+    status.aborted_at = None;
+    status.promote_full = false;
+}
+
 pub fn phase(spec: &RolloutSpec, status: &RolloutStatus) -> (RolloutPhase, String) {
     for c in &status.conditions {
         let reason = c.reason.as_deref().unwrap_or_default();

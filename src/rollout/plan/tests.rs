@@ -644,6 +644,17 @@ fn pause_for(secs: Option<i32>) -> CanaryStep {
     }
 }
 
+/// AnalysisTemplate `check`: one metric `m` (its runs are finished by hand).
+fn check_template() -> crate::api::analysis::AnalysisTemplateSpec {
+    crate::api::analysis::AnalysisTemplateSpec {
+        metrics: vec![crate::api::analysis::Metric {
+            name: "m".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 fn service(name: &str) -> Service {
     let mut s = Service::default();
     s.metadata.name = Some(name.into());
@@ -994,7 +1005,7 @@ proptest! {
 
 mod analysis_gates {
     use super::*;
-    use crate::api::analysis::{AnalysisPhase, AnalysisRunStatus, AnalysisTemplateSpec, Metric};
+    use crate::api::analysis::{AnalysisPhase, AnalysisRunStatus};
     use crate::api::common::AnalysisTemplateRef;
     use crate::api::rollout::{RolloutAnalysis, RolloutAnalysisBackground};
 
@@ -1033,16 +1044,8 @@ mod analysis_gates {
             });
         }
         let mut w = World::new(ro);
-        w.templates.insert(
-            (false, "check".into()),
-            AnalysisTemplateSpec {
-                metrics: vec![Metric {
-                    name: "m".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-        );
+        w.templates
+            .insert((false, "check".into()), check_template());
         w.settle(false);
         set_image(&mut w, "app:2");
         w

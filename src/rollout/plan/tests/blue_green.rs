@@ -1,7 +1,7 @@
 //! Blue-green planner tests on the simulated cluster.
 
 use super::*;
-use crate::api::analysis::{AnalysisPhase, AnalysisRunStatus, AnalysisTemplateSpec, Metric};
+use crate::api::analysis::{AnalysisPhase, AnalysisRunStatus};
 use crate::api::common::{AnalysisTemplateRef, PodTemplateMetadata};
 use crate::api::rollout::{BlueGreenStrategy, RolloutAnalysis};
 
@@ -20,16 +20,8 @@ fn bg_world(replicas: i32, bg: BlueGreenStrategy) -> World {
     };
     let mut w = World::new(ro);
     w.services = vec![service(ACTIVE), service(PREVIEW)];
-    w.templates.insert(
-        (false, "check".into()),
-        AnalysisTemplateSpec {
-            metrics: vec![Metric {
-                name: "m".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        },
-    );
+    w.templates
+        .insert((false, "check".into()), check_template());
     // The first deploy switches the active Service at once (no pause).
     drive(&mut w, "the first deploy", |w| {
         w.phase() == Some(RolloutPhase::Healthy)
@@ -81,6 +73,12 @@ fn drive(w: &mut World, what: &str, done: impl Fn(&World) -> bool) {
     panic!("never reached: {what}; status {:#?}", w.ro.status);
 }
 
+/// Updates the image to app:2 and drives the update to its pause.
+fn update_to_pause(w: &mut World) {
+    set_image(w, "app:2");
+    drive(w, "the pause", |w| w.phase() == Some(RolloutPhase::Paused));
+}
+
 fn pause_reasons(w: &World) -> Vec<String> {
     w.status()
         .pause_conditions
@@ -118,10 +116,7 @@ fn manual_promotion_switches_active_and_keeps_old_pods_for_the_delay() {
         },
     );
     let old = w.status().stable_rs;
-    set_image(&mut w, "app:2");
-    drive(&mut w, "the pause", |w| {
-        w.phase() == Some(RolloutPhase::Paused)
-    });
+    update_to_pause(&mut w);
     let new = w.status().current_pod_hash;
     assert_ne!(new, old);
     assert_eq!(w.pods_of(&new), 2);
@@ -180,10 +175,7 @@ fn preview_replica_count_runs_few_pods_until_promotion() {
             ..Default::default()
         },
     );
-    set_image(&mut w, "app:2");
-    drive(&mut w, "the pause", |w| {
-        w.phase() == Some(RolloutPhase::Paused)
-    });
+    update_to_pause(&mut w);
     let new = w.status().current_pod_hash;
     assert_eq!(w.pods_of(&new), 1);
     w.promote();
@@ -204,10 +196,7 @@ fn auto_promotion_seconds_promotes_after_the_wait() {
         },
     );
     let old = w.status().stable_rs;
-    set_image(&mut w, "app:2");
-    drive(&mut w, "the pause", |w| {
-        w.phase() == Some(RolloutPhase::Paused)
-    });
+    update_to_pause(&mut w);
     let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
     let wait = p.requeue_after.unwrap().as_secs();
     assert!(
@@ -245,10 +234,7 @@ fn abort_returns_active_to_stable_and_scales_preview_down_after_delay() {
         },
     );
     let old = w.status().stable_rs;
-    set_image(&mut w, "app:2");
-    drive(&mut w, "the pause", |w| {
-        w.phase() == Some(RolloutPhase::Paused)
-    });
+    update_to_pause(&mut w);
     let new = w.status().current_pod_hash;
     w.ro.status.as_mut().unwrap().abort = true;
     w.reconcile();
@@ -287,10 +273,7 @@ fn abort_scale_down_delay_zero_keeps_preview() {
             ..Default::default()
         },
     );
-    set_image(&mut w, "app:2");
-    drive(&mut w, "the pause", |w| {
-        w.phase() == Some(RolloutPhase::Paused)
-    });
+    update_to_pause(&mut w);
     let new = w.status().current_pod_hash;
     w.ro.status.as_mut().unwrap().abort = true;
     for _ in 0..50 {
@@ -503,10 +486,7 @@ fn preview_and_active_metadata_follow_the_role() {
     };
     let old = w.status().stable_rs;
     assert_eq!(role(&w, &old).as_deref(), Some("active"));
-    set_image(&mut w, "app:2");
-    drive(&mut w, "the pause", |w| {
-        w.phase() == Some(RolloutPhase::Paused)
-    });
+    update_to_pause(&mut w);
     let new = w.status().current_pod_hash;
     assert_eq!(role(&w, &new).as_deref(), Some("preview"));
     w.promote();
@@ -845,10 +825,7 @@ fn a_fast_rollback_with_preview_replica_count_returns_at_full_size() {
         },
     );
     let first = w.status().stable_rs;
-    set_image(&mut w, "app:2");
-    drive(&mut w, "the pause", |w| {
-        w.phase() == Some(RolloutPhase::Paused)
-    });
+    update_to_pause(&mut w);
     w.promote();
     drive(&mut w, "promoted", |w| {
         w.phase() == Some(RolloutPhase::Healthy) && w.status().stable_rs != first
