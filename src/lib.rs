@@ -7,3 +7,4 @@ pub mod controller;
 pub mod recorder;
 pub mod rollout;
 pub mod testing;
+pub mod traffic;

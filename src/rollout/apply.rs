@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Map, Value, json};
@@ -48,6 +49,8 @@ pub enum ApplyError {
     },
     #[error("updating pod {name}: {source}")]
     PatchPod { name: String, source: kube::Error },
+    #[error("writing canary Ingress {name}: {source}")]
+    Ingress { name: String, source: kube::Error },
     #[error("patching Service {name}: {source}")]
     PatchService { name: String, source: kube::Error },
     #[error("patching Rollout {name}: {source}")]
@@ -256,6 +259,55 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                     }
                 }
             }
+            Action::CreateIngress(ingress) => {
+                let name = ingress.name_any();
+                match ingress_api(client, &ns)
+                    .create(&PostParams::default(), ingress)
+                    .await
+                {
+                    Ok(_) => info!(rollout = %ro_name, ingress = %name, "created canary Ingress"),
+                    // Made by an earlier reconcile (or by someone else, which
+                    // the next plan reports): plan again from a fresh read.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        return Err(ApplyError::Conflict {
+                            what: format!("Ingress {name}"),
+                        });
+                    }
+                    Err(source) => return Err(ApplyError::Ingress { name, source }),
+                }
+            }
+            Action::PatchIngress { name, patch } => {
+                ingress_api(client, &ns)
+                    .patch(name, &merge, &Patch::Merge(patch))
+                    .await
+                    .map_err(|source| ApplyError::Ingress {
+                        name: name.clone(),
+                        source,
+                    })?;
+                let weight = patch
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.as_object())
+                    .and_then(|a| a.iter().find(|(k, _)| k.ends_with("/canary-weight")))
+                    .map(|(_, v)| v.to_string());
+                info!(rollout = %ro_name, ingress = %name, weight = weight.as_deref().unwrap_or("unchanged"), "updated canary Ingress");
+            }
+            Action::DeleteIngress { name } => {
+                match ingress_api(client, &ns)
+                    .delete(name, &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => {
+                        info!(rollout = %ro_name, ingress = %name, "deleted canary Ingress no longer used")
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(source) => {
+                        return Err(ApplyError::Ingress {
+                            name: name.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
             Action::EvictPod { name } => {
                 let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
                 match pods.evict(name, &EvictParams::default()).await {
@@ -311,6 +363,10 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
         );
     }
     Ok(())
+}
+
+fn ingress_api(client: &Client, ns: &str) -> Api<Ingress> {
+    Api::namespaced(client.clone(), ns)
 }
 
 fn runs_api(client: &Client, ns: &str) -> Api<AnalysisRun> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -242,10 +243,33 @@ async fn observe(
         }
     }
     let templates = read_templates(client, &ro, &ns).await?;
+    let ingresses = read_ingresses(client, &ro, &ns).await?;
     Ok(Snapshot::new(ro, replica_sets)
         .with_services(services)
         .with_pods(pods)
-        .with_analysis(runs, templates))
+        .with_analysis(runs, templates)
+        .with_ingresses(ingresses))
+}
+
+/// The stable and canary Ingresses the nginx routing names; after the
+/// routing was removed from the spec, every Ingress of the namespace (the
+/// snapshot keeps those this Rollout owns, to delete them).
+async fn read_ingresses(client: &Client, ro: &Rollout, ns: &str) -> Result<Vec<Ingress>, Error> {
+    let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
+    if Snapshot::needs_owned_ingresses(ro) {
+        return Ok(api
+            .list(&ListParams::default())
+            .await
+            .map_err(Error::Api)?
+            .items);
+    }
+    let mut out = Vec::new();
+    for name in Snapshot::ingress_names(ro) {
+        if let Some(ingress) = api.get_opt(&name).await.map_err(Error::Api)? {
+            out.push(ingress);
+        }
+    }
+    Ok(out)
 }
 
 /// The AnalysisTemplates and ClusterAnalysisTemplates the Rollout's

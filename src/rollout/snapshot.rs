@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
 
 use crate::analysis::template::Templates;
 use crate::api::Rollout;
 use crate::api::analysis::AnalysisRun;
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
+use crate::traffic::nginx::{canary_ingress_name, stable_ingresses};
 
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -28,6 +30,11 @@ pub struct Snapshot {
     /// The analysis templates the spec refers to (nested ones included);
     /// a missing reference was not found.
     pub templates: Templates,
+    /// Ingresses by name: the stable Ingresses the nginx routing names and
+    /// their canary Ingresses (a missing name was not found), plus, after
+    /// traffic routing was taken out of the spec, the canary Ingresses
+    /// this Rollout still owns.
+    pub ingresses: BTreeMap<String, Ingress>,
 }
 
 impl Snapshot {
@@ -49,6 +56,7 @@ impl Snapshot {
             pods: Vec::new(),
             analysis_runs: Vec::new(),
             templates: Templates::new(),
+            ingresses: BTreeMap::new(),
         }
     }
 
@@ -104,6 +112,58 @@ impl Snapshot {
 
     pub fn with_pods(mut self, pods: Vec<Pod>) -> Self {
         self.pods = pods;
+        self
+    }
+
+    /// Names of the Ingresses to read: each stable Ingress the nginx
+    /// routing names, and its canary Ingress.
+    pub fn ingress_names(rollout: &Rollout) -> Vec<String> {
+        let Some(nginx) = rollout
+            .spec
+            .strategy
+            .canary
+            .as_ref()
+            .and_then(|c| c.traffic_routing.as_ref())
+            .and_then(|t| t.nginx.as_ref())
+        else {
+            return vec![];
+        };
+        let name = rollout.name_any();
+        stable_ingresses(nginx)
+            .into_iter()
+            .flat_map(|s| [canary_ingress_name(&name, &s), s])
+            .collect()
+    }
+
+    /// Does the Rollout need the canary Ingresses it owns listed? Only when
+    /// it recorded traffic weights but no longer routes traffic, so the
+    /// leftovers can be deleted.
+    pub fn needs_owned_ingresses(rollout: &Rollout) -> bool {
+        let routed = rollout
+            .spec
+            .strategy
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.traffic_routing.is_some());
+        let weighted = rollout
+            .status
+            .as_ref()
+            .is_some_and(|s| s.canary.weights.is_some());
+        weighted && !routed
+    }
+
+    /// Keeps the named Ingresses, and of the others those this Rollout
+    /// controls.
+    pub fn with_ingresses(mut self, ingresses: impl IntoIterator<Item = Ingress>) -> Self {
+        let named = Self::ingress_names(&self.rollout);
+        let (named, others): (Vec<Ingress>, Vec<Ingress>) = ingresses
+            .into_iter()
+            .partition(|i| named.contains(&i.name_any()));
+        self.ingresses = named
+            .into_iter()
+            .chain(owned(&self.rollout, others))
+            .map(|i| (i.name_any(), i))
+            .collect();
         self
     }
 }

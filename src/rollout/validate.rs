@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::Rollout;
 use crate::api::common::parse_duration;
+use crate::api::rollout::{CanaryStrategy, RolloutTrafficRouting, SetCanaryScale, SetHeaderRoute};
 use crate::rollout::hash::{selector_is_empty, selector_matches};
 
 /// One field error, rendered like Kubernetes' `field.Error`.
@@ -64,6 +65,151 @@ pub fn invalid_spec_message(rollout: &Rollout) -> Option<String> {
     validate(rollout)
         .first()
         .map(|e| format!("The Rollout {name:?} is invalid: {e}"))
+}
+
+/// Traffic routing: nginx needs exactly one of stableIngress and
+/// stableIngresses, and both Services.
+fn validate_routing(
+    canary: &CanaryStrategy,
+    tr: &RolloutTrafficRouting,
+    errs: &mut Vec<FieldError>,
+) {
+    for (field, name) in [
+        ("stableService", &canary.stable_service),
+        ("canaryService", &canary.canary_service),
+    ] {
+        if name.as_deref().unwrap_or_default().is_empty() {
+            errs.push(invalid(
+                &format!("spec.strategy.canary.{field}"),
+                "\"\"".into(),
+                "Canary service and Stable service must to be set to use Traffic Routing",
+            ));
+        }
+    }
+    if let Some(nginx) = &tr.nginx {
+        let single = nginx
+            .stable_ingress
+            .as_deref()
+            .is_some_and(|s| !s.is_empty());
+        let multiple = !nginx.stable_ingresses.is_empty();
+        let detail = match (single, multiple) {
+            (true, true) => Some(
+                "Either StableIngress or StableIngresses must be configured. Both are configured.",
+            ),
+            (false, false) => Some(
+                "Either StableIngress or StableIngresses must be configured. Neither are configured.",
+            ),
+            _ => None,
+        };
+        if let Some(detail) = detail {
+            errs.push(invalid(
+                "spec.strategy.canary.trafficRouting.nginx",
+                "\"\"".into(),
+                detail,
+            ));
+        }
+    }
+    if let Some(w) = tr.max_traffic_weight
+        && w < 1
+    {
+        errs.push(invalid(
+            "spec.strategy.canary.trafficRouting.maxTrafficWeight",
+            w.to_string(),
+            "must be greater than 0",
+        ));
+    }
+}
+
+/// setCanaryScale: replicas or weight (in range), or matchTrafficWeight.
+fn validate_canary_scale(
+    path: &str,
+    scale: &SetCanaryScale,
+    max_weight: i32,
+    errs: &mut Vec<FieldError>,
+) {
+    if let Some(w) = scale.weight
+        && !(0..=max_weight).contains(&w)
+    {
+        errs.push(invalid(
+            &format!("{path}.setCanaryScale.weight"),
+            w.to_string(),
+            &format!("SetCanaryScale weight needs to be between 0 and {max_weight}"),
+        ));
+    }
+    if let Some(r) = scale.replicas
+        && r < 0
+    {
+        errs.push(invalid(
+            &format!("{path}.setCanaryScale.replicas"),
+            r.to_string(),
+            "must be greater than or equal to 0",
+        ));
+    }
+}
+
+/// setHeaderRoute on nginx: the route must be one of managedRoutes (as
+/// upstream), and nginx's canary-by-header can express one header, matched
+/// exactly or by a regular expression; a match with no value uses nginx's
+/// own "always"/"never" convention.
+fn validate_header_route(
+    path: &str,
+    route: &SetHeaderRoute,
+    tr: Option<&RolloutTrafficRouting>,
+    errs: &mut Vec<FieldError>,
+) {
+    let path = format!("{path}.setHeaderRoute");
+    let Some(tr) = tr else {
+        errs.push(invalid(
+            &path,
+            format!("{:?}", route.name),
+            "SetHeaderRoute requires TrafficRouting, supports Istio and ALB and Apisix (and nginx in this controller)",
+        ));
+        return;
+    };
+    if tr.managed_routes.is_empty() {
+        errs.push(required(
+            "spec.strategy.canary.trafficRouting.managedRoutes",
+            "spec.strategy.canary.trafficRouting.managedRoutes field is required",
+        ));
+    } else if !tr.managed_routes.iter().any(|m| m.name == route.name) {
+        errs.push(invalid(
+            &path,
+            format!("{:?}", route.name),
+            "Steps define a route that does not exist in spec.strategy.canary.trafficRouting.managedRoutes",
+        ));
+    }
+    if route.r#match.len() > 1 {
+        errs.push(invalid(
+            &format!("{path}.match"),
+            format!("{} headers", route.r#match.len()),
+            "nginx can route by one header only (canary-by-header)",
+        ));
+    }
+    for (j, m) in route.r#match.iter().enumerate() {
+        let at = format!("{path}.match[{j}]");
+        if m.header_name.is_empty() {
+            errs.push(required(
+                &format!("{at}.headerName"),
+                "headerName is required",
+            ));
+        }
+        let Some(v) = &m.header_value else {
+            continue;
+        };
+        if v.prefix.is_some() {
+            errs.push(invalid(
+                &format!("{at}.headerValue.prefix"),
+                format!("{:?}", v.prefix.as_deref().unwrap_or_default()),
+                "nginx cannot match a header by prefix: use exact or regex",
+            ));
+        } else if v.exact.is_some() == v.regex.is_some() {
+            errs.push(invalid(
+                &format!("{at}.headerValue"),
+                "\"\"".into(),
+                "StringMatch match value must have exactly one of the following: exact, regex, prefix",
+            ));
+        }
+    }
 }
 
 /// All errors, in the order upstream checks them.
@@ -184,6 +330,14 @@ pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
             ));
         }
         let routed = canary.traffic_routing.is_some();
+        if let Some(tr) = &canary.traffic_routing {
+            validate_routing(canary, tr, &mut errs);
+        }
+        let max_weight = canary
+            .traffic_routing
+            .as_ref()
+            .and_then(|t| t.max_traffic_weight)
+            .unwrap_or(100);
         if canary.scale_down_delay_seconds.is_some() && !routed {
             errs.push(invalid(
                 "spec.strategy.canary.scaleDownDelaySeconds",
@@ -199,6 +353,13 @@ pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
                 "spec.strategy.canary.dynamicStableScale",
                 "true".into(),
                 "Canary dynamicStableScale can only be used with traffic routing",
+            ));
+        }
+        if canary.dynamic_stable_scale && routed && canary.scale_down_delay_seconds.is_some() {
+            errs.push(invalid(
+                "spec.strategy.canary.dynamicStableScale",
+                "true".into(),
+                "Canary dynamicStableScale cannot be used with scaleDownDelaySeconds",
             ));
         }
         for (i, step) in canary.steps.iter().enumerate() {
@@ -220,17 +381,23 @@ pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
                 errs.push(invalid(
                     &path,
                     format!("{set} fields"),
-                    "Step must have one of the following set: experiment, setWeight, setCanaryScale or pause",
+                    "Step must have one of the following set: experiment, setWeight, setCanaryScale, plugin or pause",
                 ));
             }
             if let Some(w) = step.set_weight
-                && !(0..=100).contains(&w)
+                && !(0..=max_weight).contains(&w)
             {
                 errs.push(invalid(
                     &format!("{path}.setWeight"),
                     w.to_string(),
-                    "SetWeight needs to be between 0 and 100",
+                    &format!("SetWeight needs to be between 0 and {max_weight}"),
                 ));
+            }
+            if let Some(scale) = &step.set_canary_scale {
+                validate_canary_scale(&path, scale, max_weight, &mut errs);
+            }
+            if let Some(route) = &step.set_header_route {
+                validate_header_route(&path, route, canary.traffic_routing.as_ref(), &mut errs);
             }
             if let Some(d) = step.pause.as_ref().and_then(|p| p.duration.as_ref())
                 && let Err(e) = parse_duration(d)

@@ -139,23 +139,15 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         .unwrap_or(DEFAULT_ABORT_SCALE_DOWN_DELAY);
     let delay_on_abort = status.abort && separate_stable.is_some() && abort_delay > 0;
     let new_scale = if delay_on_abort {
-        match scale_down_deadline(new_rs) {
-            Some(at) if at > now.0 => {
-                timers.push(at);
-                None
-            }
-            Some(_) => Some(0),
-            None if replica_set::has_scale_down_deadline(new_rs) => Some(0), // unreadable: treat as passed
-            None => {
-                // The clock starts once stable can take all the traffic.
-                if separate_stable.is_some_and(|s| s.available() >= replicas) {
-                    let (action, at) = replica_set::set_deadline(new_rs, now.0, abort_delay);
-                    scaling.push(action);
-                    timers.push(at);
-                }
-                None
-            }
-        }
+        let stable_ready = separate_stable.is_some_and(|s| s.available() >= replicas);
+        replica_set::abort_scale_down(
+            new_rs,
+            stable_ready,
+            abort_delay,
+            now.0,
+            &mut scaling,
+            &mut timers,
+        )
     } else {
         scaling.extend(replica_set::clear_deadline(new_rs));
         Some(new_target)
@@ -557,34 +549,14 @@ fn scale_down_old(
     timers: &mut Vec<Timestamp>,
 ) -> Vec<Action> {
     others.sort_by_key(|rs| std::cmp::Reverse(rs.revision()));
-    let limit = bg.scale_down_delay_revision_limit.unwrap_or(i32::MAX);
-    let delay = bg
-        .scale_down_delay_seconds
-        .unwrap_or(DEFAULT_SCALE_DOWN_DELAY);
-    let mut delayed = 0;
+    let mut delay = replica_set::Delay::new(
+        bg.scale_down_delay_seconds
+            .unwrap_or(DEFAULT_SCALE_DOWN_DELAY),
+        bg.scale_down_delay_revision_limit,
+    );
     let mut out = Vec::new();
     for rs in others.into_iter().filter(|rs| rs.spec_replicas() > 0) {
-        let keep = if !replica_set::has_scale_down_deadline(rs) {
-            if delayed < limit && delay > 0 {
-                delayed += 1;
-                let (action, at) = replica_set::set_deadline(rs, now, delay);
-                out.push(action);
-                timers.push(at);
-                true
-            } else {
-                false
-            }
-        } else {
-            delayed += 1;
-            match scale_down_deadline(rs) {
-                Some(at) if delayed <= limit && at > now => {
-                    timers.push(at);
-                    true
-                }
-                _ => false,
-            }
-        };
-        if !keep {
+        if !delay.keep(rs, now, &mut out, timers) {
             out.push(scale_to(rs, 0, replicas));
         }
     }

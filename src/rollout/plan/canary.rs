@@ -17,9 +17,10 @@ use super::replicas::{
 };
 use super::status as st;
 use super::steps::{self, PAUSE_REASON_CANARY, Pause, set_weight};
+use super::traffic::{self, Routing};
 use super::{Action, Plan, restart};
 use crate::api::Rollout;
-use crate::api::rollout::{CanaryStep, PauseCondition, RolloutStatus};
+use crate::api::rollout::{CanaryStep, PauseCondition, RolloutStatus, TrafficWeights};
 use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, pod_template_hash, steps_hash};
 use crate::rollout::snapshot::{
     DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, ReplicaSetExt, Snapshot,
@@ -48,6 +49,8 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         max_unavailable: 1,
     });
     let hash = pod_template_hash(&template, old_status.collision_count);
+    let routing = traffic::routing(ro);
+    let observed_weights = old_status.canary.weights.as_ref();
     status.current_pod_hash = Some(hash.clone());
     status.current_step_hash = Some(steps_hash(&canary.steps));
 
@@ -97,10 +100,23 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     // The new ReplicaSet becomes stable on the initial deploy, or once it is
     // fully available after the last step (or a full promotion).
     let steps_done = steps.is_empty() || status.current_step_index >= Some(step_count);
+    // With traffic routing, all traffic goes to the canary first; the
+    // stable Service switches (and the weight returns to 0) afterwards.
+    let traffic_ready = match routing {
+        None => true,
+        Some(r) => {
+            old_status.stable_rs.as_deref() == Some(hash.as_str())
+                || observed_weights.is_some_and(|w| {
+                    w.canary.weight >= r.max_weight
+                        && w.canary.pod_template_hash.as_deref() == Some(hash.as_str())
+                })
+        }
+    };
     let promote = stable_rs.is_none()
         || (!status.abort
             && new_rs.is_some_and(|rs| rs.available() == replicas)
-            && (status.promote_full || steps_done));
+            && (status.promote_full || steps_done)
+            && traffic_ready);
     if promote {
         if old_status.stable_rs.as_deref() != Some(hash.as_str()) {
             let why = if stable_rs.is_none() {
@@ -140,7 +156,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         analysis_actions = g.actions;
         events.extend(g.events);
     }
-    let mut pause_until = None;
+    let mut timers: Vec<Timestamp> = Vec::new();
     if !status.abort {
         status.aborted_at = None; // retried
     }
@@ -154,33 +170,55 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         status.pause_conditions.clear();
         status.controller_pause = false;
     } else if !spec.paused && !promote {
-        pause_until = advance_step(
-            snap,
-            &mut status,
+        let desired = Desired {
             new_rs,
             stable_rs,
             limits,
-            now,
-            &mut events,
-        );
+            routing,
+            observed: observed_weights,
+        };
+        timers.extend(advance_step(snap, &mut status, &desired, now, &mut events));
     }
     let weight = if status.stable_rs.as_deref() == Some(hash.as_str()) {
         100
     } else if status.abort {
         0
     } else {
-        set_weight(steps, status.current_step_index)
+        set_weight(steps, status.current_step_index, 100)
+    };
+    // The canary Ingresses: the weight (and header route) in force.
+    let traffic_actions = match routing {
+        Some(r) => {
+            let desired = Desired {
+                new_rs,
+                stable_rs,
+                limits,
+                routing,
+                observed: observed_weights,
+            };
+            let w = routed_weight(r, snap, &status, &desired);
+            let serving = new_rs.is_some_and(|rs| rs.available() > 0);
+            let header = r.header_route(&status).filter(|_| serving);
+            let canary_hash = new_rs.and_then(|rs| rs.pod_hash());
+            status.canary.weights = Some(r.weights(w, canary_hash, status.stable_rs.as_deref()));
+            r.ingress_actions(snap, w, header.as_ref())
+        }
+        None => {
+            status.canary.weights = None;
+            traffic::leftover_ingresses(snap)
+        }
     };
 
     let Some(new_rs) = new_rs else {
         actions.extend(services(snap, &status, false));
+        actions.extend(traffic_actions);
         let so_far = Plan {
             actions,
             status,
             events,
             ..Plan::default()
         };
-        let wait = (pause_until.as_slice(), restart_wait);
+        let wait = (timers.as_slice(), restart_wait);
         return replica_set::create_plan(snap, &old_status, so_far, wait, now);
     };
     let new_name = new_rs.metadata.name.clone().unwrap_or_default();
@@ -202,6 +240,15 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     });
     let scaling = if spec.paused && !scaling_event {
         vec![]
+    } else if let Some(r) = routing {
+        let desired = Desired {
+            new_rs: Some(new_rs),
+            stable_rs,
+            limits,
+            routing,
+            observed: observed_weights,
+        };
+        scale_routed(r, all, &status, &desired, replicas, now.0, &mut timers)
     } else {
         scale(all, new_rs, stable_rs, replicas, weight, limits)
     };
@@ -214,6 +261,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         .unwrap_or_else(|| new_rs.spec_replicas());
     let serving = new_rs.available().min(new_target) > 0;
     actions.extend(services(snap, &status, serving));
+    actions.extend(traffic_actions);
     actions.extend(scaling);
     actions.extend(history_cleanup(ro, all, new_rs, stable_rs));
 
@@ -234,7 +282,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         abort_message.as_deref(),
         now,
     );
-    let requeue_after = requeue(ro, &status, now, pause_until.as_slice(), restart_wait);
+    let requeue_after = requeue(ro, &status, now, &timers, restart_wait);
     Plan {
         actions,
         status,
@@ -248,24 +296,17 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
 fn advance_step(
     snap: &Snapshot,
     status: &mut RolloutStatus,
-    new_rs: Option<&ReplicaSet>,
-    stable_rs: Option<&ReplicaSet>,
-    limits: Limits,
+    desired: &Desired<'_>,
     now: &Time,
     events: &mut Vec<Event>,
 ) -> Option<Timestamp> {
     let ro = &snap.rollout;
     let canary = ro.spec.strategy.canary.as_ref()?;
     let step = steps::current(&canary.steps, status.current_step_index)?;
-    let done = if let Some(w) = step.set_weight {
-        at_desired_counts(
-            ro,
-            snap.replica_sets.as_slice(),
-            new_rs?,
-            stable_rs,
-            w,
-            limits,
-        )
+    let done = if step.set_weight.is_some() || step.set_canary_scale.is_some() {
+        desired.reached(snap, status)
+    } else if step.set_header_route.is_some() {
+        true // the Ingress patch goes with the step's completion
     } else if step.pause.is_some() {
         match steps::pause(step, status, now) {
             Pause::Start { until } => {
@@ -308,10 +349,162 @@ fn advance_step(
     None
 }
 
+/// What decides whether the pods are where the current step wants them.
+struct Desired<'a> {
+    new_rs: Option<&'a ReplicaSet>,
+    stable_rs: Option<&'a ReplicaSet>,
+    limits: Limits,
+    routing: Option<Routing<'a>>,
+    /// status.canary.weights as last written.
+    observed: Option<&'a TrafficWeights>,
+}
+
+impl Desired<'_> {
+    /// Are the canary and stable ReplicaSets at the counts the current step
+    /// asks for, the canary's all available?
+    fn reached(&self, snap: &Snapshot, status: &RolloutStatus) -> bool {
+        let Some(new_rs) = self.new_rs else {
+            return false;
+        };
+        let ro = &snap.rollout;
+        match self.routing {
+            None => {
+                let canary = ro.spec.strategy.canary.as_ref();
+                let steps = canary.map(|c| c.steps.as_slice()).unwrap_or_default();
+                let w = set_weight(steps, status.current_step_index, 100);
+                at_desired_counts(
+                    ro,
+                    snap.replica_sets.as_slice(),
+                    new_rs,
+                    self.stable_rs,
+                    w,
+                    self.limits,
+                )
+            }
+            Some(r) => {
+                let replicas = ro.spec.replicas_or_default();
+                let (want_new, want_stable) = r.counts(replicas, status, self.observed);
+                // With dynamicStableScale the stable follows the weight
+                // afterwards; otherwise it must be at full size.
+                let stable_ok = r.canary.dynamic_stable_scale
+                    || self.stable_rs.is_none_or(|s| {
+                        s.spec_replicas() == want_stable && s.status_replicas() == want_stable
+                    });
+                traffic::all_available(new_rs, want_new) && stable_ok
+            }
+        }
+    }
+}
+
+/// The weight on the canary Ingresses: 0 until the canary has available
+/// pods, after an abort and once it is stable; otherwise the current step's
+/// weight once its pods are there (the previous step's until then), all of
+/// it once the steps are done. Traffic moves back to stable only as far as
+/// the stable pods can take it (dynamicStableScale), except on abort.
+fn routed_weight(r: Routing<'_>, snap: &Snapshot, status: &RolloutStatus, d: &Desired<'_>) -> i32 {
+    let replicas = snap.rollout.spec.replicas_or_default();
+    let promoted = status.stable_rs.is_none() || status.stable_rs == status.current_pod_hash;
+    let available = d.new_rs.map_or(0, |rs| rs.available());
+    if promoted || status.abort || available == 0 {
+        return 0;
+    }
+    let observed = d.observed.map_or(0, |w| w.canary.weight);
+    let steps = r.canary.steps.as_slice();
+    let w = if status.promote_full {
+        if available >= replicas {
+            r.max_weight
+        } else {
+            observed
+        }
+    } else if d.reached(snap, status) {
+        set_weight(steps, status.current_step_index, r.max_weight)
+    } else {
+        steps::previous_set_weight(steps, status.current_step_index)
+    };
+    let stable_available = d.stable_rs.map_or(0, |s| s.available());
+    let stable_needs = i64::from(r.max_weight - w) * i64::from(replicas) / i64::from(r.max_weight);
+    if w < observed && i64::from(stable_available) < stable_needs {
+        return observed;
+    }
+    w
+}
+
+/// Scaling with traffic routing, one kind per plan as without: the stable
+/// (full size, or what its traffic needs with dynamicStableScale), then the
+/// canary (from the weight or setCanaryScale; after an abort it keeps its
+/// pods for abortScaleDownDelaySeconds), then older ReplicaSets (those that
+/// served traffic keep their pods for scaleDownDelaySeconds).
+fn scale_routed(
+    r: Routing<'_>,
+    all: &[ReplicaSet],
+    status: &RolloutStatus,
+    d: &Desired<'_>,
+    replicas: i32,
+    now: Timestamp,
+    timers: &mut Vec<Timestamp>,
+) -> Vec<Action> {
+    let Some(new_rs) = d.new_rs else {
+        return vec![];
+    };
+    let (want_new, want_stable) = r.counts(replicas, status, d.observed);
+    let separate_stable = d
+        .stable_rs
+        .filter(|s| s.metadata.name != new_rs.metadata.name);
+    let mut out = Vec::new();
+    if let Some(stable) = separate_stable {
+        out.extend(replica_set::clear_deadline(stable));
+        if stable.spec_replicas() != want_stable {
+            out.push(scale_to(stable, want_stable, replicas));
+            return out;
+        }
+    }
+    let aborted = status.abort && separate_stable.is_some();
+    let new_to = match r.abort_delay() {
+        Some(delay) if aborted && r.delays_abort_scale_down() => {
+            let stable_ready = separate_stable.is_some_and(|s| s.available() >= replicas);
+            replica_set::abort_scale_down(new_rs, stable_ready, delay, now, &mut out, timers)
+        }
+        None if aborted => None, // abortScaleDownDelaySeconds: 0 keeps the canary
+        _ => {
+            out.extend(replica_set::clear_deadline(new_rs));
+            Some(want_new)
+        }
+    };
+    if let Some(to) = new_to
+        && new_rs.spec_replicas() != to
+    {
+        out.push(scale_to(new_rs, to, replicas));
+        return out;
+    }
+    let promoted = status.stable_rs.as_deref() == new_rs.pod_hash();
+    let others: Vec<&ReplicaSet> = all
+        .iter()
+        .filter(|rs| rs.metadata.name != new_rs.metadata.name)
+        .filter(|rs| separate_stable.is_none_or(|s| s.metadata.name != rs.metadata.name))
+        .collect();
+    let total_available: i32 = all.iter().map(|rs| rs.available()).sum();
+    out.extend(traffic::scale_down_old(
+        r,
+        others,
+        promoted,
+        total_available - (replicas - d.limits.max_unavailable),
+        replicas,
+        now,
+        timers,
+    ));
+    out
+}
+
 /// A step as upstream names it in events ("setWeight: 20", "pause: 30s").
 fn step_string(step: &CanaryStep) -> String {
     if let Some(w) = step.set_weight {
         return format!("setWeight: {w}");
+    }
+    if step.set_canary_scale.is_some() {
+        return "setCanaryScale".into();
+    }
+    if step.set_header_route.is_some() {
+        return "setHeaderRoute".into();
     }
     match step.pause.as_ref().and_then(|p| p.duration.as_ref()) {
         Some(IntOrString::Int(d)) => format!("pause: {d}"),

@@ -34,6 +34,7 @@ pub const RESUMED: &str = "RolloutResumed";
 pub const ABORTED: &str = "RolloutAborted";
 pub const COMPLETED: &str = "RolloutCompleted";
 pub const POD_RESTARTED: &str = "PodRestarted";
+pub const TRAFFIC_WEIGHT_UPDATED: &str = "TrafficWeightUpdated";
 
 /// Events for the actions of `plan` and for its status transitions,
 /// appended after those the strategy recorded while deciding (step
@@ -82,7 +83,22 @@ pub fn derive(snap: &Snapshot, plan: &mut Plan) {
         }
     }
     out.extend(transitions(&old, &plan.status));
+    out.extend(weight_change(&old, &plan.status));
     plan.events.extend(out);
+}
+
+/// Upstream's TrafficWeightUpdated: "Traffic weight updated from 0 to 20".
+fn weight_change(old: &RolloutStatus, new: &RolloutStatus) -> Option<Event> {
+    let to = new.canary.weights.as_ref()?.canary.weight;
+    let detail = match old.canary.weights.as_ref() {
+        None => format!("to {to}"),
+        Some(w) if w.canary.weight != to => format!("from {} to {to}", w.canary.weight),
+        Some(_) => return None,
+    };
+    Some(Event::normal(
+        TRAFFIC_WEIGHT_UPDATED,
+        format!("Traffic weight updated {detail}"),
+    ))
 }
 
 /// Paused/resumed and aborted, as upstream: a pause is the presence of

@@ -12,6 +12,7 @@ pub mod replicas;
 pub mod restart;
 pub mod status;
 pub mod steps;
+pub mod traffic;
 
 use std::time::Duration;
 
@@ -87,6 +88,16 @@ pub enum Action {
         wanted: Option<crate::api::common::PodTemplateMetadata>,
         previous: Option<crate::api::common::PodTemplateMetadata>,
     },
+    /// Create a canary Ingress (owned by the Rollout).
+    CreateIngress(Box<k8s_openapi::api::networking::v1::Ingress>),
+    /// JSON merge patch of a canary Ingress (its weight, header route,
+    /// rules). Annotations other than ours are left alone.
+    PatchIngress {
+        name: String,
+        patch: serde_json::Value,
+    },
+    /// Delete a canary Ingress the Rollout owns and no longer uses.
+    DeleteIngress { name: String },
     /// Start an analysis (a step's or the background one).
     CreateAnalysisRun(Box<crate::api::analysis::AnalysisRun>),
     /// Stop a run that is no longer current (`spec.terminate: true`).
@@ -108,6 +119,7 @@ pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
     let message = invalid_spec_message(ro)
         .or_else(|| unsupported(ro))
         .or_else(|| service_problem(snapshot))
+        .or_else(|| traffic::problem(snapshot))
         .or_else(|| analysis_problem(snapshot));
     if let Some(message) = message {
         status::set(
@@ -163,10 +175,8 @@ fn unsupported(ro: &Rollout) -> Option<String> {
         c.steps.iter().find_map(|s| {
             if s.experiment.is_some() {
                 Some("experiment steps")
-            } else if s.set_canary_scale.is_some() {
-                Some("setCanaryScale steps")
-            } else if s.set_header_route.is_some() || s.set_mirror_route.is_some() {
-                Some("header and mirror route steps")
+            } else if s.set_mirror_route.is_some() {
+                Some("setMirrorRoute steps")
             } else if s.plugin.is_some() {
                 Some("plugin steps")
             } else {
@@ -180,14 +190,33 @@ fn unsupported(ro: &Rollout) -> Option<String> {
         "spec.rollbackWindow"
     } else if let Some(kind) = step_kind {
         kind
-    } else if canary.is_some_and(|c| c.traffic_routing.is_some()) {
-        "canary trafficRouting"
+    } else if let Some(router) = canary
+        .and_then(|c| c.traffic_routing.as_ref())
+        .and_then(other_router)
+    {
+        router
     } else {
         return None;
     };
     Some(format!(
         "The Rollout {name:?} uses {what}, which this version of the controller does not implement yet"
     ))
+}
+
+/// A traffic router other than nginx (the only one implemented).
+fn other_router(tr: &crate::api::rollout::RolloutTrafficRouting) -> Option<&'static str> {
+    [
+        (tr.istio.is_some(), "trafficRouting.istio"),
+        (tr.alb.is_some(), "trafficRouting.alb"),
+        (tr.smi.is_some(), "trafficRouting.smi"),
+        (tr.ambassador.is_some(), "trafficRouting.ambassador"),
+        (tr.app_mesh.is_some(), "trafficRouting.appMesh"),
+        (tr.traefik.is_some(), "trafficRouting.traefik"),
+        (tr.apisix.is_some(), "trafficRouting.apisix"),
+        (tr.plugins.is_some(), "trafficRouting.plugins"),
+    ]
+    .into_iter()
+    .find_map(|(set, what)| set.then_some(what))
 }
 
 /// An analysis of the spec that cannot be run (a template missing, ...).

@@ -285,6 +285,84 @@ pub fn set_deadline(rs: &ReplicaSet, now: Timestamp, seconds: i32) -> (Action, T
     (action, at)
 }
 
+/// The scale-down delay of old ReplicaSets (scaleDownDelaySeconds, at most
+/// scaleDownDelayRevisionLimit of them), applied newest first.
+pub struct Delay {
+    seconds: i32,
+    limit: i32,
+    delayed: i32,
+}
+
+impl Delay {
+    pub fn new(seconds: i32, revision_limit: Option<i32>) -> Self {
+        Delay {
+            seconds,
+            limit: revision_limit.unwrap_or(i32::MAX),
+            delayed: 0,
+        }
+    }
+
+    /// Does `rs` (an old ReplicaSet still up) keep its pods for now? One
+    /// without a deadline gets one (`actions`); one whose deadline passed,
+    /// or beyond the revision limit, does not. `timers` get the deadlines.
+    pub fn keep(
+        &mut self,
+        rs: &ReplicaSet,
+        now: Timestamp,
+        actions: &mut Vec<Action>,
+        timers: &mut Vec<Timestamp>,
+    ) -> bool {
+        if !has_scale_down_deadline(rs) {
+            if self.delayed < self.limit && self.seconds > 0 {
+                self.delayed += 1;
+                let (action, at) = set_deadline(rs, now, self.seconds);
+                actions.push(action);
+                timers.push(at);
+                return true;
+            }
+            return false;
+        }
+        self.delayed += 1;
+        match scale_down_deadline(rs) {
+            Some(at) if self.delayed <= self.limit && at > now => {
+                timers.push(at);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An aborted update's ReplicaSet keeps its pods for abortScaleDownDelaySeconds
+/// (`seconds` > 0), counted from when stable can take all the traffic.
+/// Returns the size to scale it to (Some(0) once the deadline passed), or
+/// None to leave it as it is.
+pub fn abort_scale_down(
+    new_rs: &ReplicaSet,
+    stable_ready: bool,
+    seconds: i32,
+    now: Timestamp,
+    actions: &mut Vec<Action>,
+    timers: &mut Vec<Timestamp>,
+) -> Option<i32> {
+    match scale_down_deadline(new_rs) {
+        Some(at) if at > now => {
+            timers.push(at);
+            None
+        }
+        Some(_) => Some(0),
+        None if has_scale_down_deadline(new_rs) => Some(0), // unreadable: treat as passed
+        None => {
+            if stable_ready {
+                let (action, at) = set_deadline(new_rs, now, seconds);
+                actions.push(action);
+                timers.push(at);
+            }
+            None
+        }
+    }
+}
+
 /// Takes the deadline off a ReplicaSet that is in use again.
 pub fn clear_deadline(rs: &ReplicaSet) -> Option<Action> {
     has_scale_down_deadline(rs).then(|| Action::SetScaleDownDeadline {

@@ -19,13 +19,25 @@ pub fn current(steps: &[CanaryStep], index: Option<i32>) -> Option<&CanaryStep> 
 }
 
 /// Weight the steps put in force at `index`: the last setWeight at or before
-/// it, 0 before any setWeight, 100 once past the last step (or with no steps).
-pub fn set_weight(steps: &[CanaryStep], index: Option<i32>) -> i32 {
+/// it, 0 before any setWeight, `max` (100, or maxTrafficWeight) once past the
+/// last step (or with no steps).
+pub fn set_weight(steps: &[CanaryStep], index: Option<i32>, max: i32) -> i32 {
     let i = index.unwrap_or(0).max(0) as usize;
     if i >= steps.len() {
-        return 100;
+        return max;
     }
     steps[..=i]
+        .iter()
+        .rev()
+        .find_map(|s| s.set_weight)
+        .unwrap_or(0)
+}
+
+/// The weight of the last setWeight before `index` (0 if none): what stays
+/// in force while the current step's pods are not there yet.
+pub fn previous_set_weight(steps: &[CanaryStep], index: Option<i32>) -> i32 {
+    let i = (index.unwrap_or(0).max(0) as usize).min(steps.len());
+    steps[..i]
         .iter()
         .rev()
         .find_map(|s| s.set_weight)
@@ -102,12 +114,21 @@ mod tests {
     #[test]
     fn weight_in_force() {
         let steps = vec![pause_step(None), weight(20), pause_step(None), weight(40)];
-        assert_eq!(set_weight(&steps, Some(0)), 0, "no setWeight yet");
-        assert_eq!(set_weight(&steps, Some(1)), 20);
-        assert_eq!(set_weight(&steps, Some(2)), 20);
-        assert_eq!(set_weight(&steps, Some(3)), 40);
-        assert_eq!(set_weight(&steps, Some(4)), 100, "past the last step");
-        assert_eq!(set_weight(&[], None), 100);
+        assert_eq!(set_weight(&steps, Some(0), 100), 0, "no setWeight yet");
+        assert_eq!(set_weight(&steps, Some(1), 100), 20);
+        assert_eq!(set_weight(&steps, Some(2), 100), 20);
+        assert_eq!(set_weight(&steps, Some(3), 100), 40);
+        assert_eq!(set_weight(&steps, Some(4), 100), 100, "past the last step");
+        assert_eq!(set_weight(&[], None, 100), 100);
+        assert_eq!(set_weight(&steps, Some(4), 1000), 1000, "maxTrafficWeight");
+        assert_eq!(previous_set_weight(&steps, Some(0)), 0);
+        assert_eq!(
+            previous_set_weight(&steps, Some(1)),
+            0,
+            "not the current step's"
+        );
+        assert_eq!(previous_set_weight(&steps, Some(3)), 20);
+        assert_eq!(previous_set_weight(&steps, Some(9)), 40, "past the end");
         assert!(current(&steps, Some(4)).is_none());
     }
 

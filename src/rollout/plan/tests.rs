@@ -4,9 +4,11 @@
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use proptest::prelude::*;
 
 use super::replica_set::{EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_DEADLINE_ANNOTATION};
@@ -73,6 +75,9 @@ struct World {
     services: Vec<Service>,
     runs: Vec<AnalysisRun>,
     templates: Templates,
+    ingresses: Vec<Ingress>,
+    /// Pod hashes whose pods never become available.
+    broken: Vec<String>,
     now: i64,
 }
 
@@ -84,6 +89,8 @@ impl World {
             services: vec![],
             runs: vec![],
             templates: Templates::new(),
+            ingresses: vec![],
+            broken: vec![],
             now: 1_700_000_000,
         }
     }
@@ -92,6 +99,13 @@ impl World {
         Snapshot::new(self.ro.clone(), self.rss.clone())
             .with_services(self.services.clone())
             .with_analysis(self.runs.clone(), self.templates.clone())
+            .with_ingresses(self.ingresses.clone())
+    }
+
+    fn ingress(&self, name: &str) -> Option<&Ingress> {
+        self.ingresses
+            .iter()
+            .find(|i| i.metadata.name.as_deref() == Some(name))
     }
 
     fn run_mut(&mut self, name: &str) -> &mut AnalysisRun {
@@ -167,6 +181,23 @@ impl World {
                 Action::SetMinReadySeconds { name, seconds } => {
                     self.rs_mut(name).spec.as_mut().unwrap().min_ready_seconds = Some(*seconds);
                 }
+                Action::CreateIngress(ingress) => {
+                    assert!(self.ingress(&ingress.name_any()).is_none(), "created twice");
+                    self.ingresses.push((**ingress).clone());
+                }
+                Action::PatchIngress { name, patch } => {
+                    let i = self
+                        .ingresses
+                        .iter_mut()
+                        .find(|i| i.metadata.name.as_deref() == Some(name))
+                        .expect("patched Ingress exists");
+                    let mut value = serde_json::to_value(&*i).unwrap();
+                    merge_patch(&mut value, patch);
+                    *i = serde_json::from_value(value).unwrap();
+                }
+                Action::DeleteIngress { name } => self
+                    .ingresses
+                    .retain(|i| i.metadata.name.as_deref() != Some(name)),
                 // Restarts are simulated with pods in restart.rs's tests.
                 Action::EvictPod { name } => panic!("unexpected eviction of {name}"),
                 Action::CreateAnalysisRun(run) => {
@@ -237,10 +268,15 @@ impl World {
     fn tick(&mut self) {
         self.now += 1;
         for rs in &mut self.rss {
+            let broken = rs
+                .pod_hash()
+                .is_some_and(|h| self.broken.iter().any(|b| b == h));
             let spec = rs.spec_replicas();
             let st = rs.status.get_or_insert_with(ReplicaSetStatus::default);
             let avail = st.available_replicas.unwrap_or(0);
-            let new_avail = if st.replicas > spec {
+            let new_avail = if broken {
+                0
+            } else if st.replicas > spec {
                 avail.min(spec)
             } else {
                 st.replicas.min(spec)
@@ -294,6 +330,26 @@ impl World {
             self.tick();
         }
         panic!("rollout did not settle: {:#?}", self.ro.status);
+    }
+}
+
+/// RFC 7386 JSON merge patch, as the API server applies it.
+fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value;
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let t = target.as_object_mut().unwrap();
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
     }
 }
 
@@ -1217,3 +1273,4 @@ mod analysis_gates {
 }
 
 mod blue_green;
+mod traffic;
