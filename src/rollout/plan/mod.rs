@@ -190,13 +190,10 @@ fn unsupported(ro: &Rollout) -> Option<String> {
         "spec.rollbackWindow"
     } else if let Some(kind) = step_kind {
         kind
-    } else if let Some(router) = canary
-        .and_then(|c| c.traffic_routing.as_ref())
-        .and_then(other_router)
-    {
-        router
     } else {
-        return None;
+        canary
+            .and_then(|c| c.traffic_routing.as_ref())
+            .and_then(other_router)?
     };
     Some(format!(
         "The Rollout {name:?} uses {what}, which this version of the controller does not implement yet"
