@@ -261,10 +261,70 @@ pub fn patch(current: &Ingress, desired: &Ingress, owned: &[String]) -> Option<V
     (!out.is_empty()).then_some(Value::Object(out))
 }
 
-/// The canary-weight annotation of an existing canary Ingress.
-pub fn weight_of(nginx: &NginxTrafficRouting, ingress: &Ingress) -> Option<i32> {
-    ingress
-        .annotations()
-        .get(&format!("{}/canary-weight", prefix(nginx)))
-        .and_then(|w| w.parse().ok())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_annotations(pairs: &[(&str, &str)]) -> Ingress {
+        let mut i = Ingress::default();
+        i.metadata.name = Some("x".into());
+        i.metadata.annotations = Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        i
+    }
+
+    #[test]
+    fn canary_names_fit_in_253_characters() {
+        assert_eq!(canary_ingress_name("ro", "web"), "ro-web-canary");
+        let long = canary_ingress_name(&"r".repeat(200), &"i".repeat(100));
+        assert_eq!(long.len(), 253);
+        assert!(
+            long.ends_with("iii-canary"),
+            "the prefix is cut, the suffix kept"
+        );
+        assert_eq!(&long[..201], format!("{}-", "r".repeat(200)));
+    }
+
+    #[test]
+    fn patch_changes_only_what_differs_and_removes_only_owned_keys() {
+        let current = with_annotations(&[
+            ("nginx.ingress.kubernetes.io/canary-weight", "20"),
+            ("nginx.ingress.kubernetes.io/canary-by-header", "X"),
+            ("cert-manager.io/issuer", "other controller"),
+        ]);
+        let desired = with_annotations(&[("nginx.ingress.kubernetes.io/canary-weight", "40")]);
+        let owned = header_annotation_keys(&NginxTrafficRouting::default()).to_vec();
+        let p = patch(&current, &desired, &owned).unwrap();
+        assert_eq!(
+            p,
+            json!({"metadata": {"annotations": {
+                "nginx.ingress.kubernetes.io/canary-weight": "40",
+                "nginx.ingress.kubernetes.io/canary-by-header": null,
+            }}})
+        );
+        // Without header routes the header keys are not ours to remove.
+        let p = patch(&current, &desired, &[]).unwrap();
+        assert_eq!(
+            p,
+            json!({"metadata": {"annotations": {"nginx.ingress.kubernetes.io/canary-weight": "40"}}})
+        );
+        assert_eq!(patch(&current, &current, &owned), None, "nothing to do");
+    }
+
+    #[test]
+    fn only_a_controller_reference_to_this_rollout_makes_it_ours() {
+        let mut ro = Rollout::new("demo", Default::default());
+        ro.metadata.uid = Some("u1".into());
+        let mut i = with_annotations(&[]);
+        assert_eq!(
+            check_owner(&ro, &i).unwrap_err().to_string(),
+            "canary ingress `x` controlled by different object"
+        );
+        i.metadata.owner_references = ro.controller_owner_ref(&()).map(|o| vec![o]);
+        assert!(check_owner(&ro, &i).is_ok());
+    }
 }
