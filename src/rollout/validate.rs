@@ -86,6 +86,23 @@ fn validate_routing(
             ));
         }
     }
+    let routers = [
+        tr.nginx.is_some(),
+        tr.istio.is_some(),
+        tr.alb.is_some(),
+        tr.smi.is_some(),
+        tr.ambassador.is_some(),
+        tr.app_mesh.is_some(),
+        tr.traefik.is_some(),
+        tr.apisix.is_some(),
+        tr.plugins.is_some(),
+    ];
+    if !routers.contains(&true) {
+        errs.push(required(
+            "spec.strategy.canary.trafficRouting",
+            "trafficRouting must name a traffic router (nginx is the one this controller implements)",
+        ));
+    }
     if let Some(nginx) = &tr.nginx {
         let single = nginx
             .stable_ingress
@@ -162,14 +179,14 @@ fn validate_header_route(
         errs.push(invalid(
             &path,
             format!("{:?}", route.name),
-            "SetHeaderRoute requires TrafficRouting, supports Istio and ALB and Apisix (and nginx in this controller)",
+            "SetHeaderRoute requires TrafficRouting (nginx, in this controller)",
         ));
         return;
     };
     if tr.managed_routes.is_empty() {
         errs.push(required(
             "spec.strategy.canary.trafficRouting.managedRoutes",
-            "spec.strategy.canary.trafficRouting.managedRoutes field is required",
+            "Rollout has missing field 'spec.strategy.canary.trafficRouting.managedRoutes'",
         ));
     } else if !tr.managed_routes.iter().any(|m| m.name == route.name) {
         errs.push(invalid(

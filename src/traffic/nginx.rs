@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value, json};
 
 use crate::api::Rollout;
-use crate::api::rollout::NginxTrafficRouting;
+use crate::api::rollout::{CanaryStep, NginxTrafficRouting};
 
 pub const DEFAULT_ANNOTATION_PREFIX: &str = "nginx.ingress.kubernetes.io";
 const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
@@ -81,6 +81,17 @@ pub fn header_annotation_keys(nginx: &NginxTrafficRouting) -> [String; 3] {
         format!("{p}/canary-by-header-value"),
         format!("{p}/canary-by-header-pattern"),
     ]
+}
+
+/// The annotations the controller takes off when it no longer wants them:
+/// canary-weight-total (maxTrafficWeight removed) and, when the Rollout has
+/// setHeaderRoute steps, the header ones.
+pub fn owned_annotation_keys(nginx: &NginxTrafficRouting, steps: &[CanaryStep]) -> Vec<String> {
+    let mut keys = vec![format!("{}/canary-weight-total", prefix(nginx))];
+    if steps.iter().any(|s| s.set_header_route.is_some()) {
+        keys.extend(header_annotation_keys(nginx));
+    }
+    keys
 }
 
 /// Does `ingress` have a rule whose backend is `service`?

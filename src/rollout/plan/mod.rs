@@ -188,6 +188,9 @@ fn unsupported(ro: &Rollout) -> Option<String> {
         "spec.workloadRef"
     } else if spec.rollback_window.is_some() {
         "spec.rollbackWindow"
+    } else if canary.is_some_and(|c| c.ping_pong.is_some()) {
+        // Upstream only has it for ALB, Istio and plugins, none implemented.
+        "canary pingPong"
     } else if let Some(kind) = step_kind {
         kind
     } else {

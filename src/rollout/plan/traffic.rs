@@ -136,7 +136,8 @@ impl Routing<'_> {
     /// and after an abort.
     pub fn header_route(&self, status: &RolloutStatus) -> Option<HeaderRoute> {
         let promoted = status.stable_rs.is_none() || status.stable_rs == status.current_pod_hash;
-        if promoted || status.abort {
+        // As upstream, a full promotion ends the managed routes at once.
+        if promoted || status.abort || status.promote_full {
             return None;
         }
         let steps = self.canary.steps.as_slice();
@@ -189,16 +190,7 @@ impl Routing<'_> {
         header: Option<&HeaderRoute>,
     ) -> Vec<Action> {
         let ro = &snap.rollout;
-        let owned: Vec<String> = if self
-            .canary
-            .steps
-            .iter()
-            .any(|s| s.set_header_route.is_some())
-        {
-            nginx::header_annotation_keys(self.nginx).to_vec()
-        } else {
-            vec![]
-        };
+        let owned = nginx::owned_annotation_keys(self.nginx, &self.canary.steps);
         let name = ro.metadata.name.clone().unwrap_or_default();
         nginx::stable_ingresses(self.nginx)
             .into_iter()

@@ -641,6 +641,12 @@ fn header_route_steps_set_and_clear_canary_by_header() {
     w.ro.status.as_mut().unwrap().abort = false;
     drive(&mut w, "the first pause again", paused);
     w.ro.status.as_mut().unwrap().promote_full = true;
+    w.reconcile();
+    assert_eq!(
+        w.annotation("canary-by-header"),
+        None,
+        "promote --full ends the route at once"
+    );
     drive(&mut w, "completion", |w| {
         w.phase() == Some(RolloutPhase::Healthy) && w.canary_weight() == Some(0)
     });
@@ -696,7 +702,7 @@ fn routing_problems_are_invalid_specs_with_upstream_messages() {
     let one = |m| vec![header_step("r", m)];
     assert!(
         header_spec(one(vec![header("X", Some("1"), None, None)]), false)
-            .ends_with("spec.strategy.canary.trafficRouting.managedRoutes: Required value: spec.strategy.canary.trafficRouting.managedRoutes field is required")
+            .ends_with("spec.strategy.canary.trafficRouting.managedRoutes: Required value: Rollout has missing field 'spec.strategy.canary.trafficRouting.managedRoutes'")
     );
     assert!(
         header_spec(one(vec![header("X", None, None, Some("a"))]), true)
@@ -755,6 +761,36 @@ fn routing_problems_are_invalid_specs_with_upstream_messages() {
         .unwrap()
         .nginx = None;
     assert!(invalid_message(&ro).contains("uses trafficRouting.istio, which this version"));
+    let ro = routed_rollout(vec![], |c| {
+        c.traffic_routing = Some(RolloutTrafficRouting::default());
+    });
+    assert!(invalid_message(&ro).ends_with(
+        "spec.strategy.canary.trafficRouting: Required value: trafficRouting must name a traffic router (nginx is the one this controller implements)"
+    ));
+    let ro = routed_rollout(vec![], |c| {
+        c.ping_pong = Some(Default::default());
+    });
+    assert!(invalid_message(&ro).contains("uses canary pingPong, which this version"));
+}
+
+#[test]
+fn removing_max_traffic_weight_removes_the_weight_total() {
+    let mut w = routed(vec![weight(40), pause_for(None)], |c| {
+        c.traffic_routing.as_mut().unwrap().max_traffic_weight = Some(1000)
+    });
+    assert_eq!(w.annotation("canary-weight-total").as_deref(), Some("1000"));
+    w.ro.spec
+        .strategy
+        .canary
+        .as_mut()
+        .unwrap()
+        .traffic_routing
+        .as_mut()
+        .unwrap()
+        .max_traffic_weight = None;
+    w.reconcile();
+    assert_eq!(w.annotation("canary-weight-total"), None);
+    assert_eq!(w.status().canary.weights.unwrap().stable.weight, 100);
 }
 
 #[test]
