@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub mod recorder;
 pub mod rollout;

@@ -1,0 +1,1 @@
+//! `lint FILE`: offline validation of Rollout and AnalysisTemplate YAML.

@@ -1,0 +1,1 @@
+//! What each verb patches, as upstream's plugin does.

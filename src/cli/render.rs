@@ -1,0 +1,1 @@
+//! Output of `get rollout` (header and tree) and `list rollouts`.
