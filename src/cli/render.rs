@@ -333,7 +333,8 @@ fn replica_set_infos<'a>(view: &'a RolloutView) -> Vec<RsInfo<'a>> {
     let ro = &view.rollout;
     let default = RolloutStatus::default();
     let st = ro.status.as_ref().unwrap_or(&default);
-    let is = |field: &Option<String>, hash: Option<&str>| hash.is_some() && field.as_deref() == hash;
+    let is =
+        |field: &Option<String>, hash: Option<&str>| hash.is_some() && field.as_deref() == hash;
     let mut infos: Vec<RsInfo> = view
         .replica_sets
         .iter()
@@ -383,7 +384,11 @@ fn replica_set_infos<'a>(view: &'a RolloutView) -> Vec<RsInfo<'a>> {
     for pod in &view.pods {
         let by_uid = infos.iter().position(|i| {
             let uid = i.rs.metadata.uid.as_deref();
-            uid.is_some() && pod.owner_references().iter().any(|o| Some(o.uid.as_str()) == uid)
+            uid.is_some()
+                && pod
+                    .owner_references()
+                    .iter()
+                    .any(|o| Some(o.uid.as_str()) == uid)
         });
         let by_hash = || {
             let hash = pod.labels().get(POD_TEMPLATE_HASH_LABEL)?;
@@ -417,7 +422,9 @@ struct PodInfo {
 fn pod_info(pod: &Pod) -> PodInfo {
     let spec = pod.spec.as_ref();
     let pod_status = pod.status.as_ref();
-    let init_specs = spec.and_then(|s| s.init_containers.as_deref()).unwrap_or(&[]);
+    let init_specs = spec
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or(&[]);
     let total = spec.map_or(0, |s| s.containers.len());
     let mut reason = pod_status
         .and_then(|s| s.reason.clone())
@@ -565,11 +572,10 @@ fn run_revision(run: &AnalysisRun, infos: &[RsInfo]) -> i64 {
     {
         return rev;
     }
-    let by_label = run.labels().get(POD_TEMPLATE_HASH_LABEL).and_then(|h| {
-        infos
-            .iter()
-            .find(|i| i.rs.pod_hash() == Some(h.as_str()))
-    });
+    let by_label = run
+        .labels()
+        .get(POD_TEMPLATE_HASH_LABEL)
+        .and_then(|h| infos.iter().find(|i| i.rs.pod_hash() == Some(h.as_str())));
     let name = run.name_any();
     let by_name = || {
         infos
@@ -805,7 +811,11 @@ fn replica_set_rows(
     rows.push(vec![
         format!("{prefix}{ICON_REPLICA_SET} {name}"),
         "ReplicaSet".into(),
-        format!("{} {}", paint.word(replica_set_icon(info.status)), info.status),
+        format!(
+            "{} {}",
+            paint.word(replica_set_icon(info.status)),
+            info.status
+        ),
         age(info.rs, now),
         cols.join(","),
     ]);
@@ -826,7 +836,12 @@ fn replica_set_rows(
     }
 }
 
-fn analysis_run_row(run: &AnalysisRun, prefix: &str, now: Timestamp, paint: Painter) -> Vec<String> {
+fn analysis_run_row(
+    run: &AnalysisRun,
+    prefix: &str,
+    now: Timestamp,
+    paint: Painter,
+) -> Vec<String> {
     let phase = run.status.as_ref().and_then(|s| s.phase);
     let status = phase.map(analysis_phase_str).unwrap_or("");
     let counts = run_counts(run);
@@ -837,7 +852,10 @@ fn analysis_run_row(run: &AnalysisRun, prefix: &str, now: Timestamp, paint: Pain
         .map(|(icon, n)| format!("{} {n}", paint.word(icon)))
         .collect();
     vec![
-        format!("{prefix}{ICON_ANALYSIS} {}", paint.as_(&run.name_any(), status)),
+        format!(
+            "{prefix}{ICON_ANALYSIS} {}",
+            paint.as_(&run.name_any(), status)
+        ),
         "AnalysisRun".into(),
         format!("{} {status}", paint.word(analysis_icon(phase))),
         age(run, now),
@@ -1210,11 +1228,39 @@ NAME                                  KIND         STATUS         AGE    INFO
             rollout,
             replica_sets: vec![rs(old, &deadline), rs(new, &[])],
             pods: vec![
-                pod("bg-5b8c9f7d6-r7d4n", "bg-5b8c9f7d6", "5b8c9f7d6", true, 590, running()),
-                pod("bg-5b8c9f7d6-k2x9p", "bg-5b8c9f7d6", "5b8c9f7d6", true, 590, running()),
+                pod(
+                    "bg-5b8c9f7d6-r7d4n",
+                    "bg-5b8c9f7d6",
+                    "5b8c9f7d6",
+                    true,
+                    590,
+                    running(),
+                ),
+                pod(
+                    "bg-5b8c9f7d6-k2x9p",
+                    "bg-5b8c9f7d6",
+                    "5b8c9f7d6",
+                    true,
+                    590,
+                    running(),
+                ),
                 // matched by the hash label alone
-                pod("bg-84f6d6c8b-5tq8w", "", "84f6d6c8b", false, 183_000, running()),
-                pod("bg-84f6d6c8b-h3m2z", "", "84f6d6c8b", false, 183_000, running()),
+                pod(
+                    "bg-84f6d6c8b-5tq8w",
+                    "",
+                    "84f6d6c8b",
+                    false,
+                    183_000,
+                    running(),
+                ),
+                pod(
+                    "bg-84f6d6c8b-h3m2z",
+                    "",
+                    "84f6d6c8b",
+                    false,
+                    183_000,
+                    running(),
+                ),
                 // belongs to no ReplicaSet of this Rollout: not shown
                 pod("other-1", "", "0000000", false, 10, running()),
             ],
@@ -1332,8 +1378,22 @@ NAME                           KIND        STATUS     AGE    INFO
                     395,
                     container(false, Some("CrashLoopBackOff"), 5),
                 ),
-                pod("api-5d4c8b7f9-n4wzp", "api-5d4c8b7f9", "5d4c8b7f9", true, 863_000, running()),
-                pod("api-5d4c8b7f9-bx7kq", "api-5d4c8b7f9", "5d4c8b7f9", true, 863_000, running()),
+                pod(
+                    "api-5d4c8b7f9-n4wzp",
+                    "api-5d4c8b7f9",
+                    "5d4c8b7f9",
+                    true,
+                    863_000,
+                    running(),
+                ),
+                pod(
+                    "api-5d4c8b7f9-bx7kq",
+                    "api-5d4c8b7f9",
+                    "5d4c8b7f9",
+                    true,
+                    863_000,
+                    running(),
+                ),
             ],
             runs: vec![
                 run(
@@ -1478,18 +1538,31 @@ shop       bg          BlueGreen  Healthy       -     -           4/4    2      
         let routing = view.rollout.spec.strategy.canary.as_mut().unwrap();
         routing.traffic_routing.as_mut().unwrap().max_traffic_weight = Some(1000);
         assert_eq!(header_line(&view, "  SetWeight:"), "  SetWeight:     1000");
-        assert_eq!(header_line(&view, "  ActualWeight:"), "  ActualWeight:  1000");
+        assert_eq!(
+            header_line(&view, "  ActualWeight:"),
+            "  ActualWeight:  1000"
+        );
         // Basic canary with nothing available: 0.
         let mut view = paused_canary();
         view.rollout.status.as_mut().unwrap().available_replicas = 0;
         assert_eq!(header_line(&view, "  ActualWeight:"), "  ActualWeight:  0");
         // No steps: no step count, full weight.
         let mut view = paused_canary();
-        view.rollout.spec.strategy.canary.as_mut().unwrap().steps.clear();
+        view.rollout
+            .spec
+            .strategy
+            .canary
+            .as_mut()
+            .unwrap()
+            .steps
+            .clear();
         assert_eq!(header_line(&view, "  Step:"), "  Step:");
         assert_eq!(header_line(&view, "  SetWeight:"), "  SetWeight:     100");
         assert_eq!(
-            list_rollouts(&[view.rollout], false).lines().nth(1).unwrap(),
+            list_rollouts(&[view.rollout], false)
+                .lines()
+                .nth(1)
+                .unwrap(),
             "guestbook   Canary     Paused        -     100         5/5    5        1           5"
         );
     }
@@ -1503,10 +1576,22 @@ shop       bg          BlueGreen  Healthy       -     -           4/4    2      
         st.stable_rs = Some("84f6d6c8b".into());
         st.blue_green.active_selector = Some("84f6d6c8b".into());
         let out = get_rollout(&view, now(), false);
-        assert!(out.contains("Images:          nginx:1.26 (stable, active)\n"), "{out}");
-        assert!(out.contains("                 nginx:1.27 (preview)\n"), "{out}");
-        assert!(out.contains("ReplicaSet  ✔ Healthy  10m    preview\n"), "{out}");
-        assert!(out.contains("ReplicaSet  ✔ Healthy  2d3h   stable,active,delay:25s\n"), "{out}");
+        assert!(
+            out.contains("Images:          nginx:1.26 (stable, active)\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("                 nginx:1.27 (preview)\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ReplicaSet  ✔ Healthy  10m    preview\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ReplicaSet  ✔ Healthy  2d3h   stable,active,delay:25s\n"),
+            "{out}"
+        );
 
         // Canary and stable running the same image: one line, tags merged and sorted.
         let mut view = paused_canary();
@@ -1515,7 +1600,10 @@ shop       bg          BlueGreen  Healthy       -     -           4/4    2      
             t.spec.as_mut().unwrap().containers[0].image = Some("demo:1".into());
         }
         let out = get_rollout(&view, now(), false);
-        assert!(out.contains("Images:          demo:1 (canary, stable)\nReplicas:"), "{out}");
+        assert!(
+            out.contains("Images:          demo:1 (canary, stable)\nReplicas:"),
+            "{out}"
+        );
     }
 
     #[test]
