@@ -302,3 +302,25 @@ fn no_steps_no_rows_and_the_rendering_is_aligned() {
          2     pause          20      1       4       waits for promote\n"
     );
 }
+
+#[test]
+fn a_background_analysis_does_not_stop_the_steps() {
+    let mut ro = fixture("rollout-canary.yaml");
+    ro.spec.strategy.canary.as_mut().unwrap().analysis =
+        Some(crate::api::rollout::RolloutAnalysisBackground {
+            analysis: RolloutAnalysis {
+                templates: vec![crate::api::common::AnalysisTemplateRef {
+                    template_name: "error-rate".into(),
+                    cluster_scope: true,
+                }],
+                ..Default::default()
+            },
+            starting_step: Some(2),
+        });
+    let rows = plan_table(&ro, None).unwrap();
+    assert_eq!(rows.len(), 8);
+    assert_eq!(
+        (rows[6].weight, rows[6].canary_pods, rows[6].stable_pods),
+        (80, 4, 1)
+    );
+}
