@@ -167,7 +167,7 @@ fn finish(ro: &Rollout, status: &mut RolloutStatus) {
 /// Parts of the Argo Rollouts API this version accepts but does not act on.
 /// Reported as InvalidSpec so the rollout shows Degraded with the reason,
 /// instead of silently doing nothing.
-fn unsupported(ro: &Rollout) -> Option<String> {
+pub(crate) fn unsupported(ro: &Rollout) -> Option<String> {
     let name = ro.metadata.name.as_deref().unwrap_or_default();
     let spec = &ro.spec;
     let canary = spec.strategy.canary.as_ref();
