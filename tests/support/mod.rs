@@ -26,7 +26,7 @@ pub fn repo_root() -> PathBuf {
 
 /// Starts the cluster (or finds it running) and installs the CRDs, once per
 /// test binary. Returns the kubeconfig path.
-fn kubeconfig() -> &'static Path {
+pub fn kubeconfig() -> &'static Path {
     static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
     KUBECONFIG.get_or_init(|| match hack_script("cluster.sh", &["up"]) {
         Ok(path) => path,

@@ -1,0 +1,260 @@
+//! The real `kubectl-rollouts` binary against the local control plane: every
+//! verb, checked by the object state it leaves, its exit code and stderr.
+
+mod support;
+
+use std::process::Command;
+
+use anyhow::Result;
+use rollouts::api::Rollout;
+use rollouts::api::analysis::AnalysisRun;
+use rollouts::api::rollout::RolloutPhase;
+use support::{TestEnv, healthy, kubeconfig, paused, repo_root, wait_rollout};
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the plugin with the test cluster's kubeconfig in the test's namespace.
+async fn cli(env: &TestEnv, args: &[&str]) -> Result<Out> {
+    let bin = env!("CARGO_BIN_EXE_kubectl-rollouts");
+    let mut cmd = Command::new(bin);
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig())
+        .arg("-n")
+        .arg(&env.ns)
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    Ok(Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+fn offline(args: &[&str]) -> Result<Out> {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-rollouts"))
+        .args(args)
+        .output()?;
+    Ok(Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Asserts success and returns stdout.
+async fn ok(env: &TestEnv, args: &[&str]) -> Result<String> {
+    let out = cli(env, args).await?;
+    assert_eq!(out.code, 0, "{args:?} failed: {}{}", out.stdout, out.stderr);
+    Ok(out.stdout)
+}
+
+/// Asserts failure with `message` on stderr.
+async fn fails(env: &TestEnv, args: &[&str], message: &str) -> Result<()> {
+    let out = cli(env, args).await?;
+    assert_ne!(out.code, 0, "{args:?} should fail: {}", out.stdout);
+    assert!(
+        out.stderr.contains(message),
+        "{args:?}: stderr {:?} lacks {message:?}",
+        out.stderr
+    );
+    Ok(())
+}
+
+const ROLLOUT: &str = r#"apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: app, image: "nginx:1"}]}
+  strategy:
+    canary:
+      steps:
+      - setWeight: 50
+      - pause: {}
+"#;
+
+async fn rollout(env: &TestEnv) -> Result<Rollout> {
+    Ok(env.api::<Rollout>().get("web").await?)
+}
+
+fn image(ro: &Rollout) -> Option<String> {
+    ro.spec.template.as_ref()?.spec.as_ref()?.containers[0]
+        .image
+        .clone()
+}
+
+#[tokio::test]
+async fn every_verb_changes_what_upstream_changes() -> Result<()> {
+    let env = TestEnv::new("cli-verbs").await?;
+    env.apply_yaml(ROLLOUT).await?;
+    wait_rollout(&env, "web", "the first deploy", healthy).await?;
+
+    // status on a healthy rollout: exit 0.
+    let out = ok(&env, &["status", "web", "--timeout", "30s"]).await?;
+    assert_eq!(out.trim(), "Healthy");
+    fails(
+        &env,
+        &["promote", "web"],
+        "rollout 'web' has nothing to promote",
+    )
+    .await?;
+
+    // set image starts an update that pauses at step 1.
+    ok(&env, &["set", "image", "web", "app=nginx:2"]).await?;
+    assert_eq!(image(&rollout(&env).await?).as_deref(), Some("nginx:2"));
+    fails(
+        &env,
+        &["set", "image", "web", "nope=x"],
+        "unable to find container named \"nope\"",
+    )
+    .await?;
+    wait_rollout(&env, "web", "the pause", paused).await?;
+
+    // get and list show it (full output is checked by render's unit tests).
+    let get = ok(&env, &["get", "rollout", "web", "--no-color"]).await?;
+    assert!(
+        get.contains("web") && get.contains("Paused") && get.contains("nginx:2"),
+        "{get}"
+    );
+    assert!(!get.contains('\x1b'), "--no-color");
+    let list = ok(&env, &["list", "rollouts"]).await?;
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("web") && l.contains("Canary") && l.contains("Paused")),
+        "{list}"
+    );
+
+    // status --watch on a paused rollout: times out (exit 1), or exits 0
+    // with --exit-on-pause.
+    fails(
+        &env,
+        &["status", "web", "--timeout", "2s"],
+        "exceeded timeout",
+    )
+    .await?;
+    let out = ok(&env, &["status", "web", "--exit-on-pause"]).await?;
+    assert!(out.contains("Paused"), "{out}");
+
+    // pause sets spec.paused; promote undoes it and clears the pause step
+    // in one go (as upstream: a spec and a status patch); then it completes.
+    ok(&env, &["pause", "web"]).await?;
+    assert!(rollout(&env).await?.spec.paused);
+    ok(&env, &["promote", "web"]).await?;
+    let ro = rollout(&env).await?;
+    assert!(!ro.spec.paused);
+    ok(&env, &["status", "web", "--timeout", "60s"]).await?;
+
+    // restart sets spec.restartAt.
+    ok(&env, &["restart", "web"]).await?;
+    assert!(rollout(&env).await?.spec.restart_at.is_some());
+
+    // undo: back to the previous revision's template (nginx:1), an update
+    // that runs the steps again.
+    fails(
+        &env,
+        &["undo", "web", "--to-revision", "99"],
+        "unable to find specified revision 99",
+    )
+    .await?;
+    ok(&env, &["undo", "web"]).await?;
+    assert_eq!(image(&rollout(&env).await?).as_deref(), Some("nginx:1"));
+    wait_rollout(&env, "web", "the pause of the rollback", paused).await?;
+
+    // abort: status.abort, Degraded; status exits non-zero; retry clears it.
+    ok(&env, &["abort", "web"]).await?;
+    assert!(rollout(&env).await?.status.unwrap_or_default().abort);
+    wait_rollout(&env, "web", "the abort", |s| {
+        s.phase == Some(RolloutPhase::Degraded)
+    })
+    .await?;
+    fails(
+        &env,
+        &["status", "web", "--timeout", "10s"],
+        "degraded state",
+    )
+    .await?;
+    ok(&env, &["retry", "rollout", "web"]).await?;
+    assert!(!rollout(&env).await?.status.unwrap_or_default().abort);
+    wait_rollout(&env, "web", "the pause after retry", paused).await?;
+
+    // promote --full: straight to the end.
+    ok(&env, &["promote", "web", "--full"]).await?;
+    wait_rollout(&env, "web", "fully promoted", healthy).await?;
+
+    // `*` sets every container.
+    ok(&env, &["set", "image", "web", "*=nginx:3"]).await?;
+    assert_eq!(image(&rollout(&env).await?).as_deref(), Some("nginx:3"));
+
+    // Errors name the object.
+    fails(
+        &env,
+        &["get", "rollout", "nope"],
+        &format!("rollout 'nope' not found in namespace '{}'", env.ns),
+    )
+    .await?;
+    fails(&env, &["abort", "nope"], "rollout 'nope' not found").await?;
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn terminate_analysisrun_sets_spec_terminate() -> Result<()> {
+    let env = TestEnv::new("cli-terminate").await?;
+    env.apply_yaml(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: AnalysisRun
+metadata: {name: slow}
+spec:
+  metrics:
+  - name: never
+    interval: 1h
+    provider:
+      web: {url: "http://127.0.0.1:9/"}
+"#,
+    )
+    .await?;
+    ok(&env, &["terminate", "analysisrun", "slow"]).await?;
+    let run = env.api::<AnalysisRun>().get("slow").await?;
+    assert!(run.spec.terminate);
+    fails(
+        &env,
+        &["terminate", "analysisrun", "nope"],
+        "analysisrun 'nope' not found",
+    )
+    .await?;
+    env.cleanup().await
+}
+
+#[test]
+fn offline_verbs_lint_plan_version_completion() -> Result<()> {
+    let fixture = repo_root().join("tests/fixtures/rollout-canary.yaml");
+    let out = offline(&["lint", fixture.to_str().unwrap_or_default()])?;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    let bad = std::env::temp_dir().join("rollouts-cli-bad.yaml");
+    std::fs::write(&bad, ROLLOUT.replace("setWeight: 50", "setWeight: 150"))?;
+    let out = offline(&["lint", bad.to_str().unwrap_or_default()])?;
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("SetWeight needs to be between 0 and 100"),
+        "{}",
+        out.stderr
+    );
+
+    let out = offline(&["plan", fixture.to_str().unwrap_or_default()])?;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("setWeight: 20"), "{}", out.stdout);
+
+    let out = offline(&["version"])?;
+    assert!(out.stdout.starts_with("kubectl-rollouts "));
+    let out = offline(&["completion", "bash"])?;
+    assert!(out.stdout.contains("kubectl-rollouts"));
+    Ok(())
+}
