@@ -45,6 +45,22 @@ fn offline(args: &[&str]) -> Result<Out> {
     })
 }
 
+/// Runs a --watch command for `time`, interrupts it and returns its stdout.
+async fn watch_for(env: &TestEnv, args: &[&str], time: std::time::Duration) -> Result<String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubectl-rollouts"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .arg("-n")
+        .arg(&env.ns)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    tokio::time::sleep(time).await;
+    child.kill()?;
+    let out = child.wait_with_output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Asserts success and returns stdout.
 async fn ok(env: &TestEnv, args: &[&str]) -> Result<String> {
     let out = cli(env, args).await?;
@@ -130,6 +146,20 @@ async fn every_verb_changes_what_upstream_changes() -> Result<()> {
             .any(|l| l.starts_with("web") && l.contains("Canary") && l.contains("Paused")),
         "{list}"
     );
+
+    // get --watch redraws until interrupted; list --watch prints the table.
+    for (args, marker, at_least) in [
+        (
+            vec!["get", "rollout", "web", "--watch", "--no-color"],
+            "Name:",
+            2,
+        ),
+        (vec!["list", "rollouts", "--watch"], "NAME", 1),
+    ] {
+        let out = watch_for(&env, &args, std::time::Duration::from_millis(2500)).await?;
+        assert!(out.matches(marker).count() >= at_least, "{args:?}: {out}");
+        assert!(out.contains("web"), "{out}");
+    }
 
     // status --watch on a paused rollout: times out (exit 1), or exits 0
     // with --exit-on-pause.
