@@ -44,6 +44,7 @@ use crate::api::analysis::{
     WebMetric,
 };
 use crate::api::rollout::{CanaryStep, RolloutStatus};
+use crate::rollout::apply::merge_patch;
 use crate::rollout::plan::steps::PAUSE_REASON_CANARY;
 use crate::rollout::plan::{Action, Plan, analysis, plan, status};
 use crate::rollout::snapshot::{
@@ -675,27 +676,6 @@ fn trivial_template() -> AnalysisTemplateSpec {
             ..Default::default()
         }],
         ..Default::default()
-    }
-}
-
-/// RFC 7386 JSON merge patch, as the API server applies it.
-fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
-    use serde_json::Value;
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    if let Value::Object(t) = target {
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(k);
-            } else {
-                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
     }
 }
 

@@ -459,6 +459,27 @@ async fn patch_replica_set(
         })
 }
 
+/// RFC 7386 JSON merge patch, as the API server applies it.
+pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value;
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
 /// The JSON merge patch (RFC 7386) that turns `old` into `new`; None when
 /// they are equal. Fields missing from `new` become null, so a cleared field
 /// is really removed from the stored status.

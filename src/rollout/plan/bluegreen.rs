@@ -158,7 +158,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         scaling.push(scale_to(new_rs, to, replicas));
     }
 
-    let ready_for_pause = new_rs.spec_replicas() == new_target && new_rs.available() == new_target;
+    let ready_for_pause = replica_set::all_available(new_rs, new_target);
     let saturated = new_rs.spec_replicas() == replicas
         && desired_annotation(new_rs) == Some(replicas)
         && new_rs.available() == replicas;
@@ -231,7 +231,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     // upstream, so a switch is seen by the next plan.
     let old_active = old_status.blue_green.active_selector.as_deref();
     let pre_ready = match bg.preview_replica_count {
-        Some(n) => new_rs.spec_replicas() == n && new_rs.available() == n,
+        Some(n) => replica_set::all_available(new_rs, n),
         None => saturated,
     };
     let due = BlueGreenDue {

@@ -157,6 +157,14 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         events.extend(g.events);
     }
     let mut timers: Vec<Timestamp> = Vec::new();
+    // What decides whether the pods are where a step wants them.
+    let desired = Desired {
+        new_rs,
+        stable_rs,
+        limits,
+        routing,
+        observed: observed_weights,
+    };
     if !status.abort {
         status.aborted_at = None; // retried
     }
@@ -170,13 +178,6 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         status.pause_conditions.clear();
         status.controller_pause = false;
     } else if !spec.paused && !promote {
-        let desired = Desired {
-            new_rs,
-            stable_rs,
-            limits,
-            routing,
-            observed: observed_weights,
-        };
         timers.extend(advance_step(snap, &mut status, &desired, now, &mut events));
     }
     let weight = if status.stable_rs.as_deref() == Some(hash.as_str()) {
@@ -189,13 +190,6 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     // The canary Ingresses: the weight (and header route) in force.
     let traffic_actions = match routing {
         Some(r) => {
-            let desired = Desired {
-                new_rs,
-                stable_rs,
-                limits,
-                routing,
-                observed: observed_weights,
-            };
             let w = routed_weight(r, snap, &status, &desired);
             let serving = new_rs.is_some_and(|rs| rs.available() > 0);
             let header = r.header_route(&status).filter(|_| serving);
@@ -241,13 +235,6 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let scaling = if spec.paused && !scaling_event {
         vec![]
     } else if let Some(r) = routing {
-        let desired = Desired {
-            new_rs: Some(new_rs),
-            stable_rs,
-            limits,
-            routing,
-            observed: observed_weights,
-        };
         scale_routed(r, all, &status, &desired, replicas, now.0, &mut timers)
     } else {
         scale(all, new_rs, stable_rs, replicas, weight, limits)
@@ -390,7 +377,7 @@ impl Desired<'_> {
                     || self.stable_rs.is_none_or(|s| {
                         s.spec_replicas() == want_stable && s.status_replicas() == want_stable
                     });
-                traffic::all_available(new_rs, want_new) && stable_ok
+                replica_set::all_available(new_rs, want_new) && stable_ok
             }
         }
     }

@@ -256,6 +256,11 @@ pub fn scale_to(rs: &ReplicaSet, to: i32, desired_replicas: i32) -> Action {
     }
 }
 
+/// Is `rs` at exactly `want` pods, all available?
+pub fn all_available(rs: &ReplicaSet, want: i32) -> bool {
+    rs.spec_replicas() == want && rs.available() == want
+}
+
 /// The ReplicaSet's scale-down deadline, if it has a readable one.
 pub fn scale_down_deadline(rs: &ReplicaSet) -> Option<Timestamp> {
     rs.metadata

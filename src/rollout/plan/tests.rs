@@ -20,6 +20,7 @@ use crate::api::Rollout;
 use crate::api::analysis::AnalysisRun;
 use crate::api::rollout::RolloutPause;
 use crate::api::rollout::{CanaryStep, CanaryStrategy, RolloutPhase, RolloutSpec, RolloutStrategy};
+use crate::rollout::apply::merge_patch;
 use crate::rollout::snapshot::{REVISION_ANNOTATION, ReplicaSetExt, Snapshot};
 
 fn rollout(
@@ -330,26 +331,6 @@ impl World {
             self.tick();
         }
         panic!("rollout did not settle: {:#?}", self.ro.status);
-    }
-}
-
-/// RFC 7386 JSON merge patch, as the API server applies it.
-fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
-    use serde_json::Value;
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    let t = target.as_object_mut().unwrap();
-    for (k, v) in p {
-        if v.is_null() {
-            t.remove(k);
-        } else {
-            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-        }
     }
 }
 

@@ -331,8 +331,3 @@ pub fn scale_down_old(
     }
     out
 }
-
-/// Is `rs` at exactly `want` pods, all available?
-pub fn all_available(rs: &ReplicaSet, want: i32) -> bool {
-    rs.spec_replicas() == want && rs.available() == want
-}
