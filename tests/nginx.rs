@@ -162,16 +162,26 @@ async fn weights_follow_every_step_and_return_to_zero_at_completion() -> Result<
     assert_eq!(selector(&env, STABLE_SVC).await?, done.stable_rs);
     let w = done.canary.weights.context("weights")?;
     assert_eq!((w.canary.weight, w.stable.weight), (0, 100));
-    // The previous stable keeps its pods for scaleDownDelaySeconds (30).
-    let old = env
-        .api::<ReplicaSet>()
-        .get(&format!("{RO}-{}", stable.clone().unwrap()))
-        .await?;
-    let old_annotations = old.metadata.annotations.unwrap_or_default();
-    assert!(
-        old_annotations.contains_key("scale-down-deadline"),
-        "{old_annotations:?}"
-    );
+    // The previous stable keeps its pods for scaleDownDelaySeconds (30). The
+    // deadline is written by the reconcile after the one that reports Healthy
+    // (the old ReplicaSet only counts as "previous stable" once the status
+    // names the new one), so wait for it.
+    let old_name = format!("{RO}-{}", stable.clone().context("stable hash")?);
+    wait_for(
+        "the previous stable to get its scale-down deadline",
+        Duration::from_secs(20),
+        || async {
+            let old = env.api::<ReplicaSet>().get(&old_name).await?;
+            let annotations = old.metadata.annotations.unwrap_or_default();
+            Ok(if annotations.contains_key("scale-down-deadline") {
+                Ok(())
+            } else {
+                Err(format!("{annotations:?}"))
+            })
+        },
+    )
+    .await?;
+    let old = env.api::<ReplicaSet>().get(&old_name).await?;
     assert_eq!(old.spec.and_then(|s| s.replicas), Some(5));
 
     let events: Vec<String> = env.events(RO).await?.into_iter().map(|e| e.2).collect();
