@@ -1,14 +1,21 @@
 //! The controller process: the Rollout and AnalysisRun controllers run side
-//! by side, over the same namespaces, until one shutdown signal.
+//! by side, over the same namespaces, until one shutdown signal; with leader
+//! election, only while this process holds the lease.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
 use kube::{Api, Client, Resource};
+use tracing::info;
 
+use crate::api::INSTANCE_ID_LABEL;
+use crate::leader::{self, Elector};
+use crate::metrics::Metrics;
 use crate::{analysis, rollout};
 
 /// Where the controllers look.
@@ -16,9 +23,19 @@ use crate::{analysis, rollout};
 pub struct Scope {
     /// Watch one namespace only; all namespaces when None.
     pub namespace: Option<String>,
+    /// Reconcile only Rollouts and AnalysisRuns labelled with this id; when
+    /// None, only those without the label (as upstream's `--instance-id`).
+    pub instance_id: Option<String>,
 }
 
 impl Scope {
+    pub fn namespace(ns: impl Into<String>) -> Self {
+        Scope {
+            namespace: Some(ns.into()),
+            instance_id: None,
+        }
+    }
+
     pub fn api<K>(&self, client: &Client) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -29,6 +46,38 @@ impl Scope {
             None => Api::all(client.clone()),
         }
     }
+
+    /// The label selector for the Rollouts and AnalysisRuns this controller
+    /// instance owns.
+    pub fn instance_selector(&self) -> String {
+        match &self.instance_id {
+            Some(id) => format!("{INSTANCE_ID_LABEL}={id}"),
+            None => format!("!{INSTANCE_ID_LABEL}"),
+        }
+    }
+}
+
+/// How the controllers run.
+#[derive(Clone)]
+pub struct Settings {
+    pub scope: Scope,
+    /// Rollouts reconciled at once (`--rollout-threads`).
+    pub rollout_workers: u16,
+    /// AnalysisRuns reconciled at once (`--analysis-threads`).
+    pub analysis_workers: u16,
+    pub metrics: Metrics,
+}
+
+impl Settings {
+    /// Upstream's defaults: 10 rollout and 30 analysis workers.
+    pub fn new(scope: Scope) -> Self {
+        Settings {
+            scope,
+            rollout_workers: 10,
+            analysis_workers: 30,
+            metrics: Metrics::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,22 +86,102 @@ pub enum Error {
     Rollout(#[from] rollout::controller::Error),
     #[error(transparent)]
     Analysis(#[from] analysis::controller::Error),
+    #[error(transparent)]
+    Leader(#[from] leader::Error),
 }
 
 /// Runs both controllers until `shutdown` resolves; the first one that cannot
 /// start stops the other.
 pub async fn run(
     client: Client,
-    scope: Scope,
+    settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let shutdown = shutdown.shared();
-    let rollouts = rollout::controller::run(client.clone(), scope.clone(), shutdown.clone());
-    let analysis = analysis::controller::run(client, scope, shutdown);
+    let rollouts = rollout::controller::run(client.clone(), settings.clone(), shutdown.clone());
+    let analysis = analysis::controller::run(client, settings, shutdown);
     futures::try_join!(async { rollouts.await.map_err(Error::from) }, async {
         analysis.await.map_err(Error::from)
     },)?;
     Ok(())
+}
+
+/// What `/readyz` reports: the process can talk to the API server (it
+/// leads, or it stands by after reading the lease).
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+    fn set(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
+
+/// Runs the controllers, behind leader election when `election` is set:
+/// stands by until this process holds the lease, reconciles while it does,
+/// and releases it on shutdown. Losing the lease stops reconciling at once
+/// and returns an error: the process should exit and be restarted, as
+/// upstream's controller does.
+pub async fn run_elected(
+    client: Client,
+    settings: Settings,
+    election: Option<leader::Settings>,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let shutdown = shutdown.shared();
+    let Some(election) = election else {
+        settings.metrics.set_leader(true);
+        health.set(true);
+        return run(client, settings, shutdown).await;
+    };
+    election.validate()?;
+    let mut elector = Elector::new(client.clone(), election);
+    let reachable = elector.reachable();
+    let track = {
+        let health = health.clone();
+        async move {
+            loop {
+                health.set(reachable.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let outcome = {
+        let elected = async {
+            if !elector.acquire(shutdown.clone()).await {
+                return None;
+            }
+            settings.metrics.set_leader(true);
+            let work = run(client, settings.clone(), shutdown.clone());
+            Some(tokio::select! {
+                result = work => Ok(result),
+                lost = elector.hold() => Err(lost),
+            })
+        };
+        tokio::select! {
+            outcome = elected => outcome,
+            _ = track => None,
+        }
+    };
+    settings.metrics.set_leader(false);
+    match outcome {
+        None => {
+            info!("stopped while standing by");
+            Ok(())
+        }
+        Some(Ok(result)) => {
+            elector.release().await;
+            result
+        }
+        // Dropping the controllers' future stopped every reconcile.
+        Some(Err(lost)) => Err(lost.into()),
+    }
 }
 
 /// Retry delay after failed reconciles of one object: 1s, doubled on each

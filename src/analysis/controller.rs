@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -24,7 +24,8 @@ use super::args;
 use super::plan::{self, Prepare, Prepared, RunPlan, Taken};
 use super::providers::{self, job, prometheus, web};
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, Argument, Measurement, Metric};
-use crate::controller::{Backoff, Scope};
+use crate::controller::{Backoff, Settings};
+use crate::metrics::{Metrics, Queue};
 use crate::recorder::{self, Event};
 use crate::rollout::apply::merge_diff;
 
@@ -48,14 +49,16 @@ pub enum Error {
 struct Context {
     client: Client,
     backoff: Backoff<ObjectRef<AnalysisRun>>,
+    metrics: Metrics,
 }
 
 /// Runs the AnalysisRun controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
-    scope: Scope,
+    settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
+    let scope = &settings.scope;
     let runs: Api<AnalysisRun> = scope.api(&client);
     runs.list(&kube::api::ListParams::default().limit(1))
         .await
@@ -64,7 +67,10 @@ pub async fn run(
             e => Error::Api(e),
         })?;
     let (reader, writer) = reflector::store();
-    let stream = watcher(runs, watcher::Config::default().any_semantic())
+    let owned = watcher::Config::default()
+        .labels(&scope.instance_selector())
+        .any_semantic();
+    let stream = watcher(runs, owned)
         .default_backoff()
         .modify(|r: &mut AnalysisRun| r.managed_fields_mut().clear())
         .reflect(writer)
@@ -81,13 +87,18 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client,
         backoff: Backoff::default(),
+        metrics: settings.metrics.clone(),
     });
+    settings.metrics.watch_analysis_runs(reader.clone());
     info!(
         namespace = scope.namespace.as_deref().unwrap_or("<all>"),
+        instance_id = scope.instance_id.as_deref().unwrap_or("<none>"),
+        workers = settings.analysis_workers,
         "analysis controller started"
     );
     Controller::for_stream(stream, reader)
         .owns_stream(jobs)
+        .with_config(controller::Config::default().concurrency(settings.analysis_workers))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -101,6 +112,19 @@ pub async fn run(
 }
 
 async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(run.clone(), &ctx).await;
+    ctx.metrics.reconciled(
+        Queue::AnalysisRuns,
+        &run.namespace().unwrap_or_default(),
+        &run.name_any(),
+        started.elapsed(),
+        result.is_ok(),
+    );
+    result
+}
+
+async fn reconcile_inner(run: Arc<AnalysisRun>, ctx: &Context) -> Result<Requeue, Error> {
     if run.metadata.deletion_timestamp.is_some() {
         return Ok(Requeue::await_change());
     }
@@ -341,6 +365,7 @@ pub fn completion_event(phase: AnalysisPhase) -> Event {
 }
 
 fn error_policy(run: Arc<AnalysisRun>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics.retried(Queue::AnalysisRuns);
     let (failures, delay) = ctx.backoff.failed(ObjectRef::from_obj(&*run));
     if matches!(err, Error::Conflict(_)) {
         debug!(run = %run.name_any(), error = %err, "conflict; looking again");

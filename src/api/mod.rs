@@ -7,6 +7,11 @@ pub mod rollout;
 pub use analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 pub use rollout::{Rollout, RolloutSpec, RolloutStatus};
 
+/// Lets several controllers share a cluster: each reconciles only the
+/// Rollouts and AnalysisRuns labelled with its `--instance-id` (or, without
+/// one, those not labelled at all).
+pub const INSTANCE_ID_LABEL: &str = "argo-rollouts.argoproj.io/controller-instance-id";
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };

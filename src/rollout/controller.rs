@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -19,7 +19,8 @@ use tracing::{debug, info, warn};
 use crate::analysis::template::{self, Templates};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
-use crate::controller::{Backoff, Scope};
+use crate::controller::{Backoff, Settings};
+use crate::metrics::{Metrics, Queue};
 use crate::recorder;
 use crate::rollout::apply::{ApplyError, apply};
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
@@ -54,14 +55,16 @@ struct Context {
     replica_sets: Store<ReplicaSet>,
     analysis_runs: Store<AnalysisRun>,
     backoff: Backoff<ObjectRef<Rollout>>,
+    metrics: Metrics,
 }
 
 /// Runs the Rollout controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
-    scope: Scope,
+    settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
+    let scope = &settings.scope;
     let rollouts: Api<Rollout> = scope.api(&client);
     rollouts
         .list(&kube::api::ListParams::default().limit(1))
@@ -74,7 +77,10 @@ pub async fn run(
     // Cached objects drop managedFields: the controller never reads them and
     // they are often the largest part of an object.
     let (ro_reader, ro_writer) = reflector::store();
-    let ro_stream = watcher(rollouts, watcher::Config::default().any_semantic())
+    let owned = watcher::Config::default()
+        .labels(&scope.instance_selector())
+        .any_semantic();
+    let ro_stream = watcher(rollouts, owned.clone())
         .default_backoff()
         .modify(|ro: &mut Rollout| ro.managed_fields_mut().clear())
         .reflect(ro_writer)
@@ -92,28 +98,30 @@ pub async fn run(
 
     // AnalysisRuns: a run changing phase moves its Rollout on.
     let (ar_reader, ar_writer) = reflector::store();
-    let ar_stream = watcher(
-        scope.api::<AnalysisRun>(&client),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(|r: &mut AnalysisRun| r.managed_fields_mut().clear())
-    .reflect(ar_writer)
-    .touched_objects();
+    let ar_stream = watcher(scope.api::<AnalysisRun>(&client), owned)
+        .default_backoff()
+        .modify(|r: &mut AnalysisRun| r.managed_fields_mut().clear())
+        .reflect(ar_writer)
+        .touched_objects();
 
     let ctx = Arc::new(Context {
         client,
         replica_sets: rs_reader,
         analysis_runs: ar_reader,
         backoff: Backoff::default(),
+        metrics: settings.metrics.clone(),
     });
+    settings.metrics.watch_rollouts(ro_reader.clone());
     info!(
         namespace = scope.namespace.as_deref().unwrap_or("<all>"),
+        instance_id = scope.instance_id.as_deref().unwrap_or("<none>"),
+        workers = settings.rollout_workers,
         "rollouts controller started"
     );
     Controller::for_stream(ro_stream, ro_reader)
         .owns_stream(rs_stream)
         .owns_stream(ar_stream)
+        .with_config(controller::Config::default().concurrency(settings.rollout_workers))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -127,6 +135,19 @@ pub async fn run(
 }
 
 async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&ro, &ctx).await;
+    ctx.metrics.reconciled(
+        Queue::Rollouts,
+        &ro.namespace().unwrap_or_default(),
+        &ro.name_any(),
+        started.elapsed(),
+        result.is_ok(),
+    );
+    result
+}
+
+async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
     if ro.meta().deletion_timestamp.is_some() {
         return Ok(Requeue::await_change());
     }
@@ -156,28 +177,25 @@ async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error
         .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
         .map(|r| (*r).clone())
         .collect();
-    let snapshot = observe(&ctx.client, (*ro).clone(), cached.collect(), runs, now).await?;
-    let plan = match plan_and_apply(&ctx.client, &snapshot, now).await {
+    let snapshot = observe(&ctx.client, (**ro).clone(), cached.collect(), runs, now).await?;
+    let plan = match plan_and_apply(ctx, &snapshot, now).await {
         // Someone changed what the plan was based on (or the caches lag
         // behind our own writes): plan once more from the API server itself.
         Err(Error::Apply(ApplyError::Conflict { what })) => {
             debug!(rollout = %ro.name_any(), %what, "conflict; planning again from a fresh read");
-            let fresh = fresh_snapshot(&ctx.client, &ro, &ns, now).await?;
-            plan_and_apply(&ctx.client, &fresh, now).await?
+            let fresh = fresh_snapshot(&ctx.client, ro, &ns, now).await?;
+            plan_and_apply(ctx, &fresh, now).await?
         }
         other => other?,
     };
-    ctx.backoff.succeeded(&ObjectRef::from_obj(&*ro));
+    ctx.backoff.succeeded(&ObjectRef::from_obj(&**ro));
     Ok(Requeue::requeue(
         plan.requeue_after.unwrap_or(RESYNC).min(RESYNC),
     ))
 }
 
-async fn plan_and_apply(
-    client: &Client,
-    snapshot: &Snapshot,
-    now: Timestamp,
-) -> Result<Plan, Error> {
+async fn plan_and_apply(ctx: &Context, snapshot: &Snapshot, now: Timestamp) -> Result<Plan, Error> {
+    let client = &ctx.client;
     let ro = &snapshot.rollout;
     let plan = plan(snapshot, now);
     if !plan.actions.is_empty() {
@@ -185,6 +203,14 @@ async fn plan_and_apply(
     }
     apply(client, ro, &plan).await?;
     recorder::publish(client, ro, &plan.events).await;
+    for e in &plan.events {
+        ctx.metrics.rollout_event(
+            &ro.namespace().unwrap_or_default(),
+            &ro.name_any(),
+            e.warning,
+            e.reason,
+        );
+    }
     Ok(plan)
 }
 
@@ -338,6 +364,7 @@ async fn fresh_snapshot(
 }
 
 fn error_policy(ro: Arc<Rollout>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics.retried(Queue::Rollouts);
     let (failures, delay) = ctx.backoff.failed(ObjectRef::from_obj(&*ro));
     warn!(rollout = %ro.name_any(), namespace = ro.namespace().unwrap_or_default(), error = %err, failures, retry_in = ?delay, "reconcile failed");
     Requeue::requeue(delay)

@@ -148,15 +148,14 @@ impl TestEnv {
     pub fn start_controller(&mut self) {
         let (tx, rx) = oneshot::channel::<()>();
         let client = self.client.clone();
-        let scope = rollouts::controller::Scope {
-            namespace: Some(self.ns.clone()),
-        };
+        let settings =
+            rollouts::controller::Settings::new(rollouts::controller::Scope::namespace(&self.ns));
         let ns = self.ns.clone();
         self.controller = Some(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = rx.await;
             };
-            if let Err(e) = rollouts::controller::run(client, scope, shutdown).await {
+            if let Err(e) = rollouts::controller::run(client, settings, shutdown).await {
                 panic!("controller for namespace {ns} failed: {e}");
             }
         }));

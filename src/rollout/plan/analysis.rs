@@ -18,6 +18,7 @@ use super::Action;
 use super::events::Event;
 use super::steps::{self, PAUSE_REASON_BLUE_GREEN, PAUSE_REASON_CANARY};
 use crate::analysis::template::{self, ArgContext};
+use crate::api::INSTANCE_ID_LABEL;
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::api::rollout::{
     PauseCondition, RolloutAnalysis, RolloutAnalysisRunStatus, RolloutStatus,
@@ -479,6 +480,11 @@ impl Build<'_, '_> {
             .and_then(|s| s.match_labels.as_ref())
         {
             labels.extend(sel.clone());
+        }
+        // A run belongs to the same controller instance as its Rollout, or
+        // that instance would never see it (as upstream).
+        if let Some(id) = ro.labels().get(INSTANCE_ID_LABEL) {
+            labels.insert(INSTANCE_ID_LABEL.to_string(), id.clone());
         }
         Ok(AnalysisRun {
             metadata: ObjectMeta {

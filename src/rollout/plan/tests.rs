@@ -1105,6 +1105,18 @@ mod analysis_gates {
     }
 
     #[test]
+    fn a_run_carries_its_rollouts_controller_instance_id() {
+        let mut w = world(false);
+        let id = "argo-rollouts.argoproj.io/controller-instance-id";
+        w.ro.metadata
+            .labels
+            .get_or_insert_default()
+            .insert(id.into(), "team-a".into());
+        w.run_until("the step's run", |w| w.step_run().is_some());
+        assert_eq!(w.runs[0].metadata.labels.as_ref().unwrap()[id], "team-a");
+    }
+
+    #[test]
     fn an_analysis_step_waits_for_its_run_and_continues_when_successful() {
         let mut w = world(false);
         w.run_until("the step's run", |w| w.step_run().is_some());

@@ -1,0 +1,614 @@
+//! Prometheus metrics under upstream's names, so existing Argo Rollouts
+//! dashboards and alerts keep working.
+//!
+//! Object-state metrics (`rollout_info`, `analysis_run_info`, ...) are
+//! computed at scrape time from the controllers' caches, as upstream does:
+//! no per-object state is kept beyond what the caches already hold. The
+//! per-object reconcile histograms and error counters are pruned at scrape
+//! time for objects that no longer exist, so label cardinality is bounded
+//! by the number of live objects. Every other label takes a small fixed set
+//! of values (phases, strategies, verbs, resource kinds, status codes).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::api::analysis::{AnalysisPhase, AnalysisRun, Metric};
+use crate::api::rollout::Rollout;
+
+/// Upstream's reconcile histogram buckets (seconds).
+const RECONCILE_BUCKETS: [f64; 5] = [0.01, 0.15, 0.25, 0.5, 1.0];
+
+/// The two work queues, named as upstream's.
+#[derive(Clone, Copy, Debug)]
+pub enum Queue {
+    Rollouts,
+    AnalysisRuns,
+}
+
+impl Queue {
+    fn as_str(self) -> &'static str {
+        match self {
+            Queue::Rollouts => "Rollouts",
+            Queue::AnalysisRuns => "AnalysisRuns",
+        }
+    }
+}
+
+/// All metrics of one controller process. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    rollout_reconcile: HistogramVec,
+    rollout_reconcile_error: IntCounterVec,
+    rollout_events: IntCounterVec,
+    analysis_run_reconcile: HistogramVec,
+    analysis_run_reconcile_error: IntCounterVec,
+    requests: IntCounterVec,
+    queue_adds: IntCounterVec,
+    queue_retries: IntCounterVec,
+    queue_work: HistogramVec,
+    leader: IntGauge,
+    state: Arc<State>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"))
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"))
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"))
+}
+
+const NAMESPACE_NAME: [&str; 2] = ["namespace", "name"];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let rollout_reconcile = histogram(
+            "rollout_reconcile",
+            "Rollout reconciliation performance.",
+            &NAMESPACE_NAME,
+            RECONCILE_BUCKETS.to_vec(),
+        );
+        let rollout_reconcile_error = counter(
+            "rollout_reconcile_error",
+            "Error occurring during the rollout",
+            &NAMESPACE_NAME,
+        );
+        let analysis_run_reconcile = histogram(
+            "analysis_run_reconcile",
+            "Analysis Run reconciliation performance.",
+            &NAMESPACE_NAME,
+            RECONCILE_BUCKETS.to_vec(),
+        );
+        let analysis_run_reconcile_error = counter(
+            "analysis_run_reconcile_error",
+            "Error occurring during the analysis run",
+            &NAMESPACE_NAME,
+        );
+        let inner = Inner {
+            registry: Registry::new(),
+            rollout_events: counter(
+                "rollout_events_total",
+                "Count of rollout events",
+                &["namespace", "name", "type", "reason"],
+            ),
+            requests: counter(
+                "controller_clientset_k8s_request_total",
+                "Number of kubernetes requests executed during application reconciliation.",
+                &["kind", "verb", "status_code"],
+            ),
+            queue_adds: counter(
+                "workqueue_adds_total",
+                "Total number of reconciles started, by queue.",
+                &["name"],
+            ),
+            queue_retries: counter(
+                "workqueue_retries_total",
+                "Total number of failed reconciles retried, by queue.",
+                &["name"],
+            ),
+            queue_work: histogram(
+                "workqueue_work_duration_seconds",
+                "How long a reconcile takes, by queue.",
+                &["name"],
+                prometheus::exponential_buckets(1e-4, 4.0, 10).unwrap_or_default(),
+            ),
+            leader: IntGauge::new(
+                "leader_election_master_status",
+                "1 while this process is the leader (or runs without leader election).",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            state: Arc::new(State::new(
+                rollout_reconcile.clone(),
+                rollout_reconcile_error.clone(),
+                analysis_run_reconcile.clone(),
+                analysis_run_reconcile_error.clone(),
+            )),
+            rollout_reconcile,
+            rollout_reconcile_error,
+            analysis_run_reconcile,
+            analysis_run_reconcile_error,
+        };
+        let build_info = gauge(
+            "build_info",
+            "A metric with a constant '1' value labeled by version from which the controller was built.",
+            &["version", "arch", "commit"],
+        );
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::ARCH,
+                option_env!("ROLLOUTS_GIT_COMMIT").unwrap_or("unknown"),
+            ])
+            .set(1.0);
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(inner.rollout_reconcile.clone()),
+            Box::new(inner.rollout_reconcile_error.clone()),
+            Box::new(inner.rollout_events.clone()),
+            Box::new(inner.analysis_run_reconcile.clone()),
+            Box::new(inner.analysis_run_reconcile_error.clone()),
+            Box::new(inner.requests.clone()),
+            Box::new(inner.queue_adds.clone()),
+            Box::new(inner.queue_retries.clone()),
+            Box::new(inner.queue_work.clone()),
+            Box::new(inner.leader.clone()),
+            Box::new(build_info),
+            Box::new(StateRef(inner.state.clone())),
+            #[cfg(target_os = "linux")]
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for c in collectors {
+            if let Err(e) = inner.registry.register(c) {
+                unreachable!("metric registered twice: {e}");
+            }
+        }
+        Metrics {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The controllers hand over their caches once they run.
+    pub fn watch_rollouts(&self, store: Store<Rollout>) {
+        if let Ok(mut s) = self.inner.state.rollouts.lock() {
+            *s = Some(store);
+        }
+    }
+
+    pub fn watch_analysis_runs(&self, store: Store<AnalysisRun>) {
+        if let Ok(mut s) = self.inner.state.runs.lock() {
+            *s = Some(store);
+        }
+    }
+
+    /// One reconcile of `namespace/name` finished.
+    pub fn reconciled(&self, queue: Queue, namespace: &str, name: &str, took: Duration, ok: bool) {
+        let i = &self.inner;
+        let (histogram, errors) = match queue {
+            Queue::Rollouts => (&i.rollout_reconcile, &i.rollout_reconcile_error),
+            Queue::AnalysisRuns => (&i.analysis_run_reconcile, &i.analysis_run_reconcile_error),
+        };
+        histogram
+            .with_label_values(&[namespace, name])
+            .observe(took.as_secs_f64());
+        if !ok {
+            errors.with_label_values(&[namespace, name]).inc();
+        }
+        i.queue_adds.with_label_values(&[queue.as_str()]).inc();
+        i.queue_work
+            .with_label_values(&[queue.as_str()])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn retried(&self, queue: Queue) {
+        self.inner
+            .queue_retries
+            .with_label_values(&[queue.as_str()])
+            .inc();
+    }
+
+    pub fn rollout_event(&self, namespace: &str, name: &str, warning: bool, reason: &str) {
+        let kind = if warning { "Warning" } else { "Normal" };
+        self.inner
+            .rollout_events
+            .with_label_values(&[namespace, name, kind, reason])
+            .inc();
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.inner.leader.set(i64::from(leading));
+    }
+
+    /// Counts one API request (see [`crate::kube_client`]).
+    pub fn request(&self, kind: &str, verb: &str, status: &str) {
+        self.inner
+            .requests
+            .with_label_values(&[kind, verb, status])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let families = self.inner.registry.gather();
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The registry owns its collectors; the metrics keep a handle to set the
+/// caches later.
+struct StateRef(Arc<State>);
+
+impl Collector for StateRef {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.collect()
+    }
+}
+
+/// Scrape-time metrics from the caches.
+struct State {
+    rollouts: Mutex<Option<Store<Rollout>>>,
+    runs: Mutex<Option<Store<AnalysisRun>>>,
+    /// Per-object series to prune when their object is gone.
+    rollout_series: [(HistogramVec, IntCounterVec); 1],
+    run_series: [(HistogramVec, IntCounterVec); 1],
+    /// Templates: their descriptors, and the shape of what collect() builds.
+    templates: Vec<GaugeVec>,
+    descs: Vec<Desc>,
+}
+
+const ROLLOUT_INFO: usize = 0;
+const AVAILABLE: usize = 1;
+const UNAVAILABLE: usize = 2;
+const DESIRED: usize = 3;
+const UPDATED: usize = 4;
+const ROLLOUT_PHASE: usize = 5;
+const RUN_INFO: usize = 6;
+const RUN_PHASE: usize = 7;
+const METRIC_TYPE: usize = 8;
+const METRIC_PHASE: usize = 9;
+
+fn state_templates() -> Vec<GaugeVec> {
+    vec![
+        gauge(
+            "rollout_info",
+            "Information about rollout.",
+            &["namespace", "name", "strategy", "traffic_router", "phase"],
+        ),
+        gauge(
+            "rollout_info_replicas_available",
+            "The number of available replicas per rollout.",
+            &NAMESPACE_NAME,
+        ),
+        gauge(
+            "rollout_info_replicas_unavailable",
+            "The number of unavailable replicas per rollout.",
+            &NAMESPACE_NAME,
+        ),
+        gauge(
+            "rollout_info_replicas_desired",
+            "The number of desired replicas per rollout.",
+            &NAMESPACE_NAME,
+        ),
+        gauge(
+            "rollout_info_replicas_updated",
+            "The number of updated replicas per rollout.",
+            &NAMESPACE_NAME,
+        ),
+        gauge(
+            "rollout_phase",
+            "Information on the state of the rollout (DEPRECATED - use rollout_info)",
+            &["namespace", "name", "strategy", "phase"],
+        ),
+        gauge(
+            "analysis_run_info",
+            "Information about analysis run.",
+            &["namespace", "name", "phase"],
+        ),
+        gauge(
+            "analysis_run_phase",
+            "Information on the state of the Analysis Run (DEPRECATED - use analysis_run_info)",
+            &["namespace", "name", "phase"],
+        ),
+        gauge(
+            "analysis_run_metric_type",
+            "Information on the type of a specific metric in the Analysis Runs",
+            &["namespace", "name", "metric", "type"],
+        ),
+        gauge(
+            "analysis_run_metric_phase",
+            "Information on the duration of a specific metric in the Analysis Run",
+            &["namespace", "name", "metric", "type", "dry_run", "phase"],
+        ),
+    ]
+}
+
+impl State {
+    fn new(
+        rollout_reconcile: HistogramVec,
+        rollout_errors: IntCounterVec,
+        run_reconcile: HistogramVec,
+        run_errors: IntCounterVec,
+    ) -> Self {
+        let templates = state_templates();
+        let descs = templates
+            .iter()
+            .flat_map(|t| t.desc().into_iter().cloned())
+            .collect();
+        State {
+            rollouts: Mutex::new(None),
+            runs: Mutex::new(None),
+            rollout_series: [(rollout_reconcile, rollout_errors)],
+            run_series: [(run_reconcile, run_errors)],
+            templates,
+            descs,
+        }
+    }
+}
+
+impl Collector for State {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let g = state_templates();
+        debug_assert_eq!(g.len(), self.templates.len());
+        let rollouts = self
+            .rollouts
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(Store::state))
+            .unwrap_or_default();
+        let runs = self
+            .runs
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(Store::state))
+            .unwrap_or_default();
+        for ro in &rollouts {
+            for (name, labels, value) in rollout_series(ro) {
+                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                g[name].with_label_values(&labels).set(value);
+            }
+        }
+        for run in &runs {
+            for (name, labels, value) in run_series(run) {
+                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                g[name].with_label_values(&labels).set(value);
+            }
+        }
+        let live = |objects: Vec<(String, String)>| {
+            move |ns: &str, name: &str| objects.iter().any(|(n, m)| n == ns && m == name)
+        };
+        prune(
+            &self.rollout_series,
+            live(rollouts.iter().map(|r| key(&**r)).collect()),
+        );
+        prune(
+            &self.run_series,
+            live(runs.iter().map(|r| key(&**r)).collect()),
+        );
+        g.iter().flat_map(Collector::collect).collect()
+    }
+}
+
+fn key<K: ResourceExt>(k: &K) -> (String, String) {
+    (k.namespace().unwrap_or_default(), k.name_any())
+}
+
+/// Drops per-object series of objects that are gone (bounded cardinality).
+fn prune(series: &[(HistogramVec, IntCounterVec)], live: impl Fn(&str, &str) -> bool) {
+    for (histogram, errors) in series {
+        let gone: Vec<(String, String)> = histogram
+            .collect()
+            .iter()
+            .chain(errors.collect().iter())
+            .flat_map(|f| f.get_metric().iter())
+            .filter_map(|m| {
+                let label = |k: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == k)
+                        .map(|l| l.value().to_string())
+                };
+                Some((label("namespace")?, label("name")?))
+            })
+            .filter(|(ns, name)| !live(ns, name))
+            .collect();
+        for (ns, name) in gone {
+            let _ = histogram.remove_label_values(&[&ns, &name]);
+            let _ = errors.remove_label_values(&[&ns, &name]);
+        }
+    }
+}
+
+/// Upstream's rollout phase for metrics, from the Progressing condition.
+fn metrics_phase(ro: &Rollout) -> &'static str {
+    let conditions = ro
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    if conditions.iter().any(|c| c.r#type == "InvalidSpec") {
+        return "InvalidSpec";
+    }
+    let progressing = conditions.iter().find(|c| c.r#type == "Progressing");
+    match progressing.and_then(|c| c.reason.as_deref()) {
+        Some("NewReplicaSetAvailable") => "Completed",
+        Some("RolloutPaused") => "Paused",
+        Some("ReplicaSetCreateError") => "Error",
+        Some("ProgressDeadlineExceeded") => "Timeout",
+        Some("RolloutAborted") => "Abort",
+        _ => "Progressing",
+    }
+}
+
+type Series = (usize, Vec<String>, f64);
+
+fn rollout_series(ro: &Rollout) -> Vec<Series> {
+    let (ns, name) = key(ro);
+    let (strategy, router) = if ro.spec.strategy.blue_green.is_some() {
+        ("blueGreen", "")
+    } else if let Some(c) = &ro.spec.strategy.canary {
+        let routing = c.traffic_routing.as_ref();
+        let router = match routing {
+            Some(t) if t.nginx.is_some() => "Nginx",
+            Some(t) if t.istio.is_some() => "Istio",
+            Some(t) if t.smi.is_some() => "SMI",
+            Some(t) if t.alb.is_some() => "ALB",
+            Some(t) if t.ambassador.is_some() => "Ambassador",
+            Some(t) if t.app_mesh.is_some() => "AppMesh",
+            _ => "",
+        };
+        ("canary", router)
+    } else {
+        ("none", "")
+    };
+    let phase = metrics_phase(ro);
+    let status = ro.status.clone().unwrap_or_default();
+    let nn = || vec![ns.clone(), name.clone()];
+    let mut out = vec![
+        (
+            ROLLOUT_INFO,
+            vec![
+                ns.clone(),
+                name.clone(),
+                strategy.into(),
+                router.into(),
+                phase.into(),
+            ],
+            1.0,
+        ),
+        (AVAILABLE, nn(), f64::from(status.available_replicas)),
+        (
+            UNAVAILABLE,
+            nn(),
+            f64::from(status.replicas - status.available_replicas),
+        ),
+        (DESIRED, nn(), f64::from(ro.spec.replicas.unwrap_or(1))),
+        (UPDATED, nn(), f64::from(status.updated_replicas)),
+    ];
+    for p in [
+        "Completed",
+        "Progressing",
+        "Paused",
+        "Timeout",
+        "Error",
+        "Abort",
+    ] {
+        out.push((
+            ROLLOUT_PHASE,
+            vec![ns.clone(), name.clone(), strategy.into(), p.into()],
+            f64::from(u8::from(p == phase)),
+        ));
+    }
+    out
+}
+
+const RUN_PHASES: [AnalysisPhase; 6] = [
+    AnalysisPhase::Pending,
+    AnalysisPhase::Error,
+    AnalysisPhase::Failed,
+    AnalysisPhase::Successful,
+    AnalysisPhase::Running,
+    AnalysisPhase::Inconclusive,
+];
+
+/// Upstream's provider type names.
+fn metric_type(m: &Metric) -> &'static str {
+    let p = &m.provider;
+    if p.prometheus.is_some() {
+        "Prometheus"
+    } else if p.web.is_some() {
+        "Web"
+    } else if p.job.is_some() {
+        "Job"
+    } else {
+        "Unknown"
+    }
+}
+
+fn run_series(run: &AnalysisRun) -> Vec<Series> {
+    let (ns, name) = key(run);
+    let status = run.status.clone().unwrap_or_default();
+    let phase = status.phase.unwrap_or(AnalysisPhase::Pending);
+    let mut out = vec![(
+        RUN_INFO,
+        vec![ns.clone(), name.clone(), phase.as_str().into()],
+        1.0,
+    )];
+    for p in RUN_PHASES {
+        out.push((
+            RUN_PHASE,
+            vec![ns.clone(), name.clone(), p.as_str().into()],
+            f64::from(u8::from(p == phase)),
+        ));
+    }
+    let dry_run = |metric: &str| {
+        run.spec
+            .dry_run
+            .iter()
+            .any(|d| d.metric_name == "*" || d.metric_name == metric)
+    };
+    for m in &run.spec.metrics {
+        let kind = metric_type(m);
+        out.push((
+            METRIC_TYPE,
+            vec![ns.clone(), name.clone(), m.name.clone(), kind.into()],
+            1.0,
+        ));
+        let current = status
+            .metric_results
+            .iter()
+            .find(|r| r.name == m.name)
+            .map(|r| r.phase)
+            .unwrap_or(AnalysisPhase::Pending);
+        for p in RUN_PHASES {
+            out.push((
+                METRIC_PHASE,
+                vec![
+                    ns.clone(),
+                    name.clone(),
+                    m.name.clone(),
+                    kind.into(),
+                    dry_run(&m.name).to_string(),
+                    p.as_str().into(),
+                ],
+                f64::from(u8::from(p == current)),
+            ));
+        }
+    }
+    out
+}
