@@ -23,8 +23,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use rollouts::api::Rollout;
 use rollouts::api::analysis::ClusterAnalysisTemplate;
 use serde_json::json;
@@ -38,7 +38,9 @@ const INSTANCE_LABEL: &str = "argo-rollouts.argoproj.io/controller-instance-id";
 /// The cluster's kubectl, as hack/cluster.sh records it next to the
 /// kubeconfig.
 fn kubectl() -> Result<Command> {
-    let state = kubeconfig().parent().context("kubeconfig has no directory")?;
+    let state = kubeconfig()
+        .parent()
+        .context("kubeconfig has no directory")?;
     let bin = std::fs::read_to_string(state.join("bin")).context("reading the cluster's bin")?;
     let mut cmd = Command::new(Path::new(bin.trim()).join("kubectl"));
     cmd.arg("--kubeconfig").arg(kubeconfig());
@@ -119,12 +121,7 @@ struct ControllerProcess {
 }
 
 impl ControllerProcess {
-    fn start(
-        kubeconfig: &Path,
-        pod: (&str, &str),
-        args: &[&str],
-        log: PathBuf,
-    ) -> Result<Self> {
+    fn start(kubeconfig: &Path, pod: (&str, &str), args: &[&str], log: PathBuf) -> Result<Self> {
         let (metrics_port, healthz_port) = (free_port()?, free_port()?);
         let out = File::create(&log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_rollouts-controller"))
@@ -406,6 +403,38 @@ async fn roll_out(env: &TestEnv) -> Result<()> {
     })
     .await?;
 
+    // trafficRouting removed: the namespace's Ingresses listed, the canary
+    // one deleted (ingresses list + delete).
+    env.api::<Rollout>()
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"strategy": {"canary": {"trafficRouting": null}}}})),
+        )
+        .await?;
+    wait_for(
+        "the canary Ingress deleted",
+        Duration::from_secs(60),
+        || async {
+            let ingresses = env
+                .api::<k8s_openapi::api::networking::v1::Ingress>()
+                .list(&Default::default())
+                .await?;
+            let names: Vec<_> = ingresses
+                .items
+                .iter()
+                .filter_map(|i| i.metadata.name.clone())
+                .collect();
+            Ok(if names == ["web"] {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            })
+        },
+    )
+    .await?;
+    wait_rollout(env, "web", "Healthy without trafficRouting", healthy).await?;
+
     // Events (events.k8s.io create).
     let events = env.events("web").await?;
     for reason in ["RolloutStepCompleted", "RolloutCompleted", "PodRestarted"] {
@@ -417,7 +446,7 @@ async fn roll_out(env: &TestEnv) -> Result<()> {
     Ok(())
 }
 
-/// No forbidden call in the log, and /healthz, /readyz and /metrics served.
+/// No forbidden call in the log; /healthz, /readyz and /metrics served.
 async fn check_process(ctl: &mut ControllerProcess) -> Result<()> {
     ctl.ensure_running()?;
     let logs = ctl.logs();
@@ -432,6 +461,11 @@ async fn check_process(ctl: &mut ControllerProcess) -> Result<()> {
     ] {
         let (code, _) = http_get(port, path).await?;
         ensure!(code == 200, "GET {path}: {code}");
+    }
+    // Upstream's metric names, this process as the leader.
+    let (_, metrics) = http_get(ctl.metrics_port, "/metrics").await?;
+    for line in ["rollout_info{", "leader_election_master_status 1"] {
+        ensure!(metrics.contains(line), "no {line:?} in /metrics:\n{metrics}");
     }
     Ok(())
 }
@@ -467,7 +501,10 @@ async fn cluster_install_grants_what_a_rollout_needs() -> Result<()> {
     let spec = deploy.spec.context("Deployment without spec")?;
     assert_eq!(spec.replicas, Some(2));
     let pod = spec.template.spec.context("no pod spec")?;
-    assert_eq!(pod.service_account_name.as_deref(), Some("rollouts-controller"));
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("rollouts-controller")
+    );
     assert_eq!(
         pod.containers[0].args.as_deref(),
         Some(&["--leader-elect=true".to_string()][..])
@@ -513,15 +550,20 @@ async fn cluster_install_grants_what_a_rollout_needs() -> Result<()> {
     if let Err(e) = &result {
         eprintln!("{e:#}\n--- rollouts-controller log ---\n{}", ctl.logs());
     }
-    result?;
-    ctl.terminate().await?;
-    Api::<ClusterAnalysisTemplate>::all(env.client.clone())
+    let result = match result {
+        Ok(()) => ctl.terminate().await,
+        Err(e) => Err(e),
+    };
+    // The cluster-scoped leftovers go in any case; the namespace only on
+    // success (kept to look at otherwise, as the other tests do). The
+    // install itself stays: the CRDs other tests use are part of it.
+    let _ = Api::<ClusterAnalysisTemplate>::all(env.client.clone())
         .delete(&template, &DeleteParams::default())
-        .await?;
+        .await;
     let _ = Api::<Lease>::namespaced(env.client.clone(), "rollouts")
         .delete(&lease, &DeleteParams::default())
         .await;
-    // The install itself stays: other tests' CRDs are part of it.
+    result?;
     env.cleanup().await
 }
 
@@ -551,7 +593,9 @@ async fn namespace_install_grants_what_a_rollout_needs() -> Result<()> {
     std::fs::create_dir_all(&overlay)?;
     let base = relative(
         &overlay,
-        &repo_root().join("manifests/namespace-install").canonicalize()?,
+        &repo_root()
+            .join("manifests/namespace-install")
+            .canonicalize()?,
     );
     std::fs::write(
         overlay.join("kustomization.yaml"),
