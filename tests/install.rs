@@ -465,7 +465,10 @@ async fn check_process(ctl: &mut ControllerProcess) -> Result<()> {
     // Upstream's metric names, this process as the leader.
     let (_, metrics) = http_get(ctl.metrics_port, "/metrics").await?;
     for line in ["rollout_info{", "leader_election_master_status 1"] {
-        ensure!(metrics.contains(line), "no {line:?} in /metrics:\n{metrics}");
+        ensure!(
+            metrics.contains(line),
+            "no {line:?} in /metrics:\n{metrics}"
+        );
     }
     Ok(())
 }
