@@ -231,6 +231,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_instance_owns_its_labelled_objects_and_no_instance_the_unlabelled() {
+        let mut scope = Scope::namespace("a");
+        assert_eq!(
+            scope.instance_selector(),
+            "!argo-rollouts.argoproj.io/controller-instance-id"
+        );
+        scope.instance_id = Some("blue".into());
+        assert_eq!(
+            scope.instance_selector(),
+            "argo-rollouts.argoproj.io/controller-instance-id=blue"
+        );
+    }
+
+    #[test]
     fn backoff_doubles_up_to_five_minutes_and_resets() {
         let b = Backoff::default();
         let delays: Vec<u64> = (0..11).map(|_| b.failed("a").1.as_secs()).collect();
