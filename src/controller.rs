@@ -154,8 +154,10 @@ pub async fn run_elected(
     };
     let outcome = {
         let elected = async {
-            if !elector.acquire(shutdown.clone()).await {
-                return None;
+            match elector.acquire(shutdown.clone()).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
             }
             settings.metrics.set_leader(true);
             let work = run(client, settings.clone(), shutdown.clone());
