@@ -36,13 +36,20 @@ kubectl=("$(cat "$state/bin")/kubectl")
 "${kubectl[@]}" get nodes
 
 say "CRDs"
-"${kubectl[@]}" apply --server-side -f crds/
+"${kubectl[@]}" apply --server-side -k crds/
 "${kubectl[@]}" wait --for condition=established --timeout=60s crd/rollouts.argoproj.io >/dev/null
 
 say "Controller"
 cargo build --locked --bin rollouts-controller
 stop_controller
-nohup "${CARGO_TARGET_DIR:-target}/debug/rollouts-controller" --log-format json >"$state/logs/controller.log" 2>&1 &
+# As in production: leader election on a Lease in namespace "rollouts",
+# metrics and health checks on ports of their own.
+"${kubectl[@]}" create namespace rollouts --dry-run=client -o yaml | "${kubectl[@]}" apply -f - >/dev/null
+metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+healthz_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+nohup "${CARGO_TARGET_DIR:-target}/debug/rollouts-controller" --log-format json \
+  --leader-election-namespace rollouts --metricsport "$metrics_port" --healthzPort "$healthz_port" \
+  >"$state/logs/controller.log" 2>&1 &
 echo $! >"$pidfile"
 echo "rollouts-controller running (pid $(cat "$pidfile"), logs in $state/logs/controller.log)"
 
@@ -74,10 +81,14 @@ wait_healthy
 echo
 echo "status: $("${kubectl[@]}" get ro demo -o jsonpath='phase={.status.phase} stableRS={.status.stableRS} currentPodHash={.status.currentPodHash}')"
 
+say "Controller metrics (http://127.0.0.1:$metrics_port/metrics)"
+curl -sf "http://127.0.0.1:$metrics_port/metrics" | grep -E '^(rollout_info\{.*name="demo"|leader_election_master_status|process_resident_memory_bytes)' || true
+
 say "Done"
 cat <<MSG
 The cluster and the controller keep running:
   export KUBECONFIG=$kubeconfig
   ${kubectl[*]} get rollouts
+  curl http://127.0.0.1:$metrics_port/metrics    # and :$healthz_port/readyz
 Stop everything with: hack/demo.sh down
 MSG

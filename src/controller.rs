@@ -154,8 +154,10 @@ pub async fn run_elected(
     };
     let outcome = {
         let elected = async {
-            if !elector.acquire(shutdown.clone()).await {
-                return None;
+            match elector.acquire(shutdown.clone()).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
             }
             settings.metrics.set_leader(true);
             let work = run(client, settings.clone(), shutdown.clone());
@@ -229,6 +231,20 @@ impl<K: Eq + Hash> Backoff<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_owns_its_labelled_objects_and_no_instance_the_unlabelled() {
+        let mut scope = Scope::namespace("a");
+        assert_eq!(
+            scope.instance_selector(),
+            "!argo-rollouts.argoproj.io/controller-instance-id"
+        );
+        scope.instance_id = Some("blue".into());
+        assert_eq!(
+            scope.instance_selector(),
+            "argo-rollouts.argoproj.io/controller-instance-id=blue"
+        );
+    }
 
     #[test]
     fn backoff_doubles_up_to_five_minutes_and_resets() {

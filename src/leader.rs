@@ -50,6 +50,10 @@ pub enum Error {
         renew: Duration,
         retry: Duration,
     },
+    #[error(
+        "cannot create the leader lease {name}: namespace {namespace:?} not found (create it, set --leader-election-namespace, or run a single replica with --leader-elect=false)"
+    )]
+    NoNamespace { namespace: String, name: String },
     #[error("lost the leader lease {namespace}/{name}: {why}; stopping so a standby can lead")]
     Lost {
         namespace: String,
@@ -284,7 +288,8 @@ impl Elector {
     }
 
     /// Waits until this process leads (true), or `stop` fires (false).
-    pub async fn acquire(&mut self, stop: impl Future<Output = ()>) -> bool {
+    /// Errors that retrying cannot fix end it.
+    pub async fn acquire(&mut self, stop: impl Future<Output = ()>) -> Result<bool, Error> {
         let mut stop = std::pin::pin!(stop);
         let mut last_holder = None;
         loop {
@@ -296,7 +301,7 @@ impl Elector {
                         identity = %self.settings.identity,
                         "became leader"
                     );
-                    return true;
+                    return Ok(true);
                 }
                 Ok(Attempt::Standby { holder }) => {
                     if last_holder.as_ref() != Some(&holder) {
@@ -304,12 +309,21 @@ impl Elector {
                         last_holder = Some(holder);
                     }
                 }
+                // Creating in a namespace that does not exist.
+                Err(kube::Error::Api(e))
+                    if e.code == 404 && e.message.starts_with("namespaces ") =>
+                {
+                    return Err(Error::NoNamespace {
+                        namespace: self.settings.namespace.clone(),
+                        name: self.settings.lease_name.clone(),
+                    });
+                }
                 Err(e) => {
                     warn!(lease = %self.settings.lease_name, error = %e, "cannot read or write the leader lease")
                 }
             }
             tokio::select! {
-                _ = &mut stop => return false,
+                _ = &mut stop => return Ok(false),
                 _ = tokio::time::sleep(self.settings.retry_period) => {}
             }
         }

@@ -9,12 +9,14 @@
 //! by the number of live objects. Every other label takes a small fixed set
 //! of values (phases, strategies, verbs, resource kinds, status codes).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
-use prometheus::core::{Collector, Desc};
+use prometheus::core::{Collector, Desc, MetricVec, MetricVecBuilder};
 use prometheus::proto::MetricFamily;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
@@ -111,13 +113,13 @@ impl Metrics {
             "Error occurring during the analysis run",
             &NAMESPACE_NAME,
         );
+        let rollout_events = counter(
+            "rollout_events_total",
+            "Count of rollout events",
+            &["namespace", "name", "type", "reason"],
+        );
         let inner = Inner {
             registry: Registry::new(),
-            rollout_events: counter(
-                "rollout_events_total",
-                "Count of rollout events",
-                &["namespace", "name", "type", "reason"],
-            ),
             requests: counter(
                 "controller_clientset_k8s_request_total",
                 "Number of kubernetes requests executed during application reconciliation.",
@@ -147,9 +149,11 @@ impl Metrics {
             state: Arc::new(State::new(
                 rollout_reconcile.clone(),
                 rollout_reconcile_error.clone(),
+                rollout_events.clone(),
                 analysis_run_reconcile.clone(),
                 analysis_run_reconcile_error.clone(),
             )),
+            rollout_events,
             rollout_reconcile,
             rollout_reconcile_error,
             analysis_run_reconcile,
@@ -281,8 +285,8 @@ struct State {
     rollouts: Mutex<Option<Store<Rollout>>>,
     runs: Mutex<Option<Store<AnalysisRun>>>,
     /// Per-object series to prune when their object is gone.
-    rollout_series: [(HistogramVec, IntCounterVec); 1],
-    run_series: [(HistogramVec, IntCounterVec); 1],
+    rollout_series: (HistogramVec, IntCounterVec, IntCounterVec),
+    run_series: (HistogramVec, IntCounterVec),
     /// Templates: their descriptors, and the shape of what collect() builds.
     templates: Vec<GaugeVec>,
     descs: Vec<Desc>,
@@ -358,6 +362,7 @@ impl State {
     fn new(
         rollout_reconcile: HistogramVec,
         rollout_errors: IntCounterVec,
+        rollout_events: IntCounterVec,
         run_reconcile: HistogramVec,
         run_errors: IntCounterVec,
     ) -> Self {
@@ -369,8 +374,8 @@ impl State {
         State {
             rollouts: Mutex::new(None),
             runs: Mutex::new(None),
-            rollout_series: [(rollout_reconcile, rollout_errors)],
-            run_series: [(run_reconcile, run_errors)],
+            rollout_series: (rollout_reconcile, rollout_errors, rollout_events),
+            run_series: (run_reconcile, run_errors),
             templates,
             descs,
         }
@@ -385,43 +390,59 @@ impl Collector for State {
     fn collect(&self) -> Vec<MetricFamily> {
         let g = state_templates();
         debug_assert_eq!(g.len(), self.templates.len());
+        // None until the controllers run (a standby has no caches): then
+        // there is nothing to report and nothing to prune.
         let rollouts = self
             .rollouts
             .lock()
             .ok()
-            .and_then(|s| s.as_ref().map(Store::state))
-            .unwrap_or_default();
+            .and_then(|s| s.as_ref().filter(|s| ready(s)).map(Store::state));
         let runs = self
             .runs
             .lock()
             .ok()
-            .and_then(|s| s.as_ref().map(Store::state))
-            .unwrap_or_default();
-        for ro in &rollouts {
-            for (name, labels, value) in rollout_series(ro) {
-                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-                g[name].with_label_values(&labels).set(value);
+            .and_then(|s| s.as_ref().filter(|s| ready(s)).map(Store::state));
+        if let Some(rollouts) = rollouts {
+            for ro in &rollouts {
+                for (name, labels, value) in rollout_series(ro) {
+                    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                    g[name].with_label_values(&labels).set(value);
+                }
             }
+            let live: HashSet<(String, String)> = rollouts.iter().map(|r| key(&**r)).collect();
+            let live = |ns: &str, name: &str| live.contains(&(ns.to_string(), name.to_string()));
+            let (reconcile, errors, events) = &self.rollout_series;
+            prune(reconcile, &live);
+            prune(errors, &live);
+            prune(events, &live);
         }
-        for run in &runs {
-            for (name, labels, value) in run_series(run) {
-                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-                g[name].with_label_values(&labels).set(value);
+        if let Some(runs) = runs {
+            for run in &runs {
+                for (name, labels, value) in run_series(run) {
+                    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                    g[name].with_label_values(&labels).set(value);
+                }
             }
+            let live: HashSet<(String, String)> = runs.iter().map(|r| key(&**r)).collect();
+            let live = |ns: &str, name: &str| live.contains(&(ns.to_string(), name.to_string()));
+            let (reconcile, errors) = &self.run_series;
+            prune(reconcile, &live);
+            prune(errors, &live);
         }
-        let live = |objects: Vec<(String, String)>| {
-            move |ns: &str, name: &str| objects.iter().any(|(n, m)| n == ns && m == name)
-        };
-        prune(
-            &self.rollout_series,
-            live(rollouts.iter().map(|r| key(&**r)).collect()),
-        );
-        prune(
-            &self.run_series,
-            live(runs.iter().map(|r| key(&**r)).collect()),
-        );
         g.iter().flat_map(Collector::collect).collect()
     }
+}
+
+/// A cache that has listed its objects once (before that, an empty cache
+/// would prune every series).
+fn ready<K: kube::Resource + Clone>(store: &Store<K>) -> bool
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    store
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok())
 }
 
 fn key<K: ResourceExt>(k: &K) -> (String, String) {
@@ -429,28 +450,28 @@ fn key<K: ResourceExt>(k: &K) -> (String, String) {
 }
 
 /// Drops per-object series of objects that are gone (bounded cardinality).
-fn prune(series: &[(HistogramVec, IntCounterVec)], live: impl Fn(&str, &str) -> bool) {
-    for (histogram, errors) in series {
-        let gone: Vec<(String, String)> = histogram
-            .collect()
+fn prune<T: MetricVecBuilder>(vec: &MetricVec<T>, live: &impl Fn(&str, &str) -> bool) {
+    let gone: Vec<HashMap<String, String>> = vec
+        .collect()
+        .iter()
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| {
+            m.get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect::<HashMap<_, _>>()
+        })
+        .filter(|labels| {
+            let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or_default();
+            !live(get("namespace"), get("name"))
+        })
+        .collect();
+    for labels in gone {
+        let labels: HashMap<&str, &str> = labels
             .iter()
-            .chain(errors.collect().iter())
-            .flat_map(|f| f.get_metric().iter())
-            .filter_map(|m| {
-                let label = |k: &str| {
-                    m.get_label()
-                        .iter()
-                        .find(|l| l.name() == k)
-                        .map(|l| l.value().to_string())
-                };
-                Some((label("namespace")?, label("name")?))
-            })
-            .filter(|(ns, name)| !live(ns, name))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        for (ns, name) in gone {
-            let _ = histogram.remove_label_values(&[&ns, &name]);
-            let _ = errors.remove_label_values(&[&ns, &name]);
-        }
+        let _ = vec.remove(&labels);
     }
 }
 
@@ -611,4 +632,97 @@ fn run_series(run: &AnalysisRun) -> Vec<Series> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::rollout::{RolloutCondition, RolloutStatus};
+
+    fn rollout(conditions: &[(&str, &str)]) -> Rollout {
+        let mut ro: Rollout = serde_json::from_value(serde_json::json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "prod"},
+            "spec": {"replicas": 3, "strategy": {"canary": {"trafficRouting": {"nginx": {"stableIngress": "web"}}}},
+                     "template": {"spec": {"containers": []}}}
+        }))
+        .unwrap();
+        ro.status = Some(RolloutStatus {
+            replicas: 4,
+            available_replicas: 3,
+            updated_replicas: 1,
+            conditions: conditions
+                .iter()
+                .map(|(t, r)| RolloutCondition {
+                    r#type: t.to_string(),
+                    status: "True".into(),
+                    reason: Some(r.to_string()),
+                    message: None,
+                    last_update_time: None,
+                    last_transition_time: None,
+                })
+                .collect(),
+            ..Default::default()
+        });
+        ro
+    }
+
+    #[test]
+    fn rollout_series_follow_upstreams_phases_and_counts() {
+        let phase = |c: &[(&str, &str)]| metrics_phase(&rollout(c));
+        assert_eq!(
+            phase(&[("Progressing", "NewReplicaSetAvailable")]),
+            "Completed"
+        );
+        assert_eq!(phase(&[("Progressing", "RolloutPaused")]), "Paused");
+        assert_eq!(phase(&[("Progressing", "RolloutAborted")]), "Abort");
+        assert_eq!(
+            phase(&[("Progressing", "ProgressDeadlineExceeded")]),
+            "Timeout"
+        );
+        assert_eq!(
+            phase(&[("Progressing", "ReplicaSetUpdated")]),
+            "Progressing"
+        );
+        assert_eq!(
+            phase(&[("Progressing", "RolloutPaused"), ("InvalidSpec", "x")]),
+            "InvalidSpec"
+        );
+        let series = rollout_series(&rollout(&[("Progressing", "RolloutPaused")]));
+        let value = |i: usize| series.iter().find(|s| s.0 == i).map(|s| s.2);
+        assert_eq!(series[0].1, ["prod", "web", "canary", "Nginx", "Paused"]);
+        assert_eq!(value(AVAILABLE), Some(3.0));
+        assert_eq!(value(UNAVAILABLE), Some(1.0));
+        assert_eq!(value(DESIRED), Some(3.0));
+        assert_eq!(value(UPDATED), Some(1.0));
+        let phases: Vec<(&str, f64)> = series
+            .iter()
+            .filter(|s| s.0 == ROLLOUT_PHASE)
+            .map(|s| (s.1[3].as_str(), s.2))
+            .collect();
+        assert_eq!(phases.len(), 6);
+        assert!(phases.contains(&("Paused", 1.0)));
+        assert_eq!(phases.iter().filter(|p| p.1 == 1.0).count(), 1);
+    }
+
+    #[test]
+    fn per_object_series_of_gone_objects_are_pruned() {
+        let m = Metrics::new();
+        for name in ["a", "b"] {
+            m.reconciled(Queue::Rollouts, "ns", name, Duration::from_millis(3), false);
+            m.rollout_event("ns", name, false, "RolloutPaused");
+        }
+        let page = m.render();
+        assert!(page.contains(r#"rollout_reconcile_error{name="a",namespace="ns"} 1"#));
+        assert!(page.contains("workqueue_adds_total{name=\"Rollouts\"} 2"));
+        // Only "b" is still cached.
+        let (h, e, ev) = &m.inner.state.rollout_series;
+        let live = |_: &str, name: &str| name == "b";
+        prune(h, &live);
+        prune(e, &live);
+        prune(ev, &live);
+        let page = m.render();
+        assert!(!page.contains(r#"name="a""#), "{page}");
+        assert!(page.contains(r#"rollout_reconcile_count{name="b",namespace="ns"} 1"#));
+    }
 }

@@ -34,7 +34,9 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the AnalysisRun CRD is not installed in this cluster (kubectl apply -f crds/): {0}")]
+    #[error(
+        "the AnalysisRun CRD is not installed in this cluster (kubectl apply --server-side -k crds/): {0}"
+    )]
     CrdMissing(kube::Error),
     #[error("cannot reach the Kubernetes API: {0}")]
     Api(kube::Error),

@@ -40,7 +40,9 @@ const CACHE_SYNC: Duration = Duration::from_secs(30);
 pub enum Error {
     #[error(transparent)]
     Apply(#[from] ApplyError),
-    #[error("the Rollout CRD is not installed in this cluster (kubectl apply -f crds/): {0}")]
+    #[error(
+        "the Rollout CRD is not installed in this cluster (kubectl apply --server-side -k crds/): {0}"
+    )]
     CrdMissing(kube::Error),
     #[error("cannot reach the Kubernetes API: {0}")]
     Api(kube::Error),

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod process;
 pub mod prometheus;
 
 use std::path::{Path, PathBuf};

@@ -81,7 +81,7 @@ pub fn conditions(
             condition(st::PROGRESSING, "False", st::REASON_ABORTED, message),
             now,
         );
-    } else if spec.paused {
+    } else if paused && !completed {
         st::set(
             &mut status.conditions,
             condition(
@@ -170,7 +170,7 @@ pub fn conditions(
         ),
         now,
     );
-    if spec.paused {
+    if paused {
         st::set(
             &mut status.conditions,
             condition(

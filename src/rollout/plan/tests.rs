@@ -773,6 +773,39 @@ impl World {
 }
 
 #[test]
+fn a_step_pause_shows_in_the_conditions_as_upstreams() {
+    let mut w = stepped_world();
+    set_image(&mut w, "app:2");
+    w.run_until("the first pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    let reason = |w: &World, kind: &str| {
+        let c = w.status().conditions.into_iter().find(|c| c.r#type == kind);
+        c.map(|c| (c.status, c.reason.unwrap_or_default()))
+    };
+    // What dashboards (rollout_info's phase) and upstream's checkPausedConditions see.
+    assert_eq!(
+        reason(&w, "Progressing"),
+        Some(("Unknown".into(), "RolloutPaused".into()))
+    );
+    assert_eq!(
+        reason(&w, "Paused"),
+        Some(("True".into(), "RolloutPaused".into()))
+    );
+    w.promote();
+    w.reconcile();
+    assert_eq!(
+        reason(&w, "Progressing"),
+        Some(("True".into(), "ReplicaSetUpdated".into())),
+        "resumed: progressing again, with a fresh deadline"
+    );
+    assert_eq!(
+        reason(&w, "Paused"),
+        Some(("False".into(), "RolloutResumed".into()))
+    );
+}
+
+#[test]
 fn steps_pause_and_promote_to_completion() {
     let mut w = stepped_world();
     let stable = w.status().stable_rs;

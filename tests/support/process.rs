@@ -1,0 +1,129 @@
+//! The real `rollouts-controller` binary as a child process, with its own
+//! ports, killed when dropped; its log goes to a file shown on failure.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::process::{Child, Command};
+
+pub struct ControllerProcess {
+    pub name: String,
+    pub metrics_port: u16,
+    pub healthz_port: u16,
+    log: PathBuf,
+    child: Child,
+}
+
+/// A port free right now (the OS picks it).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl ControllerProcess {
+    /// Starts the binary as pod `name` with `args` (ports are added), using
+    /// `kubeconfig`.
+    pub fn start(name: &str, kubeconfig: &std::path::Path, args: &[&str]) -> Result<Self> {
+        let metrics_port = free_port()?;
+        let healthz_port = free_port()?;
+        let log = std::env::temp_dir().join(format!(
+            "rollouts-controller-{name}-{}.log",
+            std::process::id()
+        ));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_rollouts-controller"))
+            .args(args)
+            .args([
+                "--metricsport",
+                &metrics_port.to_string(),
+                "--healthzPort",
+                &healthz_port.to_string(),
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", name)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting rollouts-controller")?;
+        Ok(ControllerProcess {
+            name: name.to_string(),
+            metrics_port,
+            healthz_port,
+            log,
+            child,
+        })
+    }
+
+    /// SIGKILL: nothing is released, as when a node dies.
+    pub async fn kill(&mut self) -> Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().context("already exited")?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        Ok(tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await??)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET on one of its ports: (status code, body).
+    pub async fn get(&self, port: u16, path: &str) -> Result<(u16, String)> {
+        let client = rollouts::analysis::providers::http_client(Duration::from_secs(5), false)?;
+        let response = client
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    pub async fn metrics(&self) -> Result<String> {
+        let (code, body) = self.get(self.metrics_port, "/metrics").await?;
+        if code != 200 {
+            bail!("/metrics of {} answered {code}: {body}", self.name);
+        }
+        Ok(body)
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- log of controller {} ---\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// The value of the sample `name{labels...}` in a Prometheus text page,
+/// matching the given labels (others may be present, in any order).
+pub fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            (metric == name).then_some((rest.trim_end_matches('}'), value))
+        })
+        .find(|(rest, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| rest.split(',').any(|p| p == format!("{k}=\"{v}\"")))
+        })
+        .and_then(|(_, v)| v.parse().ok())
+}
