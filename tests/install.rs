@@ -2,7 +2,8 @@
 //! `rollouts-controller` binary running with nothing but the ServiceAccount
 //! they create: a canary with Services, nginx traffic routing, ephemeral
 //! metadata, a job analysis with a secret argument and a restart goes from
-//! the first deploy through an update to Healthy. A permission missing from
+//! the first deploy through an update to Healthy, and a workloadRef Rollout
+//! takes over its Deployment. A permission missing from
 //! the ClusterRole (or the namespace install's Role) shows as a rollout that
 //! never gets there, and the controller's log, printed on failure, names
 //! the forbidden call.
@@ -446,6 +447,62 @@ async fn roll_out(env: &TestEnv) -> Result<()> {
     Ok(())
 }
 
+/// A Rollout `api` on the Deployment `api` (spec.workloadRef, scaleDown
+/// onsuccess): the Deployment read (get), scaled to 0 (patch), and a new
+/// template in it noticed (list + watch) and rolled out.
+async fn workload_ref(env: &TestEnv, labels: &str) -> Result<()> {
+    env.apply_yaml(&format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}}}
+    spec: {{containers: [{{name: app, image: "nginx:1"}}]}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata:
+  name: api
+  labels: {{{labels}}}
+spec:
+  replicas: 2
+  workloadRef: {{apiVersion: apps/v1, kind: Deployment, name: api, scaleDown: onsuccess}}
+  strategy: {{canary: {{}}}}
+"#
+    ))
+    .await?;
+    let first = wait_rollout(env, "api", "Healthy on the Deployment's template", healthy).await?;
+    let deployments = env.api::<Deployment>();
+    wait_for(
+        "the Deployment scaled to 0",
+        Duration::from_secs(60),
+        || async {
+            let replicas = deployments.get("api").await?.spec.and_then(|s| s.replicas);
+            Ok(if replicas == Some(0) {
+                Ok(())
+            } else {
+                Err(format!("{replicas:?}"))
+            })
+        },
+    )
+    .await?;
+    deployments
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:2"}]}}}})),
+        )
+        .await?;
+    wait_rollout(env, "api", "Healthy on the new template", |s| {
+        healthy(s) && s.stable_rs != first.stable_rs
+    })
+    .await?;
+    Ok(())
+}
+
 /// No forbidden call in the log; /healthz, /readyz and /metrics served.
 async fn check_process(ctl: &mut ControllerProcess) -> Result<()> {
     ctl.ensure_running()?;
@@ -532,12 +589,9 @@ async fn cluster_install_grants_what_a_rollout_needs() -> Result<()> {
         dir.join("controller.log"),
     )?;
     let template = format!("smoke-{id}");
-    env.apply_yaml(&workload(
-        "ClusterAnalysisTemplate",
-        &template,
-        &format!("{INSTANCE_LABEL}: {id}"),
-    ))
-    .await?;
+    let labels = &format!("{INSTANCE_LABEL}: {id}");
+    env.apply_yaml(&workload("ClusterAnalysisTemplate", &template, labels))
+        .await?;
 
     let result = async {
         // Leader election took the Lease (leases get + create).
@@ -547,6 +601,7 @@ async fn cluster_install_grants_what_a_rollout_needs() -> Result<()> {
         )
         .await?;
         roll_out(&env).await?;
+        workload_ref(&env, labels).await?;
         check_process(&mut ctl).await
     }
     .await;
@@ -623,12 +678,14 @@ async fn namespace_install_grants_what_a_rollout_needs() -> Result<()> {
         &["--leader-elect=true", &format!("--namespace={}", env.ns)],
         dir.join("controller.log"),
     )?;
-    env.apply_yaml(&workload("AnalysisTemplate", "smoke", "app: web"))
+    let labels = "team: install";
+    env.apply_yaml(&workload("AnalysisTemplate", "smoke", labels))
         .await?;
     let result = async {
         // The default Lease, in the pod's namespace (leases get + create).
         wait_lease(&env.api::<Lease>(), "rollouts-controller-lock").await?;
         roll_out(&env).await?;
+        workload_ref(&env, labels).await?;
         check_process(&mut ctl).await
     }
     .await;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser, Subcommand};
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ListParams, Patch, PatchParams};
@@ -20,10 +20,11 @@ use rollouts::api::Rollout;
 use rollouts::api::analysis::AnalysisRun;
 use rollouts::api::common::parse_duration_str;
 use rollouts::api::rollout::RolloutPhase;
-use rollouts::cli::patches::{self, Patches, VerbError};
+use rollouts::cli::patches::{self, Patches, TemplateHome, VerbError};
 use rollouts::cli::{lint, plan_table, render};
 use rollouts::rollout::apply::merge_diff;
 use rollouts::rollout::hash::POD_TEMPLATE_HASH_LABEL;
+use rollouts::rollout::plan::workload;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -167,6 +168,14 @@ enum CliError {
     Verb(#[from] VerbError),
     #[error("rollout '{name}' not found in namespace '{namespace}'")]
     NotFound { name: String, namespace: String },
+    #[error(
+        "deployment '{name}' (spec.workloadRef of rollout '{rollout}') not found in namespace '{namespace}'"
+    )]
+    WorkloadNotFound {
+        rollout: String,
+        name: String,
+        namespace: String,
+    },
     #[error("analysisrun '{name}' not found in namespace '{namespace}'")]
     RunNotFound { name: String, namespace: String },
     #[error("reading the kubeconfig: {0}")]
@@ -233,6 +242,24 @@ impl Ctx {
         if let Some(s) = &p.spec {
             self.patch_spec(name, s).await?;
         }
+        Ok(())
+    }
+    /// The Deployment a Rollout's workloadRef names.
+    async fn workload(&self, rollout: &str, name: &str) -> Result<Deployment, CliError> {
+        Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| CliError::WorkloadNotFound {
+                rollout: rollout.into(),
+                name: name.into(),
+                namespace: self.namespace.clone(),
+            })
+    }
+    /// Merge-patches a Deployment's pod template (a workloadRef's).
+    async fn patch_workload(&self, name: &str, patch: &Value) -> Result<(), CliError> {
+        Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
         Ok(())
     }
     /// The ReplicaSets this Rollout controls.
@@ -388,20 +415,39 @@ async fn run(args: Args) -> Result<ExitCode, CliError> {
         Command::Undo { name, to_revision } => {
             let ro = ctx.rollout(&name).await?;
             let rss = ctx.replica_sets(&ro).await?;
-            match patches::undo(&ro, &rss, to_revision)? {
-                None => {
-                    println!("skipped rollback (current template already matches the revision)")
+            match patches::template_home(&ro)? {
+                TemplateHome::Deployment(deployment) => {
+                    // As upstream: the revision's template goes into the
+                    // Deployment, which the Rollout follows.
+                    let target = patches::revision_template(&name, &rss, to_revision)?;
+                    let current = ctx.workload(&name, &deployment).await?;
+                    let current = current.spec.map(|s| s.template).unwrap_or_default();
+                    match patches::template_patch(&current, &target) {
+                        None => println!(
+                            "skipped rollback (current template already matches the revision)"
+                        ),
+                        Some(patch) => {
+                            ctx.patch_workload(&deployment, &patch).await?;
+                            println!("rollout '{name}' undo (deployment '{deployment}')");
+                        }
+                    }
                 }
-                Some(template) => {
-                    // Replaces the template: fields the old revision lacks are
-                    // removed (nulls in the merge patch).
-                    let current = serde_json::to_value(&ro.spec.template).unwrap_or(Value::Null);
-                    let wanted = serde_json::to_value(&template).unwrap_or(Value::Null);
-                    let diff = merge_diff(&current, &wanted).unwrap_or(Value::Null);
-                    ctx.patch_spec(&name, &json!({"spec": {"template": diff}}))
-                        .await?;
-                    println!("rollout '{name}' undo");
-                }
+                TemplateHome::Rollout => match patches::undo(&ro, &rss, to_revision)? {
+                    None => {
+                        println!("skipped rollback (current template already matches the revision)")
+                    }
+                    Some(template) => {
+                        // Replaces the template: fields the old revision lacks are
+                        // removed (nulls in the merge patch).
+                        let current =
+                            serde_json::to_value(&ro.spec.template).unwrap_or(Value::Null);
+                        let wanted = serde_json::to_value(&template).unwrap_or(Value::Null);
+                        let diff = merge_diff(&current, &wanted).unwrap_or(Value::Null);
+                        ctx.patch_spec(&name, &json!({"spec": {"template": diff}}))
+                            .await?;
+                        println!("rollout '{name}' undo");
+                    }
+                },
             }
         }
         Command::Set {
@@ -411,15 +457,28 @@ async fn run(args: Args) -> Result<ExitCode, CliError> {
                 CliError::Usage(format!("expected CONTAINER=IMAGE, got {assignment:?}"))
             })?;
             let ro = ctx.rollout(&name).await?;
-            let template = ro
-                .spec
-                .template
-                .clone()
-                .ok_or_else(|| VerbError::NoTemplate(name.clone()))?;
-            let updated = patches::set_image(&name, &template, container, image)?;
-            ctx.patch_spec(&name, &json!({"spec": {"template": updated}}))
-                .await?;
-            println!("rollout '{name}' image updated");
+            match patches::template_home(&ro)? {
+                TemplateHome::Deployment(deployment) => {
+                    let current = ctx.workload(&name, &deployment).await?;
+                    let current = current.spec.map(|s| s.template).unwrap_or_default();
+                    let updated = patches::set_image(&name, &current, container, image)?;
+                    if let Some(patch) = patches::template_patch(&current, &updated) {
+                        ctx.patch_workload(&deployment, &patch).await?;
+                    }
+                    println!("rollout '{name}' image updated (deployment '{deployment}')");
+                }
+                TemplateHome::Rollout => {
+                    let template = ro
+                        .spec
+                        .template
+                        .clone()
+                        .ok_or_else(|| VerbError::NoTemplate(name.clone()))?;
+                    let updated = patches::set_image(&name, &template, container, image)?;
+                    ctx.patch_spec(&name, &json!({"spec": {"template": updated}}))
+                        .await?;
+                    println!("rollout '{name}' image updated");
+                }
+            }
         }
         Command::Terminate {
             what: TerminateWhat::Analysisrun { name },
@@ -518,13 +577,30 @@ async fn status(
         let ro = ctx.rollout(name).await?;
         let s = ro.status.clone().unwrap_or_default();
         let observed = s.observed_generation == ro.metadata.generation.map(|g| g.to_string());
-        let (phase, message) = if observed {
-            (s.phase, s.message.clone().unwrap_or_default())
-        } else {
+        // A workloadRef Rollout is updated through its Deployment, whose
+        // generation the controller records once it has seen the change.
+        let workload_observed = match workload::deployment_name(&ro) {
+            Some(deployment) => {
+                let generation = Api::<Deployment>::namespaced(ctx.client.clone(), &ctx.namespace)
+                    .get_opt(deployment)
+                    .await?
+                    .and_then(|d| d.metadata.generation);
+                generation.is_none_or(|g| s.workload_observed_generation == Some(g.to_string()))
+            }
+            None => true,
+        };
+        let (phase, message) = if !observed {
             (
                 Some(RolloutPhase::Progressing),
                 "waiting for rollout spec update to be observed".into(),
             )
+        } else if !workload_observed {
+            (
+                Some(RolloutPhase::Progressing),
+                "waiting for rollout spec update to be observed for the reference workload".into(),
+            )
+        } else {
+            (s.phase, s.message.clone().unwrap_or_default())
         };
         let phase_name = phase.map_or("Progressing".to_string(), |p| format!("{p:?}"));
         let line = match phase {

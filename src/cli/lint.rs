@@ -18,6 +18,7 @@ use crate::analysis::run::{dry_run_metrics, retention, validate_metrics};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisTemplateSpec, Metric};
 use crate::rollout::plan::unsupported;
+use crate::rollout::plan::workload::{self, SCALE_DOWN_VALUES, Target};
 use crate::rollout::validate::validate;
 
 /// One finding: which object (kind/name, document index), the field path
@@ -97,14 +98,41 @@ struct TemplateDocument {
     spec: AnalysisTemplateSpec,
 }
 
-/// Every field error of the spec, then what the controller refuses as not
+/// Every field error of the spec, what the controller would refuse in a
+/// workloadRef without reading the cluster, then what it refuses as not
 /// implemented.
 fn lint_rollout(ro: &Rollout) -> Vec<String> {
     validate(ro)
         .iter()
         .map(ToString::to_string)
+        .chain(lint_workload_ref(ro))
         .chain(unsupported(ro))
         .collect()
+}
+
+/// A workloadRef of a kind the controller refuses, and a scaleDown value it
+/// does not know (the controller, as upstream, takes it for `never`: most
+/// likely a typo such as `onSuccess`). Whether the Deployment exists is a
+/// question for the cluster.
+fn lint_workload_ref(ro: &Rollout) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(Target::Invalid(message)) = workload::target(ro) {
+        out.push(message);
+    }
+    let scale_down = ro
+        .spec
+        .workload_ref
+        .as_ref()
+        .and_then(|r| r.scale_down.as_deref())
+        .filter(|v| !v.is_empty() && !SCALE_DOWN_VALUES.contains(v));
+    if let Some(value) = scale_down {
+        let supported: Vec<String> = SCALE_DOWN_VALUES.iter().map(|v| format!("{v:?}")).collect();
+        out.push(format!(
+            "spec.workloadRef.scaleDown: Unsupported value: {value:?}: supported values: {} (the controller treats it as \"never\")",
+            supported.join(", ")
+        ));
+    }
+    out
 }
 
 /// What an AnalysisRun of this template alone would fail on, every metric
@@ -293,6 +321,56 @@ spec:
         assert_eq!(
             findings[0].message,
             "The Rollout \"bad\" uses experiment steps, which this version of the controller does not implement yet"
+        );
+    }
+
+    const WORKLOAD_REF: &str = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata:
+  name: web
+spec:
+  replicas: 3
+  workloadRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: web
+    scaleDown: progressively
+  strategy:
+    canary:
+      steps:
+      - setWeight: 50
+      - pause: {}
+"#;
+
+    #[test]
+    fn workload_refs_lint_clean_without_template_or_selector() {
+        assert_eq!(lint(WORKLOAD_REF).unwrap(), vec![]);
+        let both = WORKLOAD_REF.replace(
+            "  strategy:",
+            "  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: app, image: nginx}]}\n  strategy:",
+        );
+        let messages: Vec<String> = lint(&both)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.message)
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "spec.template: Internal error: template must be empty for workload reference rollout"
+            ]
+        );
+        let odd = WORKLOAD_REF
+            .replace("kind: Deployment", "kind: StatefulSet")
+            .replace("scaleDown: progressively", "scaleDown: onSuccess");
+        let messages: Vec<String> = lint(&odd).unwrap().into_iter().map(|f| f.message).collect();
+        assert_eq!(
+            messages,
+            [
+                "workload of type apps/StatefulSet is not supported",
+                "spec.workloadRef.scaleDown: Unsupported value: \"onSuccess\": supported values: \"never\", \"onsuccess\", \"progressively\" (the controller treats it as \"never\")"
+            ]
         );
     }
 

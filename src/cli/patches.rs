@@ -1,6 +1,7 @@
 //! What each verb patches, as upstream's plugin does: promote, abort, retry
 //! and promote --full write the status subresource; pause and restart write
-//! the spec; set image and undo replace the pod template.
+//! the spec; set image and undo replace the pod template, which for a
+//! Rollout with `spec.workloadRef` is the referenced Deployment's.
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -8,7 +9,9 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::api::Rollout;
+use crate::rollout::apply::merge_diff;
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
+use crate::rollout::plan::workload::{self, Target};
 use crate::rollout::snapshot::ReplicaSetExt;
 
 /// Why a verb cannot be applied to the object as it is.
@@ -24,6 +27,45 @@ pub enum VerbError {
     RevisionNotFound { rollout: String, revision: i64 },
     #[error("no previous revision found for rollout '{0}'")]
     NoPreviousRevision(String),
+    /// A workloadRef the plugin cannot follow (upstream's wording).
+    #[error("rollout '{rollout}': {message}")]
+    Workload { rollout: String, message: String },
+}
+
+/// Where a Rollout's pod template lives, for the verbs that change it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplateHome {
+    /// spec.template of the Rollout itself.
+    Rollout,
+    /// spec.template of this Deployment (the Rollout's workloadRef).
+    Deployment(String),
+}
+
+/// `set image` and `undo` change the Deployment a workloadRef names, as
+/// upstream's plugin does (the Rollout has no template of its own).
+pub fn template_home(ro: &Rollout) -> Result<TemplateHome, VerbError> {
+    let rollout = ro.metadata.name.clone().unwrap_or_default();
+    let message = match workload::target(ro) {
+        None => return Ok(TemplateHome::Rollout),
+        Some(Target::Deployment(name)) if !name.is_empty() => {
+            return Ok(TemplateHome::Deployment(name.to_string()));
+        }
+        Some(Target::Deployment(_)) => "spec.workloadRef.name is empty".to_string(),
+        Some(Target::NotImplemented(what)) => {
+            format!("{what} is not supported by this version")
+        }
+        Some(Target::Invalid(message)) => message,
+    };
+    Err(VerbError::Workload { rollout, message })
+}
+
+/// The merge patch that turns a workload's pod template `current` into
+/// `wanted` (`{"spec":{"template": diff}}`, fields `wanted` lacks removed);
+/// None when they are equal.
+pub fn template_patch(current: &PodTemplateSpec, wanted: &PodTemplateSpec) -> Option<Value> {
+    let current = serde_json::to_value(current).unwrap_or(Value::Null);
+    let wanted = serde_json::to_value(wanted).unwrap_or(Value::Null);
+    merge_diff(&current, &wanted).map(|diff| json!({"spec": {"template": diff}}))
 }
 
 /// A change to send: to the spec (main resource) and/or the status
@@ -147,6 +189,23 @@ pub fn undo(
     to_revision: Option<i64>,
 ) -> Result<Option<PodTemplateSpec>, VerbError> {
     let name = ro.metadata.name.clone().unwrap_or_default();
+    let template = revision_template(&name, replica_sets, to_revision)?;
+    let current = ro
+        .spec
+        .template
+        .clone()
+        .ok_or_else(|| VerbError::NoTemplate(name.clone()))?;
+    Ok((current != template).then_some(template))
+}
+
+/// The pod template of revision N of a Rollout (default: the one before the
+/// newest), from its ReplicaSet, without the hash label. For a workloadRef
+/// Rollout this goes into the Deployment, as upstream's undo does.
+pub fn revision_template(
+    name: &str,
+    replica_sets: &[ReplicaSet],
+    to_revision: Option<i64>,
+) -> Result<PodTemplateSpec, VerbError> {
     let mut by_revision: Vec<&ReplicaSet> =
         replica_sets.iter().filter(|rs| rs.revision() > 0).collect();
     by_revision.sort_by_key(|rs| std::cmp::Reverse(rs.revision()));
@@ -155,12 +214,12 @@ pub fn undo(
             .iter()
             .find(|rs| rs.revision() == revision)
             .ok_or(VerbError::RevisionNotFound {
-                rollout: name.clone(),
+                rollout: name.to_string(),
                 revision,
             })?,
         None => by_revision
             .get(1)
-            .ok_or_else(|| VerbError::NoPreviousRevision(name.clone()))?,
+            .ok_or_else(|| VerbError::NoPreviousRevision(name.to_string()))?,
     };
     let mut template = target
         .spec
@@ -170,12 +229,7 @@ pub fn undo(
     if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(POD_TEMPLATE_HASH_LABEL);
     }
-    let current = ro
-        .spec
-        .template
-        .clone()
-        .ok_or_else(|| VerbError::NoTemplate(name.clone()))?;
-    Ok((current != template).then_some(template))
+    Ok(template)
 }
 
 #[cfg(test)]
@@ -375,6 +429,97 @@ mod tests {
         assert!(matches!(
             undo(&ro, &rss[..1], None),
             Err(VerbError::NoPreviousRevision(_))
+        ));
+    }
+
+    fn with_workload_ref(api_version: &str, kind: &str, name: &str) -> Rollout {
+        let mut ro = canary(0, RolloutStatus::default());
+        ro.spec.template = None;
+        ro.spec.workload_ref = Some(crate::api::rollout::ObjectRef {
+            api_version: Some(api_version.into()),
+            kind: Some(kind.into()),
+            name: Some(name.into()),
+            scale_down: None,
+        });
+        ro
+    }
+
+    #[test]
+    fn a_workload_ref_sends_template_changes_to_the_deployment() {
+        assert_eq!(
+            template_home(&canary(0, RolloutStatus::default())),
+            Ok(TemplateHome::Rollout)
+        );
+        let ro = with_workload_ref("apps/v1", "Deployment", "web-deploy");
+        assert_eq!(
+            template_home(&ro),
+            Ok(TemplateHome::Deployment("web-deploy".into()))
+        );
+        assert_eq!(
+            template_home(&with_workload_ref("apps/v1", "StatefulSet", "x"))
+                .unwrap_err()
+                .to_string(),
+            "rollout 'web': workload of type apps/StatefulSet is not supported"
+        );
+        assert!(template_home(&with_workload_ref("apps/v1", "Deployment", "")).is_err());
+
+        // set image: only the container's image changes in the Deployment.
+        let current = template("app:1");
+        let updated = set_image("web", &current, "app", "app:2").unwrap();
+        assert_eq!(
+            template_patch(&current, &updated),
+            Some(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "app", "image": "app:2"},
+                {"name": "sidecar", "image": "proxy:1"}
+            ]}}}}))
+        );
+        assert_eq!(template_patch(&current, &current), None);
+    }
+
+    #[test]
+    fn undo_of_a_workload_ref_replaces_the_deployment_template() {
+        let mut old = template("app:0");
+        old.metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .as_mut()
+            .unwrap()
+            .extend([(POD_TEMPLATE_HASH_LABEL.to_string(), "h1".to_string())]);
+        let rs = |revision: i64, t: PodTemplateSpec| {
+            let mut r = ReplicaSet::default();
+            r.metadata.annotations = Some(
+                [(
+                    "rollout.argoproj.io/revision".to_string(),
+                    revision.to_string(),
+                )]
+                .into(),
+            );
+            r.spec = Some(ReplicaSetSpec {
+                template: Some(t),
+                ..Default::default()
+            });
+            r
+        };
+        // The Deployment now has an annotation revision 1 did not have.
+        let mut current = template("app:1");
+        current.metadata.as_mut().unwrap().annotations =
+            Some([("team".to_string(), "a".to_string())].into());
+        let rss = vec![rs(1, old), rs(2, current.clone())];
+        let target = revision_template("web", &rss, None).unwrap();
+        assert_eq!(
+            template_patch(&current, &target),
+            Some(json!({"spec": {"template": {
+                "metadata": {"annotations": null},
+                "spec": {"containers": [
+                    {"name": "app", "image": "app:0"},
+                    {"name": "sidecar", "image": "proxy:1"}
+                ]}
+            }}}))
+        );
+        assert!(matches!(
+            revision_template("web", &rss, Some(9)),
+            Err(VerbError::RevisionNotFound { revision: 9, .. })
         ));
     }
 }

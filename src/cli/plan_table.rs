@@ -21,19 +21,23 @@
 //! stable shrinks only after the traffic has moved, so a setWeight row shows
 //! the stable before it shrinks and the next pause row after.
 //!
-//! A manual pause (spec.paused) is left out of the simulation. Blue-green
+//! A Rollout with `spec.workloadRef` is simulated with a stand-in for its
+//! Deployment (a template with the selector's labels; the table does not
+//! depend on the template), and the update changes the Deployment's
+//! template, as a team using workloadRef does. A manual pause (spec.paused)
+//! is left out of the simulation. Blue-green
 //! rollouts have no steps: they are refused ("plan supports
 //! canary rollouts").
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec, ServiceBackendPort,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
@@ -46,7 +50,7 @@ use crate::api::analysis::{
 use crate::api::rollout::{CanaryStep, RolloutStatus};
 use crate::rollout::apply::merge_patch;
 use crate::rollout::plan::steps::PAUSE_REASON_CANARY;
-use crate::rollout::plan::{Action, Plan, analysis, plan, status};
+use crate::rollout::plan::{Action, Plan, analysis, plan, status, workload};
 use crate::rollout::snapshot::{
     DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, REVISION_ANNOTATION, ReplicaSetExt,
     Snapshot,
@@ -210,6 +214,8 @@ struct Sim {
     ingresses: Vec<Ingress>,
     runs: Vec<AnalysisRun>,
     templates: Templates,
+    /// The stand-in for the Deployment a workloadRef names.
+    deployment: Option<Deployment>,
     /// Seconds since the epoch.
     now: i64,
     iterations: usize,
@@ -268,6 +274,7 @@ impl Sim {
             .flat_map(|(_, a)| a.templates.iter().map(key))
             .map(|k| (k, trivial_template()))
             .collect();
+        let deployment = workload::deployment_name(&ro).map(|name| stand_in(&ro, meta(name)));
         Sim {
             ro,
             replica_sets: vec![],
@@ -275,6 +282,7 @@ impl Sim {
             ingresses,
             runs: vec![],
             templates,
+            deployment,
             now: 1_700_000_000,
             iterations: 0,
         }
@@ -285,6 +293,7 @@ impl Sim {
             .with_services(self.services.clone())
             .with_analysis(self.runs.clone(), self.templates.clone())
             .with_ingresses(self.ingresses.clone())
+            .with_workload(self.deployment.clone())
     }
 
     fn status(&self) -> RolloutStatus {
@@ -432,6 +441,16 @@ impl Sim {
                 self.runs
                     .retain(|r| r.metadata.name.as_deref() != Some(name));
             }
+            Action::ScaleDeployment { to, .. } => {
+                if let Some(spec) = self.deployment.as_mut().and_then(|d| d.spec.as_mut()) {
+                    spec.replicas = Some(*to);
+                }
+            }
+            Action::SetWorkloadGeneration { generation } => annotate(
+                &mut self.ro.metadata,
+                workload::WORKLOAD_GENERATION_ANNOTATION,
+                generation.clone(),
+            ),
         }
         Ok(())
     }
@@ -545,10 +564,20 @@ impl Sim {
 
     /// The update: a new pod template (an extra annotation).
     fn update(&mut self) {
-        let template = self.ro.spec.template.get_or_insert_with(Default::default);
+        // With a workloadRef the change is the Deployment's, whose generation
+        // moves; the Rollout's does not.
+        let template = match self.deployment.as_mut() {
+            Some(d) => {
+                d.metadata.generation = Some(2);
+                &mut d.spec.get_or_insert_with(Default::default).template
+            }
+            None => {
+                self.ro.metadata.generation = Some(2);
+                self.ro.spec.template.get_or_insert_with(Default::default)
+            }
+        };
         let meta = template.metadata.get_or_insert_with(Default::default);
         annotate(meta, UPDATE_ANNOTATION, Some("true".into()));
-        self.ro.metadata.generation = Some(2);
     }
 
     fn pods_of(&self, hash: Option<&str>) -> i32 {
@@ -628,6 +657,35 @@ fn share(canary: i32, stable: i32) -> i32 {
         return 0;
     }
     ((f64::from(canary) * 100.0 / f64::from(total)).round()) as i32
+}
+
+/// The Deployment a workloadRef names, for the simulation: the Rollout's
+/// selector (or `app: <rollout>`) and a template with those labels.
+fn stand_in(ro: &Rollout, metadata: ObjectMeta) -> Deployment {
+    let name = ro.metadata.name.clone().unwrap_or_default();
+    let selector = ro.spec.selector.clone().unwrap_or_else(|| LabelSelector {
+        match_labels: Some([("app".to_string(), name)].into()),
+        match_expressions: None,
+    });
+    Deployment {
+        metadata: ObjectMeta {
+            generation: Some(1),
+            ..metadata
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(0),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: selector.match_labels.clone(),
+                    ..Default::default()
+                }),
+                spec: None,
+            },
+            selector,
+            ..Default::default()
+        }),
+        status: None,
+    }
 }
 
 fn annotate(meta: &mut ObjectMeta, key: &str, value: Option<String>) {

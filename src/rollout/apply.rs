@@ -2,7 +2,7 @@
 //! patches, in plan order, the status last (so a crash in between repeats
 //! work on the next reconcile instead of skipping it).
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
@@ -18,6 +18,7 @@ use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::plan::replica_set::{
     EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_DEADLINE_ANNOTATION,
 };
+use crate::rollout::plan::workload::WORKLOAD_GENERATION_ANNOTATION;
 use crate::rollout::plan::{Action, Plan};
 use crate::rollout::snapshot::{
     DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, REVISION_ANNOTATION,
@@ -53,6 +54,8 @@ pub enum ApplyError {
     Ingress { name: String, source: kube::Error },
     #[error("patching Service {name}: {source}")]
     PatchService { name: String, source: kube::Error },
+    #[error("scaling Deployment {name} (spec.workloadRef): {source}")]
+    ScaleDeployment { name: String, source: kube::Error },
     #[error("patching Rollout {name}: {source}")]
     PatchRollout { name: String, source: kube::Error },
     #[error("writing status of Rollout {name}: {source}")]
@@ -206,6 +209,46 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                 // Our own change: the status write below must not see it as
                 // someone else's.
                 resource_version = updated.metadata.resource_version;
+            }
+            Action::SetWorkloadGeneration { generation } => {
+                let patch = json!({"metadata": {"annotations": {WORKLOAD_GENERATION_ANNOTATION: generation}}});
+                let updated = ro_api
+                    .patch(&ro_name, &merge, &Patch::Merge(patch))
+                    .await
+                    .map_err(|source| ApplyError::PatchRollout {
+                        name: ro_name.clone(),
+                        source,
+                    })?;
+                // Our own change, as for the revision annotation above.
+                resource_version = updated.metadata.resource_version;
+            }
+            Action::ScaleDeployment {
+                name,
+                from,
+                to,
+                resource_version,
+            } => {
+                // Decided on the Deployment as read: refused (409) if it
+                // changed since, then decided again on a fresh read.
+                let patch = json!({
+                    "metadata": {"resourceVersion": resource_version},
+                    "spec": {"replicas": to},
+                });
+                Api::<Deployment>::namespaced(client.clone(), &ns)
+                    .patch(name, &merge, &Patch::Merge(patch))
+                    .await
+                    .map_err(|source| match source {
+                        kube::Error::Api(e) if e.code == 409 || e.code == 404 => {
+                            ApplyError::Conflict {
+                                what: format!("Deployment {name}"),
+                            }
+                        }
+                        source => ApplyError::ScaleDeployment {
+                            name: name.clone(),
+                            source,
+                        },
+                    })?;
+                info!(rollout = %ro_name, deployment = %name, from, to, "scaled Deployment (workloadRef scaleDown)");
             }
             Action::CreateAnalysisRun(run) => {
                 let name = run.name_any();

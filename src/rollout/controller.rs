@@ -1,18 +1,20 @@
-//! kube-runtime wiring: watch Rollouts and the ReplicaSets they own, build a
-//! snapshot from the caches, plan, apply. Errors are logged and retried.
+//! kube-runtime wiring: watch Rollouts and the ReplicaSets they own (and the
+//! Deployments a workloadRef names), build a snapshot from the caches, plan,
+//! apply. Errors are logged and retried.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
@@ -27,6 +29,7 @@ use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::hash::format_selector;
 use crate::rollout::plan::analysis as gates;
 use crate::rollout::plan::restart::needs_restart;
+use crate::rollout::plan::workload;
 use crate::rollout::plan::{Plan, plan};
 use crate::rollout::snapshot::Snapshot;
 
@@ -106,6 +109,19 @@ pub async fn run(
         .reflect(ar_writer)
         .touched_objects();
 
+    // Deployments, metadata only (observe reads the one a Rollout names): a
+    // `kubectl set image deployment/...` on a workloadRef starts an update.
+    let deploy_stream = watcher(
+        scope.api::<PartialObjectMeta<Deployment>>(&client),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(|d| d.managed_fields_mut().clear())
+    .touched_objects()
+    // Only spec changes (a new template) matter, not status updates.
+    .predicate_filter(predicates::generation, Default::default());
+    let referencing = ro_reader.clone();
+
     let ctx = Arc::new(Context {
         client,
         replica_sets: rs_reader,
@@ -123,6 +139,7 @@ pub async fn run(
     Controller::for_stream(ro_stream, ro_reader)
         .owns_stream(rs_stream)
         .owns_stream(ar_stream)
+        .watches_stream(deploy_stream, move |d| workload_referrers(&referencing, &d))
         .with_config(controller::Config::default().concurrency(settings.rollout_workers))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -134,6 +151,21 @@ pub async fn run(
         .await;
     info!("rollouts controller stopped");
     Ok(())
+}
+
+/// The Rollouts whose workloadRef names this Deployment.
+fn workload_referrers(
+    rollouts: &Store<Rollout>,
+    deployment: &PartialObjectMeta<Deployment>,
+) -> Vec<ObjectRef<Rollout>> {
+    let ns = deployment.namespace();
+    let name = deployment.name_any();
+    rollouts
+        .state()
+        .into_iter()
+        .filter(|ro| ro.namespace() == ns && workload::deployment_name(ro) == Some(name.as_str()))
+        .map(|ro| ObjectRef::from_obj(&*ro))
+        .collect()
 }
 
 async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -216,8 +248,9 @@ async fn plan_and_apply(ctx: &Context, snapshot: &Snapshot, now: Timestamp) -> R
     Ok(plan)
 }
 
-/// Completes a snapshot: the Services the Rollout names, the analysis
-/// templates it refers to and, while a restart is pending, its pods. These
+/// Completes a snapshot: the Services the Rollout names, the Deployment its
+/// workloadRef names, the analysis templates it refers to and, while a
+/// restart is pending, its pods. These
 /// are read directly: caching every Service and pod in the cluster would
 /// cost far more than these few reads.
 async fn observe(
@@ -235,8 +268,21 @@ async fn observe(
             services.push(svc);
         }
     }
+    // The Deployment a workloadRef names (the planner reports it missing).
+    let workload = match workload::deployment_name(&ro) {
+        Some(name) => Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt(name)
+            .await
+            .map_err(Error::Api)?
+            .map(|mut d| {
+                d.managed_fields_mut().clear();
+                d
+            }),
+        None => None,
+    };
     let pods = if needs_restart(&ro, now) {
-        let selector = format_selector(ro.spec.selector.as_ref());
+        // A workloadRef Rollout may name no selector: the Deployment's.
+        let selector = format_selector(workload::selector(&ro, workload.as_ref()).as_ref());
         Api::<Pod>::namespaced(client.clone(), &ns)
             .list(&ListParams::default().labels(&selector))
             .await
@@ -276,7 +322,8 @@ async fn observe(
         .with_services(services)
         .with_pods(pods)
         .with_analysis(runs, templates)
-        .with_ingresses(ingresses))
+        .with_ingresses(ingresses)
+        .with_workload(workload))
 }
 
 /// The stable and canary Ingresses the nginx routing names; after the

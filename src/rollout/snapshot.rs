@@ -1,10 +1,11 @@
 //! What one reconcile observes of a Rollout: the object, the ReplicaSets it
-//! controls, the Services it names and (only while a restart is pending) its
-//! pods. Built by the shell; the planner reads nothing else.
+//! controls, the Services it names, the Deployment its workloadRef names
+//! and (only while a restart is pending) its pods. Built by the shell; the
+//! planner reads nothing else.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
@@ -35,6 +36,9 @@ pub struct Snapshot {
     /// traffic routing was taken out of the spec, the canary Ingresses
     /// this Rollout still owns.
     pub ingresses: BTreeMap<String, Ingress>,
+    /// The Deployment `spec.workloadRef` names (None: no reference, or the
+    /// Deployment was not found).
+    pub workload: Option<Deployment>,
 }
 
 impl Snapshot {
@@ -57,7 +61,14 @@ impl Snapshot {
             analysis_runs: Vec::new(),
             templates: Templates::new(),
             ingresses: BTreeMap::new(),
+            workload: None,
         }
+    }
+
+    /// The Deployment `spec.workloadRef` names, as read.
+    pub fn with_workload(mut self, workload: Option<Deployment>) -> Self {
+        self.workload = workload;
+        self
     }
 
     /// Keeps only the runs controlled by the Rollout (by owner UID).

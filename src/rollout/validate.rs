@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::Rollout;
 use crate::api::common::parse_duration;
 use crate::api::rollout::{CanaryStrategy, RolloutTrafficRouting, SetCanaryScale, SetHeaderRoute};
 use crate::rollout::hash::{selector_is_empty, selector_matches};
+use crate::rollout::plan::workload::template_is_empty;
 
 /// One field error, rendered like Kubernetes' `field.Error`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub enum ErrorKind {
     Required,
     /// The offending value, already rendered as Go's `%v`/`%q` would.
     Invalid(String),
+    /// Kubernetes' `field.InternalError`.
+    Internal,
 }
 
 impl fmt::Display for FieldError {
@@ -33,6 +37,7 @@ impl fmt::Display for FieldError {
             ErrorKind::Invalid(v) => {
                 write!(f, "{}: Invalid value: {}: {}", self.path, v, self.detail)
             }
+            ErrorKind::Internal => write!(f, "{}: Internal error: {}", self.path, self.detail),
         }
     }
 }
@@ -59,10 +64,28 @@ fn go_map(m: &BTreeMap<String, String>) -> String {
     format!("map[string]string{{{}}}", items.join(", "))
 }
 
+fn template_labels(template: Option<&PodTemplateSpec>) -> BTreeMap<String, String> {
+    template
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
+}
+
+fn labels_mismatch(labels: &BTreeMap<String, String>) -> FieldError {
+    invalid(
+        "spec.template.metadata.labels",
+        go_map(labels),
+        "`selector` does not match template `labels`",
+    )
+}
+
 /// The message of the InvalidSpec condition for the first error, if any.
+/// The planner calls it after resolving `spec.workloadRef`: a Rollout with a
+/// reference carries the Deployment's template here, and that template is
+/// checked against the selector as an inline one would be.
 pub fn invalid_spec_message(rollout: &Rollout) -> Option<String> {
     let name = rollout.metadata.name.as_deref().unwrap_or_default();
-    validate(rollout)
+    check(rollout, true)
         .first()
         .map(|e| format!("The Rollout {name:?} is invalid: {e}"))
 }
@@ -229,8 +252,14 @@ fn validate_header_route(
     }
 }
 
-/// All errors, in the order upstream checks them.
+/// All errors of a Rollout as written, in the order upstream checks them.
 pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
+    check(rollout, false)
+}
+
+/// `resolved`: a workloadRef's template has been put in spec.template (as
+/// upstream's `TemplateResolvedFromRef`).
+fn check(rollout: &Rollout, resolved: bool) -> Vec<FieldError> {
     let spec = &rollout.spec;
     let mut errs = Vec::new();
 
@@ -261,26 +290,33 @@ pub fn validate(rollout: &Rollout) -> Vec<FieldError> {
                 "empty selector is invalid for deployment",
             )),
             Some(sel) => {
-                let labels = spec
-                    .template
-                    .as_ref()
-                    .and_then(|t| t.metadata.as_ref())
-                    .and_then(|m| m.labels.clone())
-                    .unwrap_or_default();
+                let labels = template_labels(spec.template.as_ref());
                 if spec.template.is_none() {
                     errs.push(required(
                         "spec.template",
                         "Rollout has missing field '.spec.template'",
                     ));
                 } else if !selector_matches(sel, &labels) {
-                    errs.push(invalid(
-                        "spec.template.metadata.labels",
-                        go_map(&labels),
-                        "`selector` does not match template `labels`",
-                    ));
+                    errs.push(labels_mismatch(&labels));
                 }
             }
         }
+    } else if resolved {
+        // The selector (the Rollout's or the Deployment's) against the
+        // Deployment's template, as upstream validates a resolved template.
+        let labels = template_labels(spec.template.as_ref());
+        if let Some(sel) = spec.selector.as_ref()
+            && !selector_is_empty(sel)
+            && !selector_matches(sel, &labels)
+        {
+            errs.push(labels_mismatch(&labels));
+        }
+    } else if !template_is_empty(spec.template.as_ref()) {
+        errs.push(FieldError {
+            path: "spec.template".into(),
+            kind: ErrorKind::Internal,
+            detail: "template must be empty for workload reference rollout".into(),
+        });
     }
 
     for (path, value) in [

@@ -324,3 +324,21 @@ fn a_background_analysis_does_not_stop_the_steps() {
         (80, 4, 1)
     );
 }
+
+#[test]
+fn a_workload_ref_rollout_has_the_table_of_its_inline_twin() {
+    let inline = fixture("rollout-canary.yaml");
+    let mut referencing = inline.clone();
+    referencing.spec.template = None;
+    referencing.spec.selector = None;
+    referencing.spec.workload_ref = Some(crate::api::rollout::ObjectRef {
+        api_version: Some("apps/v1".into()),
+        kind: Some("Deployment".into()),
+        name: Some("web".into()),
+        scale_down: Some("progressively".into()),
+    });
+    assert_eq!(
+        flat(&plan_table(&referencing, None).unwrap()),
+        flat(&plan_table(&inline, None).unwrap())
+    );
+}

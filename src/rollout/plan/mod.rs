@@ -13,6 +13,7 @@ pub mod restart;
 pub mod status;
 pub mod steps;
 pub mod traffic;
+pub mod workload;
 
 use std::time::Duration;
 
@@ -104,6 +105,18 @@ pub enum Action {
     TerminateAnalysisRun { name: String },
     /// Delete a run beyond the history limits.
     DeleteAnalysisRun { name: String },
+    /// Set spec.replicas of the Deployment `spec.workloadRef` names
+    /// (`scaleDown`), only if it is still at `resource_version`.
+    ScaleDeployment {
+        name: String,
+        from: i32,
+        to: i32,
+        resource_version: Option<String>,
+    },
+    /// Put (Some) or take off (None) the Rollout's
+    /// `rollout.argoproj.io/workload-generation` annotation: the generation
+    /// of the referenced Deployment the plan was made from.
+    SetWorkloadGeneration { generation: Option<String> },
 }
 
 /// Decides the next changes for one Rollout. Pure: the same snapshot and
@@ -113,30 +126,26 @@ pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
     // Kubernetes stores times to the second; planning with finer times would
     // make every status look changed and write it again forever.
     let now = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
+    // A workloadRef is resolved first, as upstream: every later check and
+    // decision sees the Deployment's template as if it were inline.
+    if let Some(message) = workload::problem(snapshot) {
+        return invalid(&snapshot.rollout, message, &now);
+    }
+    let resolved = workload::resolve(snapshot).map(|rollout| Snapshot {
+        rollout,
+        ..snapshot.clone()
+    });
+    let snapshot = resolved.as_ref().unwrap_or(snapshot);
     let ro = &snapshot.rollout;
-    let mut status = base_status(ro);
-
     let message = invalid_spec_message(ro)
         .or_else(|| unsupported(ro))
         .or_else(|| service_problem(snapshot))
         .or_else(|| traffic::problem(snapshot))
         .or_else(|| analysis_problem(snapshot));
     if let Some(message) = message {
-        status::set(
-            &mut status.conditions,
-            status::condition(status::INVALID_SPEC, "True", status::INVALID_SPEC, message),
-            &now,
-        );
-        finish(ro, &mut status);
-        // As upstream: look again later, since what is missing (a Service)
-        // may appear without the Rollout changing.
-        return Plan {
-            actions: vec![],
-            status,
-            requeue_after: Some(Duration::from_secs(20)),
-            events: vec![],
-        };
+        return invalid(ro, message, &now);
     }
+    let mut status = base_status(ro);
     status::remove(&mut status.conditions, status::INVALID_SPEC);
 
     let mut plan = if ro.spec.strategy.blue_green.is_some() {
@@ -146,7 +155,30 @@ pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
     };
     finish(ro, &mut plan.status);
     events::derive(snapshot, &mut plan);
+    // After the phase is known: `scaleDown: onsuccess` waits for Healthy.
+    let workload_actions = workload::actions(snapshot, &mut plan.status);
+    plan.actions.extend(workload_actions);
     plan
+}
+
+/// The plan of a Rollout whose spec cannot be acted on: the InvalidSpec
+/// condition with `message`, and nothing else.
+fn invalid(ro: &Rollout, message: String, now: &Time) -> Plan {
+    let mut status = base_status(ro);
+    status::set(
+        &mut status.conditions,
+        status::condition(status::INVALID_SPEC, "True", status::INVALID_SPEC, message),
+        now,
+    );
+    finish(ro, &mut status);
+    // As upstream: look again later, since what is missing (a Service)
+    // may appear without the Rollout changing.
+    Plan {
+        actions: vec![],
+        status,
+        requeue_after: Some(Duration::from_secs(20)),
+        events: vec![],
+    }
 }
 
 /// Fields carried over from the observed status or derived from the spec.
@@ -184,8 +216,12 @@ pub(crate) fn unsupported(ro: &Rollout) -> Option<String> {
             }
         })
     });
-    let what = if spec.workload_ref.is_some() {
-        "spec.workloadRef"
+    let workload = match workload::target(ro) {
+        Some(workload::Target::NotImplemented(what)) => Some(what),
+        _ => None,
+    };
+    let what = if let Some(what) = workload.as_deref() {
+        what
     } else if spec.rollback_window.is_some() {
         "spec.rollbackWindow"
     } else if canary.is_some_and(|c| c.ping_pong.is_some()) {
@@ -198,9 +234,14 @@ pub(crate) fn unsupported(ro: &Rollout) -> Option<String> {
             .and_then(|c| c.traffic_routing.as_ref())
             .and_then(other_router)?
     };
-    Some(format!(
+    Some(not_implemented(name, what))
+}
+
+/// The message for a part of the API this version does not implement yet.
+pub(crate) fn not_implemented(name: &str, what: &str) -> String {
+    format!(
         "The Rollout {name:?} uses {what}, which this version of the controller does not implement yet"
-    ))
+    )
 }
 
 /// A traffic router other than nginx (the only one implemented).

@@ -2,7 +2,7 @@
 //! new pods become available one tick after they are created) driven by
 //! `plan`, checked against the invariants a rollout must keep.
 
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
@@ -14,6 +14,7 @@ use proptest::prelude::*;
 use super::replica_set::{EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_DEADLINE_ANNOTATION};
 use super::replicas::canary_limits;
 use super::status::{AVAILABLE, COMPLETED, HEALTHY, INVALID_SPEC, PROGRESSING, find};
+use super::workload::WORKLOAD_GENERATION_ANNOTATION;
 use super::{Action, plan};
 use crate::analysis::template::Templates;
 use crate::api::Rollout;
@@ -77,6 +78,8 @@ struct World {
     runs: Vec<AnalysisRun>,
     templates: Templates,
     ingresses: Vec<Ingress>,
+    /// The Deployment a workloadRef names (workload.rs's tests).
+    deployment: Option<Deployment>,
     /// Pod hashes whose pods never become available.
     broken: Vec<String>,
     now: i64,
@@ -91,6 +94,7 @@ impl World {
             runs: vec![],
             templates: Templates::new(),
             ingresses: vec![],
+            deployment: None,
             broken: vec![],
             now: 1_700_000_000,
         }
@@ -101,6 +105,7 @@ impl World {
             .with_services(self.services.clone())
             .with_analysis(self.runs.clone(), self.templates.clone())
             .with_ingresses(self.ingresses.clone())
+            .with_workload(self.deployment.clone())
     }
 
     fn ingress(&self, name: &str) -> Option<&Ingress> {
@@ -222,6 +227,26 @@ impl World {
                     match deadline {
                         Some(d) => a.insert(SCALE_DOWN_DEADLINE_ANNOTATION.into(), d.clone()),
                         None => a.remove(SCALE_DOWN_DEADLINE_ANNOTATION),
+                    };
+                }
+                Action::ScaleDeployment { name, from, to, .. } => {
+                    let d = self.deployment.as_mut().expect("scaled Deployment exists");
+                    assert_eq!(d.metadata.name.as_deref(), Some(name.as_str()));
+                    let spec = d.spec.as_mut().unwrap();
+                    assert_eq!(spec.replicas, Some(*from), "scaled from what was read");
+                    spec.replicas = Some(*to);
+                    // The API server counts a change of spec.
+                    d.metadata.generation = Some(d.metadata.generation.unwrap_or(1) + 1);
+                }
+                Action::SetWorkloadGeneration { generation } => {
+                    let a = self
+                        .ro
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(Default::default);
+                    match generation {
+                        Some(g) => a.insert(WORKLOAD_GENERATION_ANNOTATION.into(), g.clone()),
+                        None => a.remove(WORKLOAD_GENERATION_ANNOTATION),
                     };
                 }
                 Action::SetPodMetadata {
@@ -1300,3 +1325,4 @@ mod analysis_gates {
 
 mod blue_green;
 mod traffic;
+mod workload;
