@@ -11,7 +11,7 @@
 //! with serde's line and column; YAML that cannot be read at all is an
 //! error.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::analysis::args::{resolve_metric, without_secrets};
 use crate::analysis::run::{dry_run_metrics, retention, validate_metrics};
@@ -50,44 +50,73 @@ pub fn lint(text: &str) -> Result<Vec<Finding>, String> {
     // Second pass: the known kinds again, typed, so schema errors keep
     // their position in the file.
     let mut findings = Vec::new();
+    let mut checked = 0;
     for (document, (doc, value)) in serde_yaml::Deserializer::from_str(text)
         .zip(&values)
         .enumerate()
     {
-        let kind = value
-            .get("kind")
-            .and_then(serde_yaml::Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let name = value
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(serde_yaml::Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let mut report = |message: String| {
+        let (kind, name) = kind_and_name(value);
+        let mut report = |kind: &str, name: &str, message: String| {
             findings.push(Finding {
                 document,
-                kind: kind.clone(),
-                name: name.clone(),
+                kind: kind.to_string(),
+                name: name.to_string(),
                 message,
             })
         };
-        match kind.as_str() {
-            "Rollout" => match Rollout::deserialize(doc) {
-                Ok(ro) => lint_rollout(&ro).into_iter().for_each(&mut report),
-                Err(e) => report(e.to_string()),
-            },
-            ANALYSIS_TEMPLATE | CLUSTER_ANALYSIS_TEMPLATE => {
-                match TemplateDocument::deserialize(doc) {
-                    Ok(t) => lint_template(&t.spec).into_iter().for_each(&mut report),
-                    Err(e) => report(e.to_string()),
+        if kind == "List" || kind.ends_with("List") {
+            // `kubectl get -o yaml` output: each item on its own.
+            let items = value.get("items").and_then(serde_yaml::Value::as_sequence);
+            for item in items.into_iter().flatten() {
+                let (kind, name) = kind_and_name(item);
+                if let Some(messages) = lint_object(&kind, item.clone()) {
+                    checked += 1;
+                    messages.into_iter().for_each(|m| report(&kind, &name, m));
                 }
             }
-            _ => {}
+        } else if let Some(messages) = lint_object(&kind, doc) {
+            checked += 1;
+            messages.into_iter().for_each(|m| report(&kind, &name, m));
         }
     }
+    if checked == 0 {
+        findings.push(Finding {
+            document: 0,
+            kind: String::new(),
+            name: String::new(),
+            message: "nothing to check: no Rollout, AnalysisTemplate or ClusterAnalysisTemplate in the file".into(),
+        });
+    }
     Ok(findings)
+}
+
+fn kind_and_name(value: &serde_yaml::Value) -> (String, String) {
+    let text = |v: Option<&serde_yaml::Value>| {
+        v.and_then(serde_yaml::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (
+        text(value.get("kind")),
+        text(value.get("metadata").and_then(|m| m.get("name"))),
+    )
+}
+
+/// The findings for one object of a kind lint knows; None for other kinds.
+fn lint_object<'de>(kind: &str, object: impl Deserializer<'de>) -> Option<Vec<String>> {
+    Some(match kind {
+        "Rollout" => match Rollout::deserialize(object) {
+            Ok(ro) => lint_rollout(&ro),
+            Err(e) => vec![e.to_string()],
+        },
+        ANALYSIS_TEMPLATE | CLUSTER_ANALYSIS_TEMPLATE => {
+            match TemplateDocument::deserialize(object) {
+                Ok(t) => lint_template(&t.spec),
+                Err(e) => vec![e.to_string()],
+            }
+        }
+        _ => return None,
+    })
 }
 
 /// The part of an (Cluster)AnalysisTemplate that is checked; both kinds
@@ -283,6 +312,24 @@ spec:
             render_findings(&lint(&fixture("rollout-canary.yaml")).unwrap()),
             "no problems found\n"
         );
+    }
+
+    #[test]
+    fn list_items_are_checked_and_a_file_without_our_kinds_is_a_finding() {
+        let bad = BAD_ROLLOUT.replace('\n', "\n    ");
+        let list = format!("apiVersion: v1\nkind: List\nitems:\n- {}\n", bad.trim_end());
+        let findings = lint(&list).unwrap();
+        assert!(!findings.is_empty());
+        assert!(
+            findings
+                .iter()
+                .all(|f| (f.kind.as_str(), f.name.as_str()) == ("Rollout", "bad")),
+            "{findings:?}"
+        );
+        let only_a_service = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n";
+        let findings = lint(only_a_service).unwrap();
+        assert_eq!(findings.len(), 1);
+        assert!(findings[0].message.starts_with("nothing to check"));
     }
 
     #[test]
