@@ -141,36 +141,22 @@ pub async fn run_elected(
         return run(client, settings, shutdown).await;
     };
     election.validate()?;
-    let mut elector = Elector::new(client.clone(), election);
-    let reachable = elector.reachable();
-    let track = {
-        let health = health.clone();
-        async move {
-            loop {
-                health.set(reachable.load(Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+    // The elector's attempts are what /readyz reports.
+    let mut elector = Elector::new(client.clone(), election, health.ready.clone());
+    let outcome = async {
+        match elector.acquire(shutdown.clone()).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => return Some(Err(e)),
         }
-    };
-    let outcome = {
-        let elected = async {
-            match elector.acquire(shutdown.clone()).await {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => return Some(Err(e)),
-            }
-            settings.metrics.set_leader(true);
-            let work = run(client, settings.clone(), shutdown.clone());
-            Some(tokio::select! {
-                result = work => Ok(result),
-                lost = elector.hold() => Err(lost),
-            })
-        };
-        tokio::select! {
-            outcome = elected => outcome,
-            _ = track => None,
-        }
-    };
+        settings.metrics.set_leader(true);
+        let work = run(client, settings.clone(), shutdown.clone());
+        Some(tokio::select! {
+            result = work => Ok(result),
+            lost = elector.hold() => Err(lost),
+        })
+    }
+    .await;
     settings.metrics.set_leader(false);
     match outcome {
         None => {

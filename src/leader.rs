@@ -177,22 +177,16 @@ pub enum Attempt {
 }
 
 impl Elector {
-    pub fn new(client: Client, settings: Settings) -> Self {
+    /// `reachable` is set after every attempt: whether it reached the API
+    /// server (what `/readyz` reports).
+    pub fn new(client: Client, settings: Settings, reachable: Arc<AtomicBool>) -> Self {
         Elector {
             api: Api::namespaced(client, &settings.namespace),
             settings,
             observed: None,
             last: None,
-            reachable: Arc::default(),
+            reachable,
         }
-    }
-
-    pub fn reachable(&self) -> Arc<AtomicBool> {
-        self.reachable.clone()
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
     }
 
     /// Reads the Lease, decides, writes if needed. A write conflict (someone

@@ -287,8 +287,7 @@ struct State {
     /// Per-object series to prune when their object is gone.
     rollout_series: (HistogramVec, IntCounterVec, IntCounterVec),
     run_series: (HistogramVec, IntCounterVec),
-    /// Templates: their descriptors, and the shape of what collect() builds.
-    templates: Vec<GaugeVec>,
+    /// The descriptors of what collect() builds from `state_templates()`.
     descs: Vec<Desc>,
 }
 
@@ -366,8 +365,7 @@ impl State {
         run_reconcile: HistogramVec,
         run_errors: IntCounterVec,
     ) -> Self {
-        let templates = state_templates();
-        let descs = templates
+        let descs = state_templates()
             .iter()
             .flat_map(|t| t.desc().into_iter().cloned())
             .collect();
@@ -376,7 +374,6 @@ impl State {
             runs: Mutex::new(None),
             rollout_series: (rollout_reconcile, rollout_errors, rollout_events),
             run_series: (run_reconcile, run_errors),
-            templates,
             descs,
         }
     }
@@ -389,7 +386,6 @@ impl Collector for State {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let g = state_templates();
-        debug_assert_eq!(g.len(), self.templates.len());
         // None until the controllers run (a standby has no caches): then
         // there is nothing to report and nothing to prune.
         let rollouts = self
