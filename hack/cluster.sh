@@ -10,12 +10,17 @@
 #   kubeconfig  print the kubeconfig path
 # Env: ROLLOUTS_CLUSTER_DIR (state; default /tmp/rollouts-cluster),
 #      ROLLOUTS_CACHE (build cache; default ~/.cache/rollouts),
-#      ROLLOUTS_NODES (fake nodes; default 3)
+#      ROLLOUTS_NODES (fake nodes; default 3),
+#      ROLLOUTS_CLUSTER_QPS (controller-manager/scheduler client QPS; default 300)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 state=${ROLLOUTS_CLUSTER_DIR:-${TMPDIR:-/tmp}/rollouts-cluster}
 nodes=${ROLLOUTS_NODES:-3}
+# Client QPS of the controller-manager and scheduler: their defaults (20 and
+# 50) would make pod creation, not our controller, the bottleneck of the
+# scale benchmark.
+qps=${ROLLOUTS_CLUSTER_QPS:-300}
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 die() { echo "cluster: $*" >&2; exit 1; }
@@ -179,10 +184,12 @@ up() {
     --bind-address=127.0.0.1 --secure-port="$kcm_port" \
     --authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics \
     --root-ca-file="$p/ca.crt" --service-account-private-key-file="$p/sa.key" \
-    --use-service-account-credentials=false --leader-elect=false
+    --use-service-account-credentials=false --leader-elect=false \
+    --kube-api-qps="$qps" --kube-api-burst=$((qps * 2)) --concurrent-replicaset-syncs=10
   start kube-scheduler "$bin/kube-scheduler" --kubeconfig="$kc" \
     --bind-address=127.0.0.1 --secure-port="$sched_port" \
-    --authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics --leader-elect=false
+    --authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics --leader-elect=false \
+    --kube-api-qps="$qps" --kube-api-burst=$((qps * 2))
 
   log "starting kwok with $nodes fake nodes"
   # HOME is isolated so a user's ~/.kwok/kwok.yaml is not merged in.

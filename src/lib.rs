@@ -8,6 +8,7 @@ pub mod controller;
 pub mod kube_client;
 pub mod leader;
 pub mod metrics;
+pub mod owner_index;
 pub mod recorder;
 pub mod rollout;
 pub mod server;

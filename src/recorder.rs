@@ -1,35 +1,104 @@
 //! Publishes Kubernetes Events (events.k8s.io/v1) about a Rollout or an
 //! AnalysisRun.
 //!
+//! Off the reconcile path: a reconcile only queues its events (with their
+//! time), and a background task creates them. An update emits about a dozen
+//! events per Rollout; creating them inline made every reconcile wait on
+//! them. As client-go's broadcaster does, a full queue drops events (with a
+//! warning) rather than slowing rollouts down.
+//!
 //! Not kube-runtime's `Recorder`: it folds events with the same reason into
 //! one series that keeps the first message, so "step 2/6 completed" would be
 //! shown as a repeat of "step 1/6 completed". Our events are emitted only on
 //! transitions, so each one is created as it is.
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use crate::rollout::plan::events::Event;
 
 pub const REPORTING_CONTROLLER: &str = "argoproj.io/rollouts-controller";
 
-/// Creates one Event per entry. A failure is logged, not returned: losing an
-/// event must not stop a rollout.
-pub async fn publish<K>(client: &Client, obj: &K, events: &[Event])
+/// Events waiting to be created; beyond this, new ones are dropped.
+const QUEUE: usize = 10_000;
+/// Events created at the same time.
+const IN_FLIGHT: usize = 8;
+
+/// Queues events for a background task that creates them. Cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<K8sEvent>,
+}
+
+impl Recorder {
+    /// Starts the background task (it ends when every Recorder is dropped).
+    pub fn start(client: Client) -> Recorder {
+        let (queue, pending) = mpsc::channel(QUEUE);
+        tokio::spawn(deliver(client, pending));
+        Recorder { queue }
+    }
+
+    /// Queues one Event per entry. Never fails: losing an event must not
+    /// stop a rollout, so a failure is only logged.
+    pub fn publish<K>(&self, obj: &K, events: &[Event])
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        for event in build(obj, events) {
+            if let Err(e) = self.queue.try_send(event) {
+                let reason = match &e {
+                    mpsc::error::TrySendError::Full(_) => "the event queue is full",
+                    mpsc::error::TrySendError::Closed(_) => "the event publisher has stopped",
+                };
+                warn!(name = %obj.name_any(), %reason, "event dropped");
+            }
+        }
+    }
+}
+
+async fn deliver(client: Client, pending: mpsc::Receiver<K8sEvent>) {
+    futures::stream::unfold(
+        pending,
+        |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
+    )
+    .for_each_concurrent(IN_FLIGHT, |event| {
+        let client = client.clone();
+        async move {
+            let ns = event.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<K8sEvent> = Api::namespaced(client, &ns);
+            if let Err(e) = api.create(&PostParams::default(), &event).await {
+                let regarding = event.regarding.as_ref();
+                warn!(
+                    kind = regarding.and_then(|r| r.kind.as_deref()).unwrap_or_default(),
+                    name = regarding.and_then(|r| r.name.as_deref()).unwrap_or_default(),
+                    namespace = %ns,
+                    reason = event.reason.as_deref().unwrap_or_default(),
+                    error = %e,
+                    "could not publish event"
+                );
+            }
+        }
+    })
+    .await;
+}
+
+/// The Event objects, stamped with the current time.
+fn build<K>(obj: &K, events: &[Event]) -> Vec<K8sEvent>
 where
     K: Resource<DynamicType = ()>,
 {
     if events.is_empty() {
-        return;
+        return vec![];
     }
     let ns = obj.namespace().unwrap_or_default();
     let kind = K::kind(&());
-    let api: Api<K8sEvent> = Api::namespaced(client.clone(), &ns);
     let regarding = ObjectReference {
         api_version: Some(K::api_version(&()).into_owned()),
         kind: Some(kind.clone().into_owned()),
@@ -40,27 +109,33 @@ where
         ..Default::default()
     };
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "rollouts-controller".into());
-    for ev in events {
-        let now = Timestamp::now();
-        let event = K8sEvent {
-            metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}", obj.name_any(), now.as_nanosecond())),
-                namespace: Some(ns.clone()),
+    let now = Timestamp::now();
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, ev)| {
+            info!(%kind, name = %obj.name_any(), namespace = %ns, reason = ev.reason, message = %ev.message, "event");
+            K8sEvent {
+                metadata: ObjectMeta {
+                    // Distinct names for the events of one reconcile.
+                    name: Some(format!(
+                        "{}.{:x}",
+                        obj.name_any(),
+                        now.as_nanosecond() + i as i128
+                    )),
+                    namespace: Some(ns.clone()),
+                    ..Default::default()
+                },
+                event_time: Some(MicroTime(now)),
+                type_: Some(if ev.warning { "Warning" } else { "Normal" }.into()),
+                reason: Some(ev.reason.into()),
+                action: Some(ev.reason.into()),
+                note: Some(ev.message.clone()),
+                regarding: Some(regarding.clone()),
+                reporting_controller: Some(REPORTING_CONTROLLER.into()),
+                reporting_instance: Some(instance.clone()),
                 ..Default::default()
-            },
-            event_time: Some(MicroTime(now)),
-            type_: Some(if ev.warning { "Warning" } else { "Normal" }.into()),
-            reason: Some(ev.reason.into()),
-            action: Some(ev.reason.into()),
-            note: Some(ev.message.clone()),
-            regarding: Some(regarding.clone()),
-            reporting_controller: Some(REPORTING_CONTROLLER.into()),
-            reporting_instance: Some(instance.clone()),
-            ..Default::default()
-        };
-        info!(%kind, name = %obj.name_any(), namespace = %ns, reason = ev.reason, message = %ev.message, "event");
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            warn!(%kind, name = %obj.name_any(), reason = ev.reason, error = %e, "could not publish event");
-        }
-    }
+            }
+        })
+        .collect()
 }

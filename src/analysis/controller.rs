@@ -26,7 +26,7 @@ use super::providers::{self, job, prometheus, web};
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, Argument, Measurement, Metric};
 use crate::controller::{Backoff, Settings};
 use crate::metrics::{Metrics, Queue};
-use crate::recorder::{self, Event};
+use crate::recorder::{Event, Recorder};
 use crate::rollout::apply::merge_diff;
 
 /// A run with nothing scheduled is still looked at this often.
@@ -50,6 +50,7 @@ pub enum Error {
 
 struct Context {
     client: Client,
+    recorder: Recorder,
     backoff: Backoff<ObjectRef<AnalysisRun>>,
     metrics: Metrics,
 }
@@ -87,6 +88,7 @@ pub async fn run(
     .default_backoff()
     .touched_objects();
     let ctx = Arc::new(Context {
+        recorder: Recorder::start(client.clone()),
         client,
         backoff: Backoff::default(),
         metrics: settings.metrics.clone(),
@@ -133,7 +135,7 @@ async fn reconcile_inner(run: Arc<AnalysisRun>, ctx: &Context) -> Result<Requeue
     let now = Timestamp::now();
     let requeue = match plan::prepare(&run, now) {
         Prepare::Finished => return expire(&ctx.client, &run, now).await,
-        Prepare::Invalid(plan) => write(&ctx.client, &run, &plan).await?,
+        Prepare::Invalid(plan) => write(&ctx.client, &ctx.recorder, &run, &plan).await?,
         Prepare::Measure(prepared) => {
             let plan = match secret_args(&ctx.client, &run).await {
                 Ok((args, secrets)) => {
@@ -147,7 +149,7 @@ async fn reconcile_inner(run: Arc<AnalysisRun>, ctx: &Context) -> Result<Requeue
                 ),
             };
             job::garbage_collect(&ctx.client, &run, &plan.dropped).await;
-            write(&ctx.client, &run, &plan).await?
+            write(&ctx.client, &ctx.recorder, &run, &plan).await?
         }
     };
     ctx.backoff.succeeded(&ObjectRef::from_obj(&*run));
@@ -288,7 +290,12 @@ fn masked(mut m: Measurement, secrets: &[String]) -> Measurement {
 /// Writes the plan's status (a merge patch of what changed, only onto the
 /// run as it was read), publishes the completion event, and says when to
 /// look again.
-async fn write(client: &Client, run: &AnalysisRun, plan: &RunPlan) -> Result<Requeue, Error> {
+async fn write(
+    client: &Client,
+    recorder: &Recorder,
+    run: &AnalysisRun,
+    plan: &RunPlan,
+) -> Result<Requeue, Error> {
     let name = run.name_any();
     let old = serde_json::to_value(run.status.clone().unwrap_or_default()).unwrap_or_default();
     let new = serde_json::to_value(&plan.status).unwrap_or_default();
@@ -311,7 +318,7 @@ async fn write(client: &Client, run: &AnalysisRun, plan: &RunPlan) -> Result<Req
     }
     if let Some(phase) = plan.completed {
         info!(run = %name, phase = phase.as_str(), message = plan.status.message.as_deref().unwrap_or_default(), "analysis completed");
-        recorder::publish(client, run, &[completion_event(phase)]).await;
+        recorder.publish(run, &[completion_event(phase)]);
     }
     Ok(match plan.requeue_after {
         Some(after) => Requeue::requeue(after.min(RESYNC)),

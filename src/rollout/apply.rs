@@ -8,7 +8,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Map, Value, json};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::Rollout;
 use crate::api::analysis::AnalysisRun;
@@ -67,13 +67,21 @@ pub enum ApplyError {
     },
 }
 
-pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), ApplyError> {
+/// Applies the plan's actions, then the status. Returns the Rollout's
+/// resourceVersion after the last write to it, if any (the cached copy is
+/// then behind).
+pub async fn apply(
+    client: &Client,
+    ro: &Rollout,
+    plan: &Plan,
+) -> Result<Option<String>, ApplyError> {
     let ns = ro.namespace().unwrap_or_default();
     let ro_name = ro.name_any();
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     let ro_api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
     let merge = PatchParams::default();
     let mut resource_version = ro.metadata.resource_version.clone();
+    let mut written = None;
 
     for action in &plan.actions {
         match action {
@@ -209,6 +217,7 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                 // Our own change: the status write below must not see it as
                 // someone else's.
                 resource_version = updated.metadata.resource_version;
+                written = resource_version.clone();
             }
             Action::SetWorkloadGeneration { generation } => {
                 let patch = json!({"metadata": {"annotations": {WORKLOAD_GENERATION_ANNOTATION: generation}}});
@@ -221,6 +230,7 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                     })?;
                 // Our own change, as for the revision annotation above.
                 resource_version = updated.metadata.resource_version;
+                written = resource_version.clone();
             }
             Action::ScaleDeployment {
                 name,
@@ -383,10 +393,11 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
     let old = to_json(&observed)?;
     let new = to_json(&plan.status)?;
     if let Some(diff) = merge_diff(&old, &new) {
+        debug!(rollout = %ro_name, %diff, "status diff");
         // The diff is against the status this plan observed: written only
         // if the Rollout is still as observed, else planned again (409).
         let patch = json!({"metadata": {"resourceVersion": resource_version}, "status": diff});
-        ro_api
+        let updated = ro_api
             .patch_status(&ro_name, &merge, &Patch::Merge(patch))
             .await
             .map_err(|source| match source {
@@ -398,6 +409,7 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
                     source,
                 },
             })?;
+        written = updated.metadata.resource_version;
         info!(
             rollout = %ro_name,
             phase = plan.status.phase.map(|p| p.as_str()).unwrap_or_default(),
@@ -405,7 +417,7 @@ pub async fn apply(client: &Client, ro: &Rollout, plan: &Plan) -> Result<(), App
             "status updated"
         );
     }
-    Ok(())
+    Ok(written)
 }
 
 fn ingress_api(client: &Client, ns: &str) -> Api<Ingress> {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -23,7 +23,8 @@ use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::controller::{Backoff, Settings};
 use crate::metrics::{Metrics, Queue};
-use crate::recorder;
+use crate::owner_index::OwnerIndex;
+use crate::recorder::Recorder;
 use crate::rollout::apply::{ApplyError, apply};
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::hash::format_selector;
@@ -59,6 +60,10 @@ struct Context {
     client: Client,
     replica_sets: Store<ReplicaSet>,
     analysis_runs: Store<AnalysisRun>,
+    replica_sets_by_owner: OwnerIndex<ReplicaSet>,
+    runs_by_owner: OwnerIndex<AnalysisRun>,
+    recorder: Recorder,
+    ahead: Ahead,
     backoff: Backoff<ObjectRef<Rollout>>,
     metrics: Metrics,
 }
@@ -79,34 +84,39 @@ pub async fn run(
             e => Error::Api(e),
         })?;
 
-    // Cached objects drop managedFields: the controller never reads them and
-    // they are often the largest part of an object.
+    // Cached objects drop what the controller never reads (slim_*).
     let (ro_reader, ro_writer) = reflector::store();
     let owned = watcher::Config::default()
         .labels(&scope.instance_selector())
         .any_semantic();
     let ro_stream = watcher(rollouts, owned.clone())
         .default_backoff()
-        .modify(|ro: &mut Rollout| ro.managed_fields_mut().clear())
+        .modify(slim_rollout)
         .reflect(ro_writer)
         .touched_objects();
     // Only ReplicaSets carrying our hash label: other workloads' are not cached.
     let (rs_reader, rs_writer) = reflector::store();
+    let rs_index = OwnerIndex::default();
+    let rs_indexer = rs_index.clone();
     let rs_config = watcher::Config::default()
         .labels(POD_TEMPLATE_HASH_LABEL)
         .any_semantic();
     let rs_stream = watcher(scope.api::<ReplicaSet>(&client), rs_config)
         .default_backoff()
-        .modify(|rs: &mut ReplicaSet| rs.managed_fields_mut().clear())
+        .modify(slim_replica_set)
         .reflect(rs_writer)
+        .inspect_ok(move |ev| rs_indexer.apply(ev))
         .touched_objects();
 
     // AnalysisRuns: a run changing phase moves its Rollout on.
     let (ar_reader, ar_writer) = reflector::store();
+    let ar_index = OwnerIndex::default();
+    let ar_indexer = ar_index.clone();
     let ar_stream = watcher(scope.api::<AnalysisRun>(&client), owned)
         .default_backoff()
         .modify(|r: &mut AnalysisRun| r.managed_fields_mut().clear())
         .reflect(ar_writer)
+        .inspect_ok(move |ev| ar_indexer.apply(ev))
         .touched_objects();
 
     // Deployments, metadata only (observe reads the one a Rollout names): a
@@ -123,9 +133,13 @@ pub async fn run(
     let referencing = ro_reader.clone();
 
     let ctx = Arc::new(Context {
+        recorder: Recorder::start(client.clone()),
+        ahead: Ahead::default(),
         client,
         replica_sets: rs_reader,
         analysis_runs: ar_reader,
+        replica_sets_by_owner: rs_index,
+        runs_by_owner: ar_index,
         backoff: Backoff::default(),
         metrics: settings.metrics.clone(),
     });
@@ -152,6 +166,66 @@ pub async fn run(
     info!("rollouts controller stopped");
     Ok(())
 }
+
+/// How soon to look again at a Rollout whose cached copy is behind our own
+/// write, should its watch event not come.
+const BEHIND_RETRY: Duration = Duration::from_secs(2);
+
+/// The resourceVersion each Rollout had when we last wrote it, while the
+/// cache has not caught up with that write.
+#[derive(Default)]
+struct Ahead(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl Ahead {
+    fn wrote(&self, uid: &str, before: Option<String>, after: Option<String>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match (before, after) {
+            // A write that changed nothing keeps the version: nothing to wait for.
+            (Some(before), Some(after)) if before != after => {
+                map.insert(uid.to_string(), before);
+            }
+            _ => {
+                map.remove(uid);
+            }
+        }
+    }
+
+    /// Whether `cached` is the version our last write replaced.
+    fn is_behind(&self, uid: &str, cached: Option<&str>) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(uid) {
+            Some(before) if Some(before.as_str()) == cached => true,
+            Some(_) => {
+                map.remove(uid);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn forget(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+}
+
+/// What a cached Rollout can do without: managedFields and kubectl's copy
+/// of the last applied spec, never read and often the bulk of the object.
+fn slim_rollout(ro: &mut Rollout) {
+    ro.managed_fields_mut().clear();
+    ro.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// The planner reads a ReplicaSet's counts, labels, annotations, owners
+/// and its template's metadata, never the pod spec: the cache drops it and
+/// managedFields (with 10,000 Rollouts they are most of the memory).
+fn slim_replica_set(rs: &mut ReplicaSet) {
+    rs.managed_fields_mut().clear();
+    if let Some(template) = rs.spec.as_mut().and_then(|s| s.template.as_mut()) {
+        template.spec = None;
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The Rollouts whose workloadRef names this Deployment.
 fn workload_referrers(
@@ -182,8 +256,18 @@ async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error
 }
 
 async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
+    let uid = ro.uid().unwrap_or_default();
     if ro.meta().deletion_timestamp.is_some() {
+        ctx.ahead.forget(&uid);
         return Ok(Requeue::await_change());
+    }
+    // Our last write to this Rollout has not reached the cache yet: a plan
+    // from the older copy would only meet a conflict (and a re-read). The
+    // watch event of that write brings the Rollout back; the requeue is a
+    // safety net.
+    if ctx.ahead.is_behind(&uid, ro.resource_version().as_deref()) {
+        debug!(rollout = %ro.name_any(), "cache behind our own write; waiting for it");
+        return Ok(Requeue::requeue(BEHIND_RETRY));
     }
     // Planning with a cache that has not listed the ReplicaSets yet would
     // take a rollout in progress for an initial deploy and promote it.
@@ -199,25 +283,24 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
     let now = Timestamp::now();
     let ns = ro.namespace().unwrap_or_default();
     let cached = ctx
-        .replica_sets
-        .state()
+        .replica_sets_by_owner
+        .owned_by(&ctx.replica_sets, &uid)
         .into_iter()
-        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
-        .map(|rs| (*rs).clone());
+        .map(|rs| (*rs).clone())
+        .collect();
     let runs = ctx
-        .analysis_runs
-        .state()
+        .runs_by_owner
+        .owned_by(&ctx.analysis_runs, &uid)
         .into_iter()
-        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
         .map(|r| (*r).clone())
         .collect();
-    let snapshot = observe(&ctx.client, (**ro).clone(), cached.collect(), runs, now).await?;
+    let snapshot = observe(&ctx.client, (**ro).clone(), cached, runs, now).await?;
     let plan = match plan_and_apply(ctx, &snapshot, now).await {
         // Someone changed what the plan was based on (or the caches lag
         // behind our own writes): plan once more from the API server itself.
         Err(Error::Apply(ApplyError::Conflict { what })) => {
             debug!(rollout = %ro.name_any(), %what, "conflict; planning again from a fresh read");
-            let fresh = fresh_snapshot(&ctx.client, ro, &ns, now).await?;
+            let fresh = fresh_snapshot(ctx, ro, &ns, now).await?;
             plan_and_apply(ctx, &fresh, now).await?
         }
         other => other?,
@@ -235,8 +318,13 @@ async fn plan_and_apply(ctx: &Context, snapshot: &Snapshot, now: Timestamp) -> R
     if !plan.actions.is_empty() {
         debug!(rollout = %ro.name_any(), actions = ?plan.actions, "plan");
     }
-    apply(client, ro, &plan).await?;
-    recorder::publish(client, ro, &plan.events).await;
+    let written = apply(client, ro, &plan).await?;
+    ctx.ahead.wrote(
+        &ro.uid().unwrap_or_default(),
+        ro.resource_version(),
+        written,
+    );
+    ctx.recorder.publish(ro, &plan.events);
     for e in &plan.events {
         ctx.metrics.rollout_event(
             &ro.namespace().unwrap_or_default(),
@@ -388,27 +476,38 @@ async fn read_templates(client: &Client, ro: &Rollout, ns: &str) -> Result<Templ
     }
 }
 
-/// A snapshot read from the API server rather than the caches.
+/// A snapshot with the Rollout and its ReplicaSets read from the API server
+/// rather than the caches. Only this Rollout's ReplicaSets are listed (by
+/// its selector): a namespace with thousands of Rollouts must not be listed
+/// whole on every conflict. AnalysisRuns come from the cache; `observe`
+/// reads those the status names and the cache lacks.
 async fn fresh_snapshot(
-    client: &Client,
+    ctx: &Context,
     ro: &Rollout,
     ns: &str,
     now: Timestamp,
 ) -> Result<Snapshot, Error> {
+    let client = &ctx.client;
     let ro = Api::<Rollout>::namespaced(client.clone(), ns)
         .get(&ro.name_any())
         .await
         .map_err(Error::Api)?;
+    // A workloadRef Rollout may name no selector.
+    let selector = match format_selector(ro.spec.selector.as_ref()) {
+        s if s.is_empty() || s == "<none>" => POD_TEMPLATE_HASH_LABEL.to_string(),
+        s => format!("{s},{POD_TEMPLATE_HASH_LABEL}"),
+    };
     let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(POD_TEMPLATE_HASH_LABEL))
+        .list(&ListParams::default().labels(&selector))
         .await
         .map_err(Error::Api)?
         .items;
-    let runs = Api::<AnalysisRun>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::Api)?
-        .items;
+    let runs = ctx
+        .runs_by_owner
+        .owned_by(&ctx.analysis_runs, &ro.uid().unwrap_or_default())
+        .into_iter()
+        .map(|r| (*r).clone())
+        .collect();
     observe(client, ro, replica_sets, runs, now).await
 }
 

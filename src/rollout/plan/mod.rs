@@ -125,7 +125,21 @@ pub enum Action {
 pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
     // Kubernetes stores times to the second; planning with finer times would
     // make every status look changed and write it again forever.
-    let now = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
+    let whole = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
+    let mut plan = plan_at(snapshot, whole);
+    // Timers fall on whole seconds, counted from `whole`: wait from the exact
+    // time instead, so a pause ends when it is due and not up to a second late.
+    let fraction = Duration::from_nanos(now.subsec_nanosecond().max(0) as u64);
+    plan.requeue_after = plan
+        .requeue_after
+        .map(|d| d.saturating_sub(fraction).max(MIN_REQUEUE));
+    plan
+}
+
+/// Never ask to be woken sooner than this (a timer due this very instant).
+const MIN_REQUEUE: Duration = Duration::from_millis(1);
+
+fn plan_at(snapshot: &Snapshot, now: Time) -> Plan {
     // A workloadRef is resolved first, as upstream: every later check and
     // decision sees the Deployment's template as if it were inline.
     if let Some(message) = workload::problem(snapshot) {

@@ -876,6 +876,12 @@ fn steps_pause_and_promote_to_completion() {
         "timed pause requeues: {:?}",
         p.requeue_after
     );
+    // The wait counts from the exact time, not the whole second: 1.7 s into
+    // the 2 s pause, it is due in 300 ms.
+    let start = s.pause_conditions[0].start_time.0;
+    let exact = start + k8s_openapi::jiff::SignedDuration::from_millis(1700);
+    let p = plan(&w.snapshot(), exact);
+    assert_eq!(p.requeue_after, Some(std::time::Duration::from_millis(300)));
     w.now += 3; // the 2s pause passes
     w.run_until("Healthy", |w| w.phase() == Some(RolloutPhase::Healthy));
     let s = w.status();

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Scale benchmark: N canary Rollouts (2 replicas; setWeight 50, pause 1s,
+# setWeight 100) on a local kwok cluster of its own, then an image change on
+# all of them. Prints the numbers and appends them to bench/results/results.jsonl.
+#
+# Usage: hack/bench.sh [N ...]        (default: 100 1000)
+# Env:   BENCH_NAMESPACES (default 1), BENCH_QPS (controller --qps, default 500),
+#        ROLLOUTS_BENCH_CLUSTER_DIR (default /tmp/rollouts-bench-cluster)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(100 1000)
+
+# A cluster of its own, so the benchmark neither disturbs nor is disturbed by
+# the test cluster; more fake nodes for the pods of 10,000 Rollouts.
+export ROLLOUTS_CLUSTER_DIR=${ROLLOUTS_BENCH_CLUSTER_DIR:-${TMPDIR:-/tmp}/rollouts-bench-cluster}
+export ROLLOUTS_NODES=${ROLLOUTS_NODES:-10}
+kubeconfig=$(bash hack/cluster.sh up | tail -n1)
+"$(cat "$ROLLOUTS_CLUSTER_DIR/bin")/kubectl" --kubeconfig="$kubeconfig" apply --server-side -k crds/ >/dev/null
+
+cargo build --release --locked --bin rollouts-controller --example scale-bench
+target=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+out=$root/bench/results
+mkdir -p "$out"
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet 2>/dev/null || commit="$commit+changes"
+
+for n in "${sizes[@]}"; do
+  echo "== $n Rollouts" >&2
+  KUBECONFIG=$kubeconfig BENCH_COMMIT=$commit "$target/release/examples/scale-bench" \
+    --rollouts "$n" --namespaces "${BENCH_NAMESPACES:-1}" --qps "${BENCH_QPS:-500}" \
+    --controller "$target/release/rollouts-controller" --out "$out"
+done
