@@ -770,7 +770,10 @@ fn end_state(
     Ok(())
 }
 
-/// `kubectl rollouts <verb> <name>` once the Rollout waits at its pause.
+/// `kubectl rollouts <verb> <name>` once the Rollout waits at its pause,
+/// again if it failed, as long as the pause is still there: a promote whose
+/// answer was lost (the API server going down) must not be repeated, since
+/// a second one would skip the next step.
 async fn cli_at_pause(client: Client, ns: String, shape: Shape) -> Result<()> {
     let verb = match shape.cli {
         Cli::Promote => "promote",
@@ -778,42 +781,43 @@ async fn cli_at_pause(client: Client, ns: String, shape: Shape) -> Result<()> {
         Cli::None => return Ok(()),
     };
     let api = Api::<Rollout>::namespaced(client, &ns);
+    let attempted = AtomicBool::new(false);
     wait_for(
-        &format!("{} to pause at step {}", shape.name, shape.pause_step),
+        &format!(
+            "kubectl rollouts {verb} {} at step {}",
+            shape.name, shape.pause_step
+        ),
         Duration::from_secs(150),
         || async {
             let s = api.get(&shape.name).await?.status.unwrap_or_default();
-            Ok(
-                if s.phase == Some(RolloutPhase::Paused)
-                    && s.current_step_index == Some(shape.pause_step)
-                {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "phase {:?}, step {:?}",
-                        s.phase, s.current_step_index
-                    ))
-                },
-            )
-        },
-    )
-    .await?;
-    retry(&format!("kubectl rollouts {verb} {}", shape.name), || {
-        let (ns, name) = (ns.clone(), shape.name.clone());
-        async move {
+            let at_pause = s.current_step_index == Some(shape.pause_step);
+            let waiting = at_pause && !s.pause_conditions.is_empty();
+            let done = match shape.cli {
+                Cli::Abort => s.abort,
+                _ => s.current_step_index > Some(shape.pause_step),
+            } || (attempted.load(Ordering::Relaxed) && at_pause && !waiting);
+            if done {
+                return Ok(Ok(()));
+            }
+            if !waiting {
+                return Ok(Err(format!(
+                    "phase {:?}, step {:?}",
+                    s.phase, s.current_step_index
+                )));
+            }
+            attempted.store(true, Ordering::Relaxed);
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-rollouts"));
             cmd.arg("--kubeconfig")
                 .arg(kubeconfig())
-                .args(["-n", &ns, verb, &name]);
+                .args(["-n", &ns, verb, &shape.name]);
             let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
-            ensure!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Ok(())
-        }
-    })
+            Ok(if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            })
+        },
+    )
     .await
 }
 
