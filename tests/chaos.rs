@@ -792,10 +792,14 @@ async fn cli_at_pause(client: Client, ns: String, shape: Shape) -> Result<()> {
             let s = api.get(&shape.name).await?.status.unwrap_or_default();
             let at_pause = s.current_step_index == Some(shape.pause_step);
             let waiting = at_pause && !s.pause_conditions.is_empty();
+            // (Before the update is seen, the status is v1's: past all steps.)
             let done = match shape.cli {
                 Cli::Abort => s.abort,
-                _ => s.current_step_index > Some(shape.pause_step),
-            } || (attempted.load(Ordering::Relaxed) && at_pause && !waiting);
+                _ => {
+                    attempted.load(Ordering::Relaxed)
+                        && (s.current_step_index > Some(shape.pause_step) || !waiting)
+                }
+            };
             if done {
                 return Ok(Ok(()));
             }
