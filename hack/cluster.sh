@@ -3,11 +3,14 @@
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake
 # nodes that walk pods through Running/Ready/Succeeded).
 #
-# Usage: hack/cluster.sh up|down|status|kubeconfig
+# Usage: hack/cluster.sh up|down|status|kubeconfig|restart kube-apiserver
 #   up          build (cached) and start the cluster; a no-op when it runs
 #   down        stop exactly the processes `up` started, remove the state
 #   status      exit 0 when the cluster runs, 1 otherwise
 #   kubeconfig  print the kubeconfig path
+#   restart kube-apiserver
+#               stop the API server and start it again with the same flags
+#               and port, and wait until it is ready (an outage, for tests)
 # Env: ROLLOUTS_CLUSTER_DIR (state; default /tmp/rollouts-cluster),
 #      ROLLOUTS_CACHE (build cache; default ~/.cache/rollouts),
 #      ROLLOUTS_NODES (fake nodes; default 3),
@@ -38,20 +41,24 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+stop_component() { # name: TERM, KILL if still there after 5s
+  local f=$state/pids/$1 pid i
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
 stop() {
   [ -d "$state/pids" ] || return 0
-  local f pid i
+  local c
   # Reverse start order: kwok and controllers first, etcd last.
   for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
-    f=$state/pids/$c
-    [ -f "$f" ] || continue
-    pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$f"
+    stop_component "$c"
   done
 }
 
@@ -59,6 +66,12 @@ start() { # name, command...
   local name=$1; shift
   setsid "$@" >"$state/logs/$name.log" 2>&1 < /dev/null &
   echo $! >"$state/pids/$name"
+}
+
+start_saved() { # name: start it with the command line saved in $state/<name>.cmd
+  local cmd
+  mapfile -d '' -t cmd <"$state/$1.cmd"
+  start "$1" "${cmd[@]}"
 }
 
 wait_for() { # description, timeout seconds, command...
@@ -163,7 +176,8 @@ up() {
   wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
 
   log "starting kube-apiserver on 127.0.0.1:$api_port"
-  start kube-apiserver "$bin/kube-apiserver" \
+  # Saved (NUL-separated) so that `restart kube-apiserver` repeats it exactly.
+  printf '%s\0' "$bin/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$etcd_port" --etcd-prefix=/registry \
     --allow-privileged=true --authorization-mode=Node,RBAC \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
@@ -175,7 +189,9 @@ up() {
     --proxy-client-cert-file="$p/admin.crt" --proxy-client-key-file="$p/admin.key" \
     --requestheader-client-ca-file="$p/ca.crt" --requestheader-allowed-names=kwok-admin \
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
-    --requestheader-extra-headers-prefix=X-Remote-Extra-
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    >"$state/kube-apiserver.cmd"
+  start_saved kube-apiserver
   local kubectl=("$bin/kubectl" --kubeconfig="$kc")
   wait_for kube-apiserver 90 "${kubectl[@]}" get --raw /readyz
 
@@ -206,10 +222,26 @@ up() {
   echo "$kc"
 }
 
+restart() { # component
+  [ "${1:-}" = kube-apiserver ] || die "usage: hack/cluster.sh restart kube-apiserver"
+  running || die "the cluster is not running (hack/cluster.sh up)"
+  local saved=$state/kube-apiserver.cmd
+  # A cluster started before the command line was saved: take it from the
+  # running process (/proc/PID/cmdline is NUL-separated too).
+  [ -f "$saved" ] || cp "/proc/$(cat "$state/pids/kube-apiserver")/cmdline" "$saved"
+  log "restarting kube-apiserver"
+  stop_component kube-apiserver
+  mv -f "$state/logs/kube-apiserver.log" "$state/logs/kube-apiserver.log.1"
+  start_saved kube-apiserver
+  wait_for kube-apiserver 90 "$(cat "$state/bin")/kubectl" --kubeconfig="$state/kubeconfig" get --raw /readyz
+  log "kube-apiserver ready again"
+}
+
 case "${1:-}" in
   up) up ;;
   down) stop; rm -rf "$state"; log "stopped" ;;
   status) if running; then echo "running: KUBECONFIG=$state/kubeconfig"; else echo "not running"; exit 1; fi ;;
   kubeconfig) echo "$state/kubeconfig" ;;
-  *) die "usage: hack/cluster.sh up|down|status|kubeconfig" ;;
+  restart) restart "${2:-}" ;;
+  *) die "usage: hack/cluster.sh up|down|status|kubeconfig|restart kube-apiserver" ;;
 esac

@@ -83,6 +83,15 @@ impl ControllerProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+
+    /// The exit status if the process has ended by itself.
+    pub fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
     /// GET on one of its ports: (status code, body).
     pub async fn get(&self, port: u16, path: &str) -> Result<(u16, String)> {
         let client = rollouts::analysis::providers::http_client(Duration::from_secs(5), false)?;
