@@ -58,6 +58,15 @@ fn nil_or_empty(v: &Value) -> bool {
     matches!(v, Value::Nil) || matches!(v, Value::Array(a) if a.is_empty())
 }
 
+/// Why a condition cannot even be compiled (a syntax error), if it
+/// cannot: such a metric could only ever measure Error.
+pub fn compile_error(condition: &str) -> Option<String> {
+    if condition.trim().is_empty() {
+        return None;
+    }
+    expr::compile(condition).err().map(|e| first_line(&e))
+}
+
 /// Evaluates one condition; it must yield a bool.
 pub fn eval_condition(result: &Json, condition: &str) -> Result<bool, ConditionError> {
     eval_value(&to_expr(result), condition)

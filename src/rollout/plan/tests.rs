@@ -711,6 +711,13 @@ fn check_template() -> crate::api::analysis::AnalysisTemplateSpec {
     crate::api::analysis::AnalysisTemplateSpec {
         metrics: vec![crate::api::analysis::Metric {
             name: "m".into(),
+            provider: crate::api::analysis::MetricProvider {
+                web: Some(crate::api::analysis::WebMetric {
+                    url: "http://check.invalid".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
             ..Default::default()
         }],
         ..Default::default()
@@ -1306,6 +1313,53 @@ mod analysis_gates {
                 .unwrap()
                 .ends_with("Background analysis phase error/failed: boom")
         );
+    }
+
+    fn invalid_spec(w: &mut World) -> String {
+        w.reconcile();
+        let s = w.status();
+        assert_eq!(s.phase, Some(RolloutPhase::Degraded));
+        find(&s.conditions, INVALID_SPEC)
+            .and_then(|c| c.message.clone())
+            .expect("InvalidSpec")
+    }
+
+    #[test]
+    fn a_template_whose_run_would_fail_at_once_is_an_invalid_spec() {
+        // A condition that does not compile could only ever measure Error.
+        let mut w = world(false);
+        let t = w.templates.get_mut(&(false, "check".into())).unwrap();
+        t.metrics[0].success_condition = Some("result >".into());
+        let msg = invalid_spec(&mut w);
+        assert!(
+            msg.starts_with(
+                "The Rollout \"demo\" is invalid: spec.strategy.canary.steps[1].analysis.templates: Invalid value: AnalysisTemplate check has metric m whose successCondition \"result >\" does not compile: "
+            ),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+        // A metric the AnalysisRun controller refuses.
+        let mut w = world(false);
+        let t = w.templates.get_mut(&(false, "check".into())).unwrap();
+        t.metrics[0].provider = Default::default();
+        assert!(
+            invalid_spec(&mut w).ends_with(
+                "Invalid value: Analysis spec invalid: metrics[0]: no provider specified"
+            ),
+        );
+        // A step waiting on a metric that never ends, as upstream.
+        let mut w = world(false);
+        let t = w.templates.get_mut(&(false, "check".into())).unwrap();
+        t.metrics[0].interval = Some("5s".into());
+        assert!(invalid_spec(&mut w).ends_with(
+            "Invalid value: AnalysisTemplate check has metric m which runs indefinitely. Invalid value for count: <nil>"
+        ));
+        // ...which background analysis may do.
+        let mut w = world(true);
+        let t = w.templates.get_mut(&(false, "check".into())).unwrap();
+        t.metrics[0].interval = Some("5s".into());
+        w.reconcile();
+        assert!(find(&w.status().conditions, INVALID_SPEC).is_none());
     }
 
     #[test]
