@@ -61,6 +61,32 @@ struct Context {
     analysis_runs: Store<AnalysisRun>,
     backoff: Backoff<ObjectRef<Rollout>>,
     metrics: Metrics,
+    /// By Rollout UID: the pod-template hash whose ReplicaSet the API
+    /// server last refused, and why (see `Snapshot::with_rejected`). Held
+    /// in memory only: after a restart one create is tried again and
+    /// refused again.
+    rejected: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+}
+
+impl Context {
+    fn rejected(&self, ro: &Rollout) -> Option<(String, String)> {
+        let uid = ro.metadata.uid.as_deref()?;
+        let memo = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        memo.get(uid).cloned()
+    }
+
+    /// Remembers a refusal of the Rollout's ReplicaSet; forgets it once
+    /// the Rollout is gone.
+    fn remember_rejected(&self, ro: &Rollout, rejected: Option<(String, String)>) {
+        let Some(uid) = ro.metadata.uid.clone() else {
+            return;
+        };
+        let mut memo = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        match rejected {
+            Some(r) => memo.insert(uid, r),
+            None => memo.remove(&uid),
+        };
+    }
 }
 
 /// Runs the Rollout controller until `shutdown` resolves.
@@ -128,6 +154,7 @@ pub async fn run(
         analysis_runs: ar_reader,
         backoff: Backoff::default(),
         metrics: settings.metrics.clone(),
+        rejected: Default::default(),
     });
     settings.metrics.watch_rollouts(ro_reader.clone());
     info!(
@@ -183,6 +210,7 @@ async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error
 
 async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
     if ro.meta().deletion_timestamp.is_some() {
+        ctx.remember_rejected(ro, None);
         return Ok(Requeue::await_change());
     }
     // Planning with a cache that has not listed the ReplicaSets yet would
@@ -211,13 +239,17 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
         .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
         .map(|r| (*r).clone())
         .collect();
-    let snapshot = observe(&ctx.client, (**ro).clone(), cached.collect(), runs, now).await?;
+    let snapshot = observe(&ctx.client, (**ro).clone(), cached.collect(), runs, now)
+        .await?
+        .with_rejected(ctx.rejected(ro));
     let plan = match plan_and_apply(ctx, &snapshot, now).await {
         // Someone changed what the plan was based on (or the caches lag
         // behind our own writes): plan once more from the API server itself.
         Err(Error::Apply(ApplyError::Conflict { what })) => {
             debug!(rollout = %ro.name_any(), %what, "conflict; planning again from a fresh read");
-            let fresh = fresh_snapshot(&ctx.client, ro, &ns, now).await?;
+            let fresh = fresh_snapshot(&ctx.client, ro, &ns, now)
+                .await?
+                .with_rejected(ctx.rejected(ro));
             plan_and_apply(ctx, &fresh, now).await?
         }
         other => other?,
@@ -229,6 +261,26 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
 }
 
 async fn plan_and_apply(ctx: &Context, snapshot: &Snapshot, now: Timestamp) -> Result<Plan, Error> {
+    match plan_and_apply_once(ctx, snapshot, now).await {
+        // The pod template is invalid in the API server's eyes: plan again
+        // knowing it, which reports it as InvalidSpec and creates nothing.
+        Err(Error::Apply(ApplyError::Rejected { name, hash, detail })) => {
+            let ro = &snapshot.rollout;
+            warn!(rollout = %ro.name_any(), replicaset = %name, %detail, "the API server refused the ReplicaSet");
+            let rejected = Some((hash, detail));
+            ctx.remember_rejected(ro, rejected.clone());
+            let known = snapshot.clone().with_rejected(rejected);
+            plan_and_apply_once(ctx, &known, now).await
+        }
+        other => other,
+    }
+}
+
+async fn plan_and_apply_once(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    now: Timestamp,
+) -> Result<Plan, Error> {
     let client = &ctx.client;
     let ro = &snapshot.rollout;
     let plan = plan(snapshot, now);
