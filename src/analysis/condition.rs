@@ -86,7 +86,9 @@ fn eval_value(result: &Value, condition: &str) -> Result<bool, ConditionError> {
     }
 }
 
-/// Parse errors are several lines with a caret; the first says what.
+/// An error on one line. A parse error is a drawing over several lines
+/// (`--> 1:10`, the text, a caret, `= expected ...`): it becomes
+/// "expected ... at 1:10"; anything else has its lines joined.
 fn first_line(e: &expr::Error) -> String {
     let text = e.to_string();
     let lines: Vec<&str> = text
@@ -94,7 +96,12 @@ fn first_line(e: &expr::Error) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    lines.join(" ")
+    let at = lines.iter().find_map(|l| l.strip_prefix("--> "));
+    let what = lines.iter().find_map(|l| l.strip_prefix("= "));
+    match (what, at) {
+        (Some(what), Some(at)) => format!("{what} at {at}"),
+        _ => lines.join(" "),
+    }
 }
 
 fn env(result: &Value) -> Environment<'static> {
@@ -251,6 +258,14 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains('\n'));
+        assert_eq!(
+            compile_error("result >=").as_deref(),
+            Some(
+                "expected conditional_if, negation_op, sign_op, value, array, map, or ident at 1:10"
+            )
+        );
+        assert_eq!(compile_error("  "), None);
+        assert_eq!(compile_error("result >= 1"), None);
         let m = metric(None, Some("asInt(result) > 1"));
         let err = evaluate(&m, &json!("abc")).unwrap_err().0;
         assert!(err.contains("asInt(\"abc\")"), "{err}");
