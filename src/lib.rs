@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod fuzzing;
 pub mod kube_client;
 pub mod leader;
 pub mod metrics;

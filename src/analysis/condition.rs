@@ -58,12 +58,116 @@ fn nil_or_empty(v: &Value) -> bool {
     matches!(v, Value::Nil) || matches!(v, Value::Array(a) if a.is_empty())
 }
 
+/// Why a condition cannot even be compiled (a syntax error, a range that
+/// is not allowed), if it cannot: such a metric could only ever measure
+/// Error.
+pub fn compile_error(condition: &str) -> Option<String> {
+    if condition.trim().is_empty() {
+        return None;
+    }
+    if let Err(e) = check_ranges(condition) {
+        return Some(e.0);
+    }
+    expr::compile(condition).err().map(|e| first_line(&e))
+}
+
+/// The most items a range (`a..b`) may have: Go's expr refuses to build
+/// more (its memory budget).
+const MAX_RANGE_ITEMS: i128 = 1_000_000;
+
+/// expr-lang builds a range in memory whatever its size, so a condition
+/// such as `len(0..3000000000) > 0` would abort the whole controller on a
+/// failed allocation. Each `..` outside a string literal must therefore
+/// join two integer literals at most [`MAX_RANGE_ITEMS`] apart. A lexical
+/// check, on purpose: bounds computed at run time cannot be bounded here.
+fn check_ranges(condition: &str) -> Result<(), ConditionError> {
+    let chars: Vec<char> = condition.chars().collect();
+    let refuse = |what: String| {
+        ConditionError(format!(
+            "ranges need integer literal bounds at most {MAX_RANGE_ITEMS} items apart (such as 1..10), not {what:?}"
+        ))
+    };
+    let mut quote: Option<char> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if let Some(q) = quote {
+            if c == '\\' && q != '`' {
+                i += 1;
+            } else if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        if matches!(c, '"' | '\'' | '`') {
+            quote = Some(c);
+            i += 1;
+            continue;
+        }
+        if c != '.' || chars.get(i + 1) != Some(&'.') {
+            i += 1;
+            continue;
+        }
+        // The literal before the "..": digits, maybe a minus, not part
+        // of a name.
+        let mut start = i;
+        while start > 0 && chars[start - 1] == ' ' {
+            start -= 1;
+        }
+        let end_left = start;
+        while start > 0 && chars[start - 1].is_ascii_digit() {
+            start -= 1;
+        }
+        let digits_left = start < end_left;
+        if start > 0 && chars[start - 1] == '-' {
+            start -= 1;
+        }
+        let named = start > 0
+            && (chars[start - 1].is_alphanumeric()
+                || chars[start - 1] == '_'
+                || chars[start - 1] == '.');
+        // The literal after it.
+        let mut end = i + 2;
+        while chars.get(end) == Some(&' ') {
+            end += 1;
+        }
+        let begin_right = end;
+        if chars.get(end) == Some(&'-') {
+            end += 1;
+        }
+        let digits_start = end;
+        while chars.get(end).is_some_and(char::is_ascii_digit) {
+            end += 1;
+        }
+        let digits_right = end > digits_start;
+        let trailing = chars
+            .get(end)
+            .is_some_and(|c| c.is_alphanumeric() || *c == '_' || *c == '.');
+        let text: String = chars[start..end.min(chars.len())].iter().collect();
+        if !digits_left || named || !digits_right || trailing {
+            return Err(refuse(text));
+        }
+        let left: String = chars[start..end_left].iter().collect();
+        let right: String = chars[begin_right..end].iter().collect();
+        let (Ok(a), Ok(b)) = (left.trim().parse::<i128>(), right.trim().parse::<i128>()) else {
+            return Err(refuse(text));
+        };
+        if b.saturating_sub(a) >= MAX_RANGE_ITEMS {
+            return Err(refuse(text));
+        }
+        i = end;
+    }
+    Ok(())
+}
+
 /// Evaluates one condition; it must yield a bool.
 pub fn eval_condition(result: &Json, condition: &str) -> Result<bool, ConditionError> {
     eval_value(&to_expr(result), condition)
 }
 
 fn eval_value(result: &Value, condition: &str) -> Result<bool, ConditionError> {
+    check_ranges(condition)?;
     let program = expr::compile(condition).map_err(|e| ConditionError(first_line(&e)))?;
     let mut ctx = Context::default();
     ctx.insert("result", result.clone());
@@ -77,7 +181,9 @@ fn eval_value(result: &Value, condition: &str) -> Result<bool, ConditionError> {
     }
 }
 
-/// Parse errors are several lines with a caret; the first says what.
+/// An error on one line. A parse error is a drawing over several lines
+/// (`--> 1:10`, the text, a caret, `= expected ...`): it becomes
+/// "expected ... at 1:10"; anything else has its lines joined.
 fn first_line(e: &expr::Error) -> String {
     let text = e.to_string();
     let lines: Vec<&str> = text
@@ -85,7 +191,12 @@ fn first_line(e: &expr::Error) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    lines.join(" ")
+    let at = lines.iter().find_map(|l| l.strip_prefix("--> "));
+    let what = lines.iter().find_map(|l| l.strip_prefix("= "));
+    match (what, at) {
+        (Some(what), Some(at)) => format!("{what} at {at}"),
+        _ => lines.join(" "),
+    }
 }
 
 fn env(result: &Value) -> Environment<'static> {
@@ -242,6 +353,32 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains('\n'));
+        assert_eq!(
+            compile_error("result >=").as_deref(),
+            Some(
+                "expected conditional_if, negation_op, sign_op, value, array, map, or ident at 1:10"
+            )
+        );
+        assert_eq!(compile_error("  "), None);
+        // A range is built in memory: this one aborted the controller on
+        // a failed allocation of 216 GB.
+        let huge = "len(0..3000000000) > 0";
+        assert_eq!(
+            eval_condition(&json!(1), huge),
+            Err(ConditionError(
+                "ranges need integer literal bounds at most 1000000 items apart (such as 1..10), not \"0..3000000000\"".into()
+            ))
+        );
+        assert!(compile_error(huge).is_some());
+        assert!(eval_condition(&json!(5), "0..asInt(result) == []").is_err());
+        assert!(eval_condition(&json!(5), "x1..5 == []").is_err());
+        assert_eq!(eval_condition(&json!(3), "result in 1..5"), Ok(true));
+        assert_eq!(eval_condition(&json!(3), "result in -2 .. 2"), Ok(false));
+        assert_eq!(
+            eval_condition(&json!("a..b"), "result == \"a..b\""),
+            Ok(true)
+        );
+        assert_eq!(compile_error("result >= 1"), None);
         let m = metric(None, Some("asInt(result) > 1"));
         let err = evaluate(&m, &json!("abc")).unwrap_err().0;
         assert!(err.contains("asInt(\"abc\")"), "{err}");

@@ -64,13 +64,15 @@ pub fn int_or_percent(value: &IntOrString, total: i32, round_up: bool) -> Result
                 .trim()
                 .parse()
                 .map_err(|_| ValueError::Percent(s.clone()))?;
-            let scaled = pct * i64::from(total);
+            // Checked: the percentage is any i64 the user wrote.
+            let too_big = || ValueError::Percent(s.clone());
+            let scaled = pct.checked_mul(i64::from(total)).ok_or_else(too_big)?;
             let v = if round_up {
-                (scaled + 99).div_euclid(100)
+                scaled.checked_add(99).ok_or_else(too_big)?.div_euclid(100)
             } else {
                 scaled.div_euclid(100)
             };
-            i32::try_from(v).map_err(|_| ValueError::Percent(s.clone()))
+            i32::try_from(v).map_err(|_| too_big())
         }
     }
 }
@@ -123,7 +125,9 @@ pub fn parse_duration_str(s: &str) -> Result<Duration, ValueError> {
         total += n * scale;
         rest = &rest[unit_len..];
     }
-    Ok(Duration::from_secs_f64(total))
+    // A duration too long for Duration (say "99999999999999999999h") is
+    // an error like any other: from_secs_f64 would panic on it.
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
 /// A malformed value in a user's object.
@@ -160,6 +164,7 @@ mod tests {
         assert_eq!(int_or_percent(&p("25"), 4, false), Ok(1));
         assert_eq!(int_or_percent(&IntOrString::Int(2), 10, false), Ok(2));
         assert!(int_or_percent(&p("abc%"), 10, false).is_err());
+        assert!(int_or_percent(&p("9223372036854775807%"), 10, true).is_err());
     }
 
     #[test]
@@ -179,5 +184,12 @@ mod tests {
         assert!(s("").is_err());
         assert!(s("m").is_err());
         assert!(parse_duration(&IntOrString::Int(-1)).is_err());
+        // A pause this long panicked in validation (Duration::from_secs_f64),
+        // taking the controller down with it.
+        assert_eq!(
+            s("99999999999999999999999h"),
+            Err(ValueError::Duration("99999999999999999999999h".into()))
+        );
+        assert!(s("1e400s").is_err());
     }
 }

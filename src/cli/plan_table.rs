@@ -102,6 +102,27 @@ pub fn plan_table(rollout: &Rollout, replicas: Option<i32>) -> Result<Vec<Row>, 
     sim.run_steps()
 }
 
+/// Drives the planner through `reconciles` reconciles of a first deploy
+/// and then an update, for either strategy and at the Rollout's own size:
+/// pods become available one tick after they are asked for, every pause is
+/// promoted, analyses succeed. Err with the planner's InvalidSpec message
+/// (or the simulation's complaint). For the fuzz targets and their corpus
+/// test: it runs plan code on specs that validation accepted.
+pub fn exercise(rollout: &Rollout, reconciles: usize) -> Result<(), String> {
+    let mut sim = Sim::new(rollout.clone());
+    for i in 0..reconciles {
+        sim.reconcile()?;
+        sim.tick();
+        if let Some(s) = sim.ro.status.as_mut() {
+            s.pause_conditions.clear();
+        }
+        if i == reconciles / 2 {
+            sim.update();
+        }
+    }
+    Ok(())
+}
+
 /// Aligned columns: STEP  KIND  WEIGHT  CANARY  STABLE  NOTE.
 pub fn render(rows: &[Row]) -> String {
     let header = ["STEP", "KIND", "WEIGHT", "CANARY", "STABLE", "NOTE"].map(String::from);

@@ -19,7 +19,7 @@ use crate::rollout::plan::replica_set::{
     EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_DEADLINE_ANNOTATION,
 };
 use crate::rollout::plan::workload::WORKLOAD_GENERATION_ANNOTATION;
-use crate::rollout::plan::{Action, Plan};
+use crate::rollout::plan::{Action, Plan, rejection_detail};
 use crate::rollout::snapshot::{
     DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, REVISION_ANNOTATION,
 };
@@ -28,6 +28,14 @@ use crate::rollout::snapshot::{
 pub enum ApplyError {
     #[error("creating ReplicaSet {name}: {source}")]
     Create { name: String, source: kube::Error },
+    /// The API server refused the ReplicaSet as invalid (400 or 422): the
+    /// pod template is at fault, and asking again will not help.
+    #[error("the API server refused ReplicaSet {name}: {detail}")]
+    Rejected {
+        name: String,
+        hash: String,
+        detail: String,
+    },
     #[error(
         "ReplicaSet {name} already exists and is not controlled by this Rollout; bumped status.collisionCount"
     )]
@@ -123,6 +131,17 @@ pub async fn apply(
                                 })?;
                             return Err(ApplyError::Collision { name });
                         }
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
+                        return Err(ApplyError::Rejected {
+                            name,
+                            hash: rs
+                                .labels()
+                                .get(POD_TEMPLATE_HASH_LABEL)
+                                .cloned()
+                                .unwrap_or_default(),
+                            detail: rejection_detail(e.code, &e.message),
+                        });
                     }
                     Err(source) => return Err(ApplyError::Create { name, source }),
                 }

@@ -66,6 +66,32 @@ struct Context {
     ahead: Ahead,
     backoff: Backoff<ObjectRef<Rollout>>,
     metrics: Metrics,
+    /// By Rollout UID: the pod-template hash whose ReplicaSet the API
+    /// server last refused, and why (see `Snapshot::with_rejected`). Held
+    /// in memory only: after a restart one create is tried again and
+    /// refused again.
+    rejected: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+}
+
+impl Context {
+    fn rejected(&self, ro: &Rollout) -> Option<(String, String)> {
+        let uid = ro.metadata.uid.as_deref()?;
+        let memo = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        memo.get(uid).cloned()
+    }
+
+    /// Remembers a refusal of the Rollout's ReplicaSet; forgets it once
+    /// the Rollout is gone.
+    fn remember_rejected(&self, ro: &Rollout, rejected: Option<(String, String)>) {
+        let Some(uid) = ro.metadata.uid.clone() else {
+            return;
+        };
+        let mut memo = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        match rejected {
+            Some(r) => memo.insert(uid, r),
+            None => memo.remove(&uid),
+        };
+    }
 }
 
 /// Runs the Rollout controller until `shutdown` resolves.
@@ -142,6 +168,7 @@ pub async fn run(
         runs_by_owner: ar_index,
         backoff: Backoff::default(),
         metrics: settings.metrics.clone(),
+        rejected: Default::default(),
     });
     settings.metrics.watch_rollouts(ro_reader.clone());
     info!(
@@ -259,6 +286,7 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
     let uid = ro.uid().unwrap_or_default();
     if ro.meta().deletion_timestamp.is_some() {
         ctx.ahead.forget(&uid);
+        ctx.remember_rejected(ro, None);
         return Ok(Requeue::await_change());
     }
     // Our last write to this Rollout has not reached the cache yet: a plan
@@ -294,13 +322,17 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
         .into_iter()
         .map(|r| (*r).clone())
         .collect();
-    let snapshot = observe(&ctx.client, (**ro).clone(), cached, runs, now).await?;
+    let snapshot = observe(&ctx.client, (**ro).clone(), cached, runs, now)
+        .await?
+        .with_rejected(ctx.rejected(ro));
     let plan = match plan_and_apply(ctx, &snapshot, now).await {
         // Someone changed what the plan was based on (or the caches lag
         // behind our own writes): plan once more from the API server itself.
         Err(Error::Apply(ApplyError::Conflict { what })) => {
             debug!(rollout = %ro.name_any(), %what, "conflict; planning again from a fresh read");
-            let fresh = fresh_snapshot(ctx, ro, &ns, now).await?;
+            let fresh = fresh_snapshot(ctx, ro, &ns, now)
+                .await?
+                .with_rejected(ctx.rejected(ro));
             plan_and_apply(ctx, &fresh, now).await?
         }
         other => other?,
@@ -312,6 +344,26 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
 }
 
 async fn plan_and_apply(ctx: &Context, snapshot: &Snapshot, now: Timestamp) -> Result<Plan, Error> {
+    match plan_and_apply_once(ctx, snapshot, now).await {
+        // The pod template is invalid in the API server's eyes: plan again
+        // knowing it, which reports it as InvalidSpec and creates nothing.
+        Err(Error::Apply(ApplyError::Rejected { name, hash, detail })) => {
+            let ro = &snapshot.rollout;
+            warn!(rollout = %ro.name_any(), replicaset = %name, %detail, "the API server refused the ReplicaSet");
+            let rejected = Some((hash, detail));
+            ctx.remember_rejected(ro, rejected.clone());
+            let known = snapshot.clone().with_rejected(rejected);
+            plan_and_apply_once(ctx, &known, now).await
+        }
+        other => other,
+    }
+}
+
+async fn plan_and_apply_once(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    now: Timestamp,
+) -> Result<Plan, Error> {
     let client = &ctx.client;
     let ro = &snapshot.rollout;
     let plan = plan(snapshot, now);

@@ -39,6 +39,9 @@ pub struct Snapshot {
     /// The Deployment `spec.workloadRef` names (None: no reference, or the
     /// Deployment was not found).
     pub workload: Option<Deployment>,
+    /// A pod-template hash whose ReplicaSet the API server refused to
+    /// create, with its reason (see [`Snapshot::with_rejected`]).
+    pub rejected: Option<(String, String)>,
 }
 
 impl Snapshot {
@@ -62,7 +65,19 @@ impl Snapshot {
             templates: Templates::new(),
             ingresses: BTreeMap::new(),
             workload: None,
+            rejected: None,
         }
+    }
+
+    /// The API server refused to create the ReplicaSet of the template
+    /// with this hash (400 or 422: a pod template it finds invalid, such
+    /// as a malformed quantity or no containers), and why. The controller
+    /// remembers the answer so that the planner reports it as InvalidSpec
+    /// instead of asking again at every reconcile; a changed template has
+    /// another hash and is tried afresh.
+    pub fn with_rejected(mut self, rejected: Option<(String, String)>) -> Self {
+        self.rejected = rejected;
+        self
     }
 
     /// The Deployment `spec.workloadRef` names, as read.

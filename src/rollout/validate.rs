@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::Rollout;
@@ -28,6 +29,8 @@ pub enum ErrorKind {
     Invalid(String),
     /// Kubernetes' `field.InternalError`.
     Internal,
+    /// Kubernetes' `field.Forbidden`.
+    Forbidden,
 }
 
 impl fmt::Display for FieldError {
@@ -38,6 +41,7 @@ impl fmt::Display for FieldError {
                 write!(f, "{}: Invalid value: {}: {}", self.path, v, self.detail)
             }
             ErrorKind::Internal => write!(f, "{}: Internal error: {}", self.path, self.detail),
+            ErrorKind::Forbidden => write!(f, "{}: Forbidden: {}", self.path, self.detail),
         }
     }
 }
@@ -77,6 +81,34 @@ fn labels_mismatch(labels: &BTreeMap<String, String>) -> FieldError {
         go_map(labels),
         "`selector` does not match template `labels`",
     )
+}
+
+/// The selector's matchExpressions, as Kubernetes' ValidateLabelSelector
+/// (which upstream runs first): a known operator, values for In and
+/// NotIn, none for Exists and DoesNotExist. Without this, a typo in an
+/// operator would read as "`selector` does not match template `labels`".
+fn validate_selector_expressions(sel: &LabelSelector, errs: &mut Vec<FieldError>) {
+    for (i, e) in sel.match_expressions.iter().flatten().enumerate() {
+        let path = format!("spec.selector.matchExpressions[{i}]");
+        let has_values = e.values.as_ref().is_some_and(|v| !v.is_empty());
+        match e.operator.as_str() {
+            "In" | "NotIn" if !has_values => errs.push(required(
+                &format!("{path}.values"),
+                "must be specified when `operator` is 'In' or 'NotIn'",
+            )),
+            "Exists" | "DoesNotExist" if has_values => errs.push(FieldError {
+                path: format!("{path}.values"),
+                kind: ErrorKind::Forbidden,
+                detail: "may not be specified when `operator` is 'Exists' or 'DoesNotExist'".into(),
+            }),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => errs.push(invalid(
+                &format!("{path}.operator"),
+                format!("{other:?}"),
+                "not a valid selector operator",
+            )),
+        }
+    }
 }
 
 /// The message of the InvalidSpec condition for the first error, if any.
@@ -290,8 +322,13 @@ fn check(rollout: &Rollout, resolved: bool) -> Vec<FieldError> {
                 "empty selector is invalid for deployment",
             )),
             Some(sel) => {
+                let before = errs.len();
+                validate_selector_expressions(sel, &mut errs);
                 let labels = template_labels(spec.template.as_ref());
-                if spec.template.is_none() {
+                if errs.len() > before {
+                    // A malformed selector matches nothing: saying it does
+                    // not match the labels would only mislead.
+                } else if spec.template.is_none() {
                     errs.push(required(
                         "spec.template",
                         "Rollout has missing field '.spec.template'",
@@ -540,4 +577,53 @@ fn check(rollout: &Rollout, resolved: bool) -> Vec<FieldError> {
         }
     }
     errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid canary Rollout named "r" with `patch` (YAML lines under
+    /// `spec:`) appended, so a test states only what it breaks.
+    fn rollout(spec: &str) -> Rollout {
+        let yaml = format!(
+            "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {{name: r}}\nspec:\n  template:\n    metadata: {{labels: {{app: r}}}}\n    spec: {{containers: [{{name: c, image: nginx}}]}}\n{spec}"
+        );
+        serde_yaml::from_str(&yaml).expect("test Rollout parses")
+    }
+
+    #[test]
+    fn selector_expressions_are_checked_as_kubernetes_does() {
+        let ro = rollout(
+            "  selector:\n    matchLabels: {app: r}\n    matchExpressions: [{key: app, operator: Is, values: [r]}]\n  strategy: {canary: {}}\n",
+        );
+        assert_eq!(
+            invalid_spec_message(&ro).as_deref(),
+            Some(
+                "The Rollout \"r\" is invalid: spec.selector.matchExpressions[0].operator: Invalid value: \"Is\": not a valid selector operator"
+            )
+        );
+        let ro = rollout(
+            "  selector:\n    matchExpressions: [{key: app, operator: In}]\n  strategy: {canary: {}}\n",
+        );
+        assert_eq!(
+            invalid_spec_message(&ro).as_deref(),
+            Some(
+                "The Rollout \"r\" is invalid: spec.selector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
+            )
+        );
+        let ro = rollout(
+            "  selector:\n    matchLabels: {app: r}\n    matchExpressions: [{key: app, operator: Exists, values: [r]}]\n  strategy: {canary: {}}\n",
+        );
+        assert_eq!(
+            invalid_spec_message(&ro).as_deref(),
+            Some(
+                "The Rollout \"r\" is invalid: spec.selector.matchExpressions[0].values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+            )
+        );
+        let ok = rollout(
+            "  selector:\n    matchExpressions: [{key: app, operator: In, values: [r]}, {key: tier, operator: DoesNotExist}]\n  strategy: {canary: {}}\n",
+        );
+        assert_eq!(invalid_spec_message(&ok), None);
+    }
 }

@@ -564,14 +564,94 @@ pub fn analyses(ro: &crate::api::Rollout) -> Vec<(String, &RolloutAnalysis)> {
 }
 
 /// Upstream's InvalidSpec for analyses that cannot be run: a template that
-/// does not exist, metrics that clash, an argument without a value.
+/// does not exist, metrics that clash, an argument without a value, a
+/// metric of a step or a blue-green gate that would run forever. Also what
+/// would make the run fail at once (a spec its controller refuses, a
+/// condition that does not compile): upstream starts the update and then
+/// aborts it, which shows the problem later and less clearly.
 pub fn problem(snap: &Snapshot, latest_hash: &str) -> Option<String> {
     let name = snap.rollout.name_any();
     analyses(&snap.rollout).into_iter().find_map(|(field, a)| {
-        run_spec_for(snap, a, latest_hash).err().map(|e| {
-            format!("The Rollout {name:?} is invalid: {field}.templates: Invalid value: {e}")
-        })
+        let background = field == "spec.strategy.canary.analysis";
+        run_spec_for(snap, a, latest_hash)
+            .and_then(|spec| unusable(&spec, background, a, &snap.templates))
+            .err()
+            .map(|e| {
+                format!("The Rollout {name:?} is invalid: {field}.templates: Invalid value: {e}")
+            })
     })
+}
+
+/// What the AnalysisRun of `spec` would fail on before measuring anything,
+/// with the AnalysisRun controller's own checks.
+fn unusable(
+    spec: &crate::api::analysis::AnalysisRunSpec,
+    background: bool,
+    analysis: &RolloutAnalysis,
+    templates: &template::Templates,
+) -> Result<(), String> {
+    use crate::analysis::{args, condition, run};
+    // The template a metric comes from, for messages (names are unique
+    // across the templates of one run).
+    let owner = |metric: &str| {
+        template::wanted(&analysis.templates, templates)
+            .into_iter()
+            .find(|k| {
+                templates
+                    .get(k)
+                    .is_some_and(|t| t.metrics.iter().any(|m| m.name == metric))
+            })
+            .map(|(cluster, n)| {
+                let kind = if cluster {
+                    "ClusterAnalysisTemplate"
+                } else {
+                    "AnalysisTemplate"
+                };
+                format!("{kind} {n}")
+            })
+            .unwrap_or_else(|| "AnalysisTemplate".into())
+    };
+    let metrics = args::resolve_all(&spec.metrics, &spec.args)
+        .map_err(|e| format!("Unable to resolve metric arguments: {e}"))?;
+    run::validate_metrics(&metrics).map_err(|e| format!("Analysis spec invalid: {e}"))?;
+    run::dry_run_metrics(&spec.dry_run, &metrics)
+        .map_err(|e| format!("Analysis spec invalid: {e}"))?;
+    run::retention(&spec.measurement_retention, &metrics)
+        .map_err(|e| format!("Analysis spec invalid: {e}"))?;
+    for m in &metrics {
+        for (which, c) in [
+            ("successCondition", &m.success_condition),
+            ("failureCondition", &m.failure_condition),
+        ] {
+            if let Some(e) = c.as_deref().and_then(condition::compile_error) {
+                return Err(format!(
+                    "{} has metric {} whose {which} {:?} does not compile: {e}",
+                    owner(&m.name),
+                    m.name,
+                    c.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+        // Upstream: only background analysis may run until terminated; a
+        // step or a blue-green gate waiting on it would wait forever.
+        if !background && run::effective_count(m).is_none() {
+            let count = match &m.count {
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i)) => {
+                    i.to_string()
+                }
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s)) => {
+                    s.clone()
+                }
+                None => "<nil>".into(),
+            };
+            return Err(format!(
+                "{} has metric {} which runs indefinitely. Invalid value for count: {count}",
+                owner(&m.name),
+                m.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn summary(run: &AnalysisRun) -> RolloutAnalysisRunStatus {

@@ -155,7 +155,8 @@ fn plan_at(snapshot: &Snapshot, now: Time) -> Plan {
         .or_else(|| unsupported(ro))
         .or_else(|| service_problem(snapshot))
         .or_else(|| traffic::problem(snapshot))
-        .or_else(|| analysis_problem(snapshot));
+        .or_else(|| analysis_problem(snapshot))
+        .or_else(|| rejected_problem(snapshot));
     if let Some(message) = message {
         return invalid(ro, message, &now);
     }
@@ -281,6 +282,42 @@ fn analysis_problem(snapshot: &Snapshot) -> Option<String> {
     let collisions = ro.status.as_ref().and_then(|s| s.collision_count);
     let hash = crate::rollout::hash::pod_template_hash(template, collisions);
     analysis::problem(snapshot, &hash)
+}
+
+/// The API server refused the ReplicaSet of this very template (and none
+/// exists for it): upstream validates the pod template itself before
+/// creating anything, with the same Kubernetes rules, so the refusal is
+/// reported the same way, and nothing is tried until the template changes.
+fn rejected_problem(snapshot: &Snapshot) -> Option<String> {
+    let (hash, detail) = snapshot.rejected.as_ref()?;
+    let ro = &snapshot.rollout;
+    let template = ro.spec.template.as_ref()?;
+    let collisions = ro.status.as_ref().and_then(|s| s.collision_count);
+    let current = crate::rollout::hash::pod_template_hash(template, collisions);
+    if &current != hash || snapshot.replica_set(Some(hash)).is_some() {
+        return None;
+    }
+    let name = ro.metadata.name.as_deref().unwrap_or_default();
+    Some(format!("The Rollout {name:?} is invalid: {detail}"))
+}
+
+/// What the API server's refusal of a ReplicaSet says about the pod
+/// template, as a field error: a 422 lists the template's field errors
+/// (`ReplicaSet.apps "x" is invalid: spec.template.spec...: ...`), which
+/// are the Rollout's own paths; a 400 means it could not even read a value
+/// (such as a malformed quantity).
+pub fn rejection_detail(code: u16, message: &str) -> String {
+    if code == 422
+        && let Some((_, errors)) = message.split_once(" is invalid: ")
+    {
+        return errors.to_string();
+    }
+    let why = message
+        .split_once(" cannot be handled as a ReplicaSet: ")
+        .map_or(message, |(_, why)| why);
+    format!(
+        "spec.template: Invalid value: the API server cannot create a ReplicaSet from it: {why}"
+    )
 }
 
 /// A Service named by the spec that cannot be used, in upstream's wording:

@@ -22,6 +22,7 @@ use crate::api::analysis::AnalysisRun;
 use crate::api::rollout::RolloutPause;
 use crate::api::rollout::{CanaryStep, CanaryStrategy, RolloutPhase, RolloutSpec, RolloutStrategy};
 use crate::rollout::apply::merge_patch;
+use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::snapshot::{REVISION_ANNOTATION, ReplicaSetExt, Snapshot};
 
 fn rollout(
@@ -711,6 +712,13 @@ fn check_template() -> crate::api::analysis::AnalysisTemplateSpec {
     crate::api::analysis::AnalysisTemplateSpec {
         metrics: vec![crate::api::analysis::Metric {
             name: "m".into(),
+            provider: crate::api::analysis::MetricProvider {
+                web: Some(crate::api::analysis::WebMetric {
+                    url: "http://check.invalid".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
             ..Default::default()
         }],
         ..Default::default()
@@ -956,6 +964,59 @@ fn going_back_to_the_stable_template_skips_the_steps() {
     let s = w.status();
     assert_eq!(s.stable_rs, first, "back on the original ReplicaSet");
     assert_eq!(s.current_step_index, Some(6));
+}
+
+#[test]
+fn a_template_the_api_server_refused_is_an_invalid_spec_until_it_changes() {
+    let mut w = stepped_world();
+    set_image(&mut w, "app:2");
+    let hash = {
+        let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+        let Some(Action::CreateReplicaSet(rs)) = p.actions.first() else {
+            panic!("expected a create first: {:?}", p.actions);
+        };
+        rs.labels()[POD_TEMPLATE_HASH_LABEL].clone()
+    };
+    let detail = super::rejection_detail(
+        422,
+        "ReplicaSet.apps \"demo-x\" is invalid: spec.template.spec.containers[0].image: Required value",
+    );
+    let refused = w.snapshot().with_rejected(Some((hash, detail)));
+    let p = plan(&refused, Timestamp::from_second(w.now).unwrap());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.status.phase, Some(RolloutPhase::Degraded));
+    assert_eq!(
+        find(&p.status.conditions, INVALID_SPEC).and_then(|c| c.message.as_deref()),
+        Some(
+            "The Rollout \"demo\" is invalid: spec.template.spec.containers[0].image: Required value"
+        )
+    );
+    // Another template is tried afresh.
+    set_image(&mut w, "app:3");
+    let refused = w.snapshot().with_rejected(refused.rejected.clone());
+    let p = plan(&refused, Timestamp::from_second(w.now).unwrap());
+    assert!(matches!(
+        p.actions.first(),
+        Some(Action::CreateReplicaSet(_))
+    ));
+}
+
+#[test]
+fn refusals_read_as_field_errors() {
+    assert_eq!(
+        super::rejection_detail(
+            422,
+            "ReplicaSet.apps \"web-5f\" is invalid: [spec.template.spec.containers: Required value, spec.template.spec.restartPolicy: Unsupported value: \"Never\"]"
+        ),
+        "[spec.template.spec.containers: Required value, spec.template.spec.restartPolicy: Unsupported value: \"Never\"]"
+    );
+    assert_eq!(
+        super::rejection_detail(
+            400,
+            "ReplicaSet in version \"v1\" cannot be handled as a ReplicaSet: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+        ),
+        "spec.template: Invalid value: the API server cannot create a ReplicaSet from it: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+    );
 }
 
 #[test]
@@ -1312,6 +1373,53 @@ mod analysis_gates {
                 .unwrap()
                 .ends_with("Background analysis phase error/failed: boom")
         );
+    }
+
+    fn invalid_spec(w: &mut World) -> String {
+        w.reconcile();
+        let s = w.status();
+        assert_eq!(s.phase, Some(RolloutPhase::Degraded));
+        find(&s.conditions, INVALID_SPEC)
+            .and_then(|c| c.message.clone())
+            .expect("InvalidSpec")
+    }
+
+    #[test]
+    fn a_template_whose_run_would_fail_at_once_is_an_invalid_spec() {
+        // A condition that does not compile could only ever measure Error.
+        let mut w = world(false);
+        let t = w.templates.get_mut(&(false, "check".into())).unwrap();
+        t.metrics[0].success_condition = Some("result >".into());
+        let msg = invalid_spec(&mut w);
+        assert!(
+            msg.starts_with(
+                "The Rollout \"demo\" is invalid: spec.strategy.canary.steps[1].analysis.templates: Invalid value: AnalysisTemplate check has metric m whose successCondition \"result >\" does not compile: "
+            ),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+        // A metric the AnalysisRun controller refuses.
+        let mut w = world(false);
+        let t = w.templates.get_mut(&(false, "check".into())).unwrap();
+        t.metrics[0].provider = Default::default();
+        assert!(
+            invalid_spec(&mut w).ends_with(
+                "Invalid value: Analysis spec invalid: metrics[0]: no provider specified"
+            ),
+        );
+        // A step waiting on a metric that never ends, as upstream.
+        let mut w = world(false);
+        let t = w.templates.get_mut(&(false, "check".into())).unwrap();
+        t.metrics[0].interval = Some("5s".into());
+        assert!(invalid_spec(&mut w).ends_with(
+            "Invalid value: AnalysisTemplate check has metric m which runs indefinitely. Invalid value for count: <nil>"
+        ));
+        // ...which background analysis may do.
+        let mut w = world(true);
+        let t = w.templates.get_mut(&(false, "check".into())).unwrap();
+        t.metrics[0].interval = Some("5s".into());
+        w.reconcile();
+        assert!(find(&w.status().conditions, INVALID_SPEC).is_none());
     }
 
     #[test]

@@ -1,0 +1,6 @@
+#![no_main]
+//! See rollouts::fuzzing::condition for what this target runs.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| rollouts::fuzzing::condition(data));
