@@ -4,7 +4,10 @@
 //! per reconcile costs more than the reconcile itself.
 //!
 //! The index follows the same watch events as the reflector store and, like
-//! it, swaps in a relist only once it is complete. It only names objects;
+//! it, swaps in a relist only once it is complete. Feed it each event before
+//! the store: whoever sees the store ready then finds the index complete
+//! (the other way round, a reconcile right after a restart could find no
+//! ReplicaSets at all and plan as for a first deploy). It only names objects;
 //! they are read from the store and their owner checked again, so an index
 //! a moment behind the store can omit an object but never return a wrong one.
 

@@ -289,6 +289,7 @@ spec:
   metrics:
   - name: ok
     interval: 1s
+    count: 5
     failureLimit: 0
     successCondition: result == true
     provider:

@@ -130,8 +130,12 @@ pub async fn run(
     let rs_stream = watcher(scope.api::<ReplicaSet>(&client), rs_config)
         .default_backoff()
         .modify(slim_replica_set)
-        .reflect(rs_writer)
+        // The index before the store: a reconcile woken by the store's first
+        // complete list must find the index complete too, or it would plan
+        // with no ReplicaSets and take an update in progress for a first
+        // deploy (the chaos test caught this on restarts).
         .inspect_ok(move |ev| rs_indexer.apply(ev))
+        .reflect(rs_writer)
         .touched_objects();
 
     // AnalysisRuns: a run changing phase moves its Rollout on.
@@ -141,8 +145,8 @@ pub async fn run(
     let ar_stream = watcher(scope.api::<AnalysisRun>(&client), owned)
         .default_backoff()
         .modify(|r: &mut AnalysisRun| r.managed_fields_mut().clear())
-        .reflect(ar_writer)
         .inspect_ok(move |ev| ar_indexer.apply(ev))
+        .reflect(ar_writer)
         .touched_objects();
 
     // Deployments, metadata only (observe reads the one a Rollout names): a
