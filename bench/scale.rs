@@ -426,39 +426,44 @@ fn spawn_watchers(
     client: &Client,
     tracker: Arc<Mutex<Tracker>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let ro_api: Api<Rollout> = Api::all(client.clone());
-    let rs_api: Api<ReplicaSet> = Api::all(client.clone());
     let ro_cfg = watcher::Config::default()
         .labels(&format!("{}={INSTANCE}", rollouts::api::INSTANCE_ID_LABEL));
     let rs_cfg = watcher::Config::default().labels(&format!("{POD_LABEL}=true"));
-    let t = tracker.clone();
-    let ro_task = tokio::spawn(async move {
-        let mut events = watcher(ro_api, ro_cfg).boxed();
+    vec![
+        spawn_watcher(client, ro_cfg, tracker.clone(), Tracker::rollout_event),
+        spawn_watcher(client, rs_cfg, tracker, Tracker::replica_set_event),
+    ]
+}
+
+/// Feeds every object the watch shows, stamped with the time it arrived.
+fn spawn_watcher<K>(
+    client: &Client,
+    config: watcher::Config,
+    tracker: Arc<Mutex<Tracker>>,
+    record: fn(&mut Tracker, &K, SystemTime),
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    let api: Api<K> = Api::all(client.clone());
+    tokio::spawn(async move {
+        let mut events = watcher(api, config).boxed();
         while let Some(ev) = events.next().await {
             let at = SystemTime::now();
             match ev {
-                Ok(watcher::Event::Apply(ro) | watcher::Event::InitApply(ro)) => {
-                    lock(&t).rollout_event(&ro, at)
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                    record(&mut lock(&tracker), &obj, at)
                 }
                 Ok(_) => {}
-                Err(e) => eprintln!("bench: Rollout watch: {e}"),
+                Err(e) => eprintln!("bench: {} watch: {e}", K::kind(&())),
             }
         }
-    });
-    let rs_task = tokio::spawn(async move {
-        let mut events = watcher(rs_api, rs_cfg).boxed();
-        while let Some(ev) = events.next().await {
-            let at = SystemTime::now();
-            match ev {
-                Ok(watcher::Event::Apply(rs) | watcher::Event::InitApply(rs)) => {
-                    lock(&tracker).replica_set_event(&rs, at)
-                }
-                Ok(_) => {}
-                Err(e) => eprintln!("bench: ReplicaSet watch: {e}"),
-            }
-        }
-    });
-    vec![ro_task, rs_task]
+    })
 }
 
 async fn wait_all(

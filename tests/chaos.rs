@@ -298,6 +298,18 @@ spec:
     )
 }
 
+/// Every object of one kind in the namespace.
+async fn list<K>(client: &Client, ns: &str) -> Result<Vec<K>>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    Ok(api.list(&ListParams::default()).await?.items)
+}
+
 /// Retries `f` for up to 60 s: the API server may be restarting.
 async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T>
 where
@@ -502,19 +514,9 @@ async fn watch_pods(
 /// last), so the later reads must show it. Likewise the active Service is
 /// read before the pods it selects.
 async fn sample(client: &Client, ns: &str, shapes: &[Shape], seen: &Mutex<Observed>) -> Result<()> {
-    let lp = ListParams::default();
-    let rollouts = Api::<Rollout>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items;
-    let services = Api::<Service>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items;
-    let ingresses = Api::<Ingress>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items;
+    let rollouts = list::<Rollout>(client, ns).await?;
+    let services = list::<Service>(client, ns).await?;
+    let ingresses = list::<Ingress>(client, ns).await?;
     let blue_green: Vec<&Shape> = shapes.iter().filter(|s| s.blue_green).collect();
     let mut blue_green_pods = Vec::new();
     for shape in &blue_green {
@@ -604,23 +606,10 @@ async fn end_states(
     shapes: &[Shape],
     v1: &HashMap<String, String>,
 ) -> Result<std::result::Result<(), String>> {
-    let lp = ListParams::default();
-    let rollouts = Api::<Rollout>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items;
-    let sets = Api::<ReplicaSet>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items;
-    let services = Api::<Service>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items;
-    let ingresses = Api::<Ingress>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?
-        .items;
+    let rollouts = list::<Rollout>(client, ns).await?;
+    let sets = list::<ReplicaSet>(client, ns).await?;
+    let services = list::<Service>(client, ns).await?;
+    let ingresses = list::<Ingress>(client, ns).await?;
     let mut not_yet = Vec::new();
     for shape in shapes {
         if let Err(why) = end_state(shape, v1, &rollouts, &sets, &services, &ingresses) {

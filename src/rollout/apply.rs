@@ -75,9 +75,9 @@ pub enum ApplyError {
     },
 }
 
-/// Applies the plan's actions, then the status. Returns the Rollout's
-/// resourceVersion after the last write to it, if any (the cached copy is
-/// then behind).
+/// Applies the plan's actions, then the status. Returns the Rollout's new
+/// resourceVersion if the Rollout itself changed (the cached copy is then
+/// behind).
 pub async fn apply(
     client: &Client,
     ro: &Rollout,
@@ -89,7 +89,6 @@ pub async fn apply(
     let ro_api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
     let merge = PatchParams::default();
     let mut resource_version = ro.metadata.resource_version.clone();
-    let mut written = None;
 
     for action in &plan.actions {
         match action {
@@ -224,32 +223,25 @@ pub async fn apply(
                     })?;
                 info!(rollout = %ro_name, service = %name, hash = %hash, "switched Service selector");
             }
+            // Our own changes to the Rollout: the status write below must
+            // not see them as someone else's.
             Action::SetRolloutRevision { revision } => {
-                let patch = json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision.to_string()}}});
-                let updated = ro_api
-                    .patch(&ro_name, &merge, &Patch::Merge(patch))
-                    .await
-                    .map_err(|source| ApplyError::PatchRollout {
-                        name: ro_name.clone(),
-                        source,
-                    })?;
-                // Our own change: the status write below must not see it as
-                // someone else's.
-                resource_version = updated.metadata.resource_version;
-                written = resource_version.clone();
+                resource_version = annotate(
+                    &ro_api,
+                    &ro_name,
+                    REVISION_ANNOTATION,
+                    json!(revision.to_string()),
+                )
+                .await?;
             }
             Action::SetWorkloadGeneration { generation } => {
-                let patch = json!({"metadata": {"annotations": {WORKLOAD_GENERATION_ANNOTATION: generation}}});
-                let updated = ro_api
-                    .patch(&ro_name, &merge, &Patch::Merge(patch))
-                    .await
-                    .map_err(|source| ApplyError::PatchRollout {
-                        name: ro_name.clone(),
-                        source,
-                    })?;
-                // Our own change, as for the revision annotation above.
-                resource_version = updated.metadata.resource_version;
-                written = resource_version.clone();
+                resource_version = annotate(
+                    &ro_api,
+                    &ro_name,
+                    WORKLOAD_GENERATION_ANNOTATION,
+                    json!(generation),
+                )
+                .await?;
             }
             Action::ScaleDeployment {
                 name,
@@ -428,7 +420,7 @@ pub async fn apply(
                     source,
                 },
             })?;
-        written = updated.metadata.resource_version;
+        resource_version = updated.metadata.resource_version;
         info!(
             rollout = %ro_name,
             phase = plan.status.phase.map(|p| p.as_str()).unwrap_or_default(),
@@ -436,7 +428,27 @@ pub async fn apply(
             "status updated"
         );
     }
-    Ok(written)
+    // A write that changed nothing keeps the version.
+    Ok(resource_version.filter(|v| Some(v) != ro.metadata.resource_version.as_ref()))
+}
+
+/// Sets (or, with null, removes) one annotation of the Rollout; returns its
+/// new resourceVersion.
+async fn annotate(
+    api: &Api<Rollout>,
+    name: &str,
+    key: &str,
+    value: serde_json::Value,
+) -> Result<Option<String>, ApplyError> {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    let updated = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(|source| ApplyError::PatchRollout {
+            name: name.to_string(),
+            source,
+        })?;
+    Ok(updated.metadata.resource_version)
 }
 
 fn ingress_api(client: &Client, ns: &str) -> Api<Ingress> {

@@ -92,6 +92,18 @@ impl Context {
             None => memo.remove(&uid),
         };
     }
+
+    /// The cached ReplicaSets the Rollout with this UID controls.
+    fn cached_replica_sets(&self, uid: &str) -> Vec<ReplicaSet> {
+        let owned = self.replica_sets_by_owner.owned_by(&self.replica_sets, uid);
+        owned.iter().map(|rs| (**rs).clone()).collect()
+    }
+
+    /// The cached AnalysisRuns the Rollout with this UID controls.
+    fn cached_runs(&self, uid: &str) -> Vec<AnalysisRun> {
+        let owned = self.runs_by_owner.owned_by(&self.analysis_runs, uid);
+        owned.iter().map(|r| (**r).clone()).collect()
+    }
 }
 
 /// Runs the Rollout controller until `shutdown` resolves.
@@ -210,9 +222,9 @@ struct Ahead(std::sync::Mutex<std::collections::HashMap<String, String>>);
 impl Ahead {
     fn wrote(&self, uid: &str, before: Option<String>, after: Option<String>) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // `after` is None when nothing was written (or nothing changed).
         match (before, after) {
-            // A write that changed nothing keeps the version: nothing to wait for.
-            (Some(before), Some(after)) if before != after => {
+            (Some(before), Some(_)) => {
                 map.insert(uid.to_string(), before);
             }
             _ => {
@@ -314,18 +326,8 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
     }
     let now = Timestamp::now();
     let ns = ro.namespace().unwrap_or_default();
-    let cached = ctx
-        .replica_sets_by_owner
-        .owned_by(&ctx.replica_sets, &uid)
-        .into_iter()
-        .map(|rs| (*rs).clone())
-        .collect();
-    let runs = ctx
-        .runs_by_owner
-        .owned_by(&ctx.analysis_runs, &uid)
-        .into_iter()
-        .map(|r| (*r).clone())
-        .collect();
+    let cached = ctx.cached_replica_sets(&uid);
+    let runs = ctx.cached_runs(&uid);
     let snapshot = observe(&ctx.client, (**ro).clone(), cached, runs, now)
         .await?
         .with_rejected(ctx.rejected(ro));
@@ -558,12 +560,7 @@ async fn fresh_snapshot(
         .await
         .map_err(Error::Api)?
         .items;
-    let runs = ctx
-        .runs_by_owner
-        .owned_by(&ctx.analysis_runs, &ro.uid().unwrap_or_default())
-        .into_iter()
-        .map(|r| (*r).clone())
-        .collect();
+    let runs = ctx.cached_runs(&ro.uid().unwrap_or_default());
     observe(client, ro, replica_sets, runs, now).await
 }
 
