@@ -172,6 +172,66 @@ pub async fn run_elected(
     }
 }
 
+/// How long reconciles still running at shutdown may go on before they are
+/// dropped. Dropping one is safe (the status on the API server is the only
+/// state), and a pod being deleted must not hang on a slow request.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Drives a controller's result stream until it ends after `shutdown`, or
+/// until [`SHUTDOWN_GRACE`] after it. `synced` says whether the caches a
+/// reconcile waits for have listed once. When shutdown comes before they
+/// have, no reconcile has got past that wait, and their watches stop with
+/// the controller's trigger stream: kube-runtime's runner (and a reconcile
+/// waiting for a cache) would wait forever, so the stream is dropped at once.
+pub(crate) async fn drive<T, E>(
+    name: &'static str,
+    results: impl futures::Stream<Item = Result<T, E>>,
+    shutdown: impl Future<Output = ()>,
+    synced: impl Fn() -> bool,
+) where
+    E: std::fmt::Display,
+{
+    use futures::StreamExt;
+    let finished = results.for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(controller = name, error = %e, "reconcile trigger failed");
+        }
+    });
+    let deadline = async {
+        shutdown.await;
+        let grace = if synced() {
+            SHUTDOWN_GRACE
+        } else {
+            Duration::ZERO
+        };
+        tokio::time::sleep(grace).await;
+        grace
+    };
+    tokio::select! {
+        () = finished => info!(controller = name, "controller stopped"),
+        grace = deadline => {
+            if grace.is_zero() {
+                info!(controller = name, "controller stopped before its cache synced");
+            } else {
+                tracing::warn!(
+                    controller = name,
+                    grace_secs = grace.as_secs(),
+                    "controller stopped; reconciles still running after the grace period were dropped"
+                );
+            }
+        }
+    }
+}
+
+/// Whether a store has listed once (its watch's first list is in).
+pub(crate) fn is_synced<K>(store: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+}
+
 /// Retry delay after failed reconciles of one object: 1s, doubled on each
 /// further failure up to 300s; forgotten after a success.
 pub struct Backoff<K> {

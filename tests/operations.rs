@@ -346,3 +346,36 @@ spec:
     .await?;
     env.cleanup().await
 }
+
+/// A shutdown that comes before the caches have listed anything (a pod
+/// deleted right after it started, or a test that is over quickly) must
+/// still stop the controller: kube-runtime's runner would otherwise wait
+/// forever for a cache whose watch has already stopped.
+#[tokio::test]
+async fn the_controller_stops_at_once_even_right_after_it_started() -> Result<()> {
+    let mut env = TestEnv::without_controller("early-stop").await?;
+    env.apply_yaml(&canary("      steps: [{setWeight: 50}, {pause: {}}]"))
+        .await?;
+    env.start_controller();
+    wait_rollout(&env, "web", "the first deploy", healthy).await?;
+    env.stop_controller().await?;
+    // Stopped mid-update too: the update starts while it stands stopped.
+    set_image(&env, "nginx:2").await?;
+    for delay_ms in [0, 0, 1, 5, 20, 50, 100, 300] {
+        env.start_controller();
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let started = std::time::Instant::now();
+        env.stop_controller()
+            .await
+            .with_context(|| format!("stopping {delay_ms} ms after the start"))?;
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "stopping {delay_ms} ms after the start took {:?}",
+            started.elapsed()
+        );
+    }
+    // Stopped that often, it still takes the update to its pause.
+    env.start_controller();
+    wait_rollout(&env, "web", "paused at the step", paused).await?;
+    env.cleanup().await
+}

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::FutureExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -100,18 +100,15 @@ pub async fn run(
         workers = settings.analysis_workers,
         "analysis controller started"
     );
-    Controller::for_stream(stream, reader)
+    let shutdown = shutdown.shared();
+    let cache = reader.clone();
+    let synced = move || crate::controller::is_synced(&cache);
+    let results = Controller::for_stream(stream, reader)
         .owns_stream(jobs)
         .with_config(controller::Config::default().concurrency(settings.analysis_workers))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                debug!(error = %e, "analysis reconcile trigger failed");
-            }
-        })
-        .await;
-    info!("analysis controller stopped");
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx);
+    crate::controller::drive("analysis", results, shutdown, synced).await;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{FutureExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -193,20 +193,24 @@ pub async fn run(
         workers = settings.rollout_workers,
         "rollouts controller started"
     );
-    Controller::for_stream(ro_stream, ro_reader)
+    let shutdown = shutdown.shared();
+    let caches = (
+        ro_reader.clone(),
+        ctx.replica_sets.clone(),
+        ctx.analysis_runs.clone(),
+    );
+    let synced = move || {
+        use crate::controller::is_synced;
+        is_synced(&caches.0) && is_synced(&caches.1) && is_synced(&caches.2)
+    };
+    let results = Controller::for_stream(ro_stream, ro_reader)
         .owns_stream(rs_stream)
         .owns_stream(ar_stream)
         .watches_stream(deploy_stream, move |d| workload_referrers(&referencing, &d))
         .with_config(controller::Config::default().concurrency(settings.rollout_workers))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                debug!(error = %e, "reconcile trigger failed");
-            }
-        })
-        .await;
-    info!("rollouts controller stopped");
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx);
+    crate::controller::drive("rollouts", results, shutdown, synced).await;
     Ok(())
 }
 
