@@ -271,7 +271,10 @@ async fn writes_based_on_a_stale_read_are_refused() -> Result<()> {
         status,
         ..Default::default()
     };
-    let err = apply(&env.client, &stale, &status_only).await.err();
+    let mut done = 0;
+    let err = apply(&env.client, &stale, &status_only, &mut done)
+        .await
+        .err();
     assert!(
         matches!(err, Some(ApplyError::Conflict { .. })),
         "status write on a stale read: {err:?}"
@@ -287,11 +290,35 @@ async fn writes_based_on_a_stale_read_are_refused() -> Result<()> {
         status: stale.status.clone().unwrap_or_default(),
         ..Default::default()
     };
-    let err = apply(&env.client, &stale, &scale).await.err();
+    let err = apply(&env.client, &stale, &scale, &mut done).await.err();
     assert!(
         matches!(err, Some(ApplyError::Conflict { .. })),
         "scale on a stale read: {err:?}"
     );
+    assert_eq!(done, 0, "nothing was applied");
+    // An action based on a fresh read is applied even though the status
+    // write after it is refused: it counts as done, so its event is
+    // still published.
+    let fresh = env.api::<ReplicaSet>().get(&rs_name).await?;
+    let mut status = stale.status.clone().unwrap_or_default();
+    status.message = Some("a decision made on the stale read".into());
+    let partial = Plan {
+        actions: vec![Action::ScaleReplicaSet {
+            name: rs_name.clone(),
+            from: 2,
+            to: 2,
+            desired_replicas: 2,
+            resource_version: fresh.metadata.resource_version.clone(),
+        }],
+        status,
+        ..Default::default()
+    };
+    let err = apply(&env.client, &stale, &partial, &mut done).await.err();
+    assert!(
+        matches!(err, Some(ApplyError::Conflict { .. })),
+        "status write after a fresh action: {err:?}"
+    );
+    assert_eq!(done, 1, "the scale was applied before the refused status");
     let now = env
         .api::<Rollout>()
         .get("web")

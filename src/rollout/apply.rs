@@ -77,11 +77,12 @@ pub enum ApplyError {
 
 /// Applies the plan's actions, then the status. Returns the Rollout's new
 /// resourceVersion if the Rollout itself changed (the cached copy is then
-/// behind).
+/// behind). `done` counts the actions applied, also when a later one fails.
 pub async fn apply(
     client: &Client,
     ro: &Rollout,
     plan: &Plan,
+    done: &mut usize,
 ) -> Result<Option<String>, ApplyError> {
     let ns = ro.namespace().unwrap_or_default();
     let ro_name = ro.name_any();
@@ -392,6 +393,7 @@ pub async fn apply(
                 }
             }
         }
+        *done += 1;
     }
 
     let to_json = |v: &RolloutStatus| {

@@ -29,6 +29,7 @@ use crate::rollout::apply::{ApplyError, apply};
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::hash::format_selector;
 use crate::rollout::plan::analysis as gates;
+use crate::rollout::plan::events;
 use crate::rollout::plan::restart::needs_restart;
 use crate::rollout::plan::workload;
 use crate::rollout::plan::{Plan, plan};
@@ -97,6 +98,19 @@ impl Context {
     fn cached_replica_sets(&self, uid: &str) -> Vec<ReplicaSet> {
         let owned = self.replica_sets_by_owner.owned_by(&self.replica_sets, uid);
         owned.iter().map(|rs| (**rs).clone()).collect()
+    }
+
+    /// Publishes Kubernetes Events about the Rollout, and counts them.
+    fn publish(&self, ro: &Rollout, events: &[events::Event]) {
+        self.recorder.publish(ro, events);
+        for e in events {
+            self.metrics.rollout_event(
+                &ro.namespace().unwrap_or_default(),
+                &ro.name_any(),
+                e.warning,
+                e.reason,
+            );
+        }
     }
 
     /// The cached AnalysisRuns the Rollout with this UID controls.
@@ -380,21 +394,23 @@ async fn plan_and_apply_once(
     if !plan.actions.is_empty() {
         debug!(rollout = %ro.name_any(), actions = ?plan.actions, "plan");
     }
-    let written = apply(client, ro, &plan).await?;
+    let mut done = 0;
+    let written = match apply(client, ro, &plan, &mut done).await {
+        Ok(written) => written,
+        Err(e) => {
+            // What was done is done: the plan made after this failure finds
+            // it so and would never report it.
+            let slice = plan.actions.get(..done).unwrap_or_default();
+            ctx.publish(ro, &events::for_actions(snapshot, slice));
+            return Err(e.into());
+        }
+    };
     ctx.ahead.wrote(
         &ro.uid().unwrap_or_default(),
         ro.resource_version(),
         written,
     );
-    ctx.recorder.publish(ro, &plan.events);
-    for e in &plan.events {
-        ctx.metrics.rollout_event(
-            &ro.namespace().unwrap_or_default(),
-            &ro.name_any(),
-            e.warning,
-            e.reason,
-        );
-    }
+    ctx.publish(ro, &plan.events);
     Ok(plan)
 }
 

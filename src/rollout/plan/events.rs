@@ -41,50 +41,61 @@ pub const TRAFFIC_WEIGHT_UPDATED: &str = "TrafficWeightUpdated";
 /// completed, rollout completed).
 pub fn derive(snap: &Snapshot, plan: &mut Plan) {
     let old = snap.rollout.status.clone().unwrap_or_default();
-    let mut out = Vec::new();
-    for action in &plan.actions {
-        match action {
-            Action::SetRolloutRevision { revision } => out.push(Event::normal(
-                ROLLOUT_UPDATED,
-                format!("Rollout updated to revision {revision}"),
-            )),
-            Action::CreateReplicaSet(rs) => {
-                let name = rs.metadata.name.as_deref().unwrap_or_default();
-                let revision = rs
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(REVISION_ANNOTATION))
-                    .map_or("0", String::as_str);
-                out.push(Event::normal(
-                    NEW_RS_CREATED,
-                    format!("Created ReplicaSet {name} (revision {revision})"),
-                ));
-            }
-            Action::ScaleReplicaSet { name, from, to, .. } => {
-                let revision = snap
-                    .replica_sets
-                    .iter()
-                    .find(|rs| rs.metadata.name.as_deref() == Some(name.as_str()))
-                    .map_or(0, |rs| rs.revision());
-                let direction = if to > from { "up" } else { "down" };
-                out.push(Event::normal(
-                    SCALING_RS,
-                    format!(
-                        "Scaled {direction} ReplicaSet {name} (revision {revision}) from {from} to {to}"
-                    ),
-                ));
-            }
-            Action::EvictPod { name } => out.push(Event::normal(
-                POD_RESTARTED,
-                format!("Restarting pod {name}: it is older than spec.restartAt"),
-            )),
-            _ => {}
-        }
-    }
+    let mut out = for_actions(snap, &plan.actions);
     out.extend(transitions(&old, &plan.status));
     out.extend(weight_change(&old, &plan.status));
     plan.events.extend(out);
+}
+
+/// The events reporting these actions (done by applying a plan), in order.
+/// Also what a plan that failed part-way reports for the actions it did:
+/// the next plan finds them done and would not report them.
+pub fn for_actions(snap: &Snapshot, actions: &[Action]) -> Vec<Event> {
+    actions
+        .iter()
+        .filter_map(|action| for_action(snap, action))
+        .collect()
+}
+
+fn for_action(snap: &Snapshot, action: &Action) -> Option<Event> {
+    Some(match action {
+        Action::SetRolloutRevision { revision } => Event::normal(
+            ROLLOUT_UPDATED,
+            format!("Rollout updated to revision {revision}"),
+        ),
+        Action::CreateReplicaSet(rs) => {
+            let name = rs.metadata.name.as_deref().unwrap_or_default();
+            let revision = rs
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(REVISION_ANNOTATION))
+                .map_or("0", String::as_str);
+            Event::normal(
+                NEW_RS_CREATED,
+                format!("Created ReplicaSet {name} (revision {revision})"),
+            )
+        }
+        Action::ScaleReplicaSet { name, from, to, .. } => {
+            let revision = snap
+                .replica_sets
+                .iter()
+                .find(|rs| rs.metadata.name.as_deref() == Some(name.as_str()))
+                .map_or(0, |rs| rs.revision());
+            let direction = if to > from { "up" } else { "down" };
+            Event::normal(
+                SCALING_RS,
+                format!(
+                    "Scaled {direction} ReplicaSet {name} (revision {revision}) from {from} to {to}"
+                ),
+            )
+        }
+        Action::EvictPod { name } => Event::normal(
+            POD_RESTARTED,
+            format!("Restarting pod {name}: it is older than spec.restartAt"),
+        ),
+        _ => return None,
+    })
 }
 
 /// Upstream's TrafficWeightUpdated: "Traffic weight updated from 0 to 20".
