@@ -17,6 +17,18 @@ use rollouts::server::Listeners;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, not glibc's malloc: with glibc, memory freed after a wave of
+/// updates stayed with the process (72.6 MB steady after updating 1,000
+/// Rollouts, 45.4 MB before; docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options (its `malloc_conf`; `_RJEM_MALLOC_CONF` in the
+/// environment overrides them): a background thread returns pages unused
+/// for a second to the OS, instead of waiting for the next allocation.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
     Text,
