@@ -64,21 +64,22 @@ struct Context {
     replica_sets_by_owner: OwnerIndex<ReplicaSet>,
     runs_by_owner: OwnerIndex<AnalysisRun>,
     recorder: Recorder,
-    ahead: Ahead,
+    ahead: Arc<Ahead>,
     backoff: Backoff<ObjectRef<Rollout>>,
     metrics: Metrics,
     /// By Rollout UID: the pod-template hash whose ReplicaSet the API
     /// server last refused, and why (see `Snapshot::with_rejected`). Held
     /// in memory only: after a restart one create is tried again and
     /// refused again.
-    rejected: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+    rejected: Arc<Rejected>,
 }
+
+type Rejected = std::sync::Mutex<std::collections::HashMap<String, (String, String)>>;
 
 impl Context {
     fn rejected(&self, ro: &Rollout) -> Option<(String, String)> {
         let uid = ro.metadata.uid.as_deref()?;
-        let memo = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-        memo.get(uid).cloned()
+        lock(&self.rejected).get(uid).cloned()
     }
 
     /// Remembers a refusal of the Rollout's ReplicaSet; forgets it once
@@ -87,7 +88,7 @@ impl Context {
         let Some(uid) = ro.metadata.uid.clone() else {
             return;
         };
-        let mut memo = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        let mut memo = lock(&self.rejected);
         match rejected {
             Some(r) => memo.insert(uid, r),
             None => memo.remove(&uid),
@@ -137,14 +138,39 @@ pub async fn run(
         })?;
 
     // Cached objects drop what the controller never reads (slim_*).
-    let (ro_reader, ro_writer) = reflector::store();
+    let (ro_reader, ro_writer) = reflector::store::<Rollout>();
     let owned = watcher::Config::default()
         .labels(&scope.instance_selector())
         .any_semantic();
+    // What the controller remembers per Rollout goes with the Rollout: a
+    // deleted one is never reconciled again to forget it.
+    let ahead = Arc::new(Ahead::default());
+    let rejected = Arc::new(Rejected::default());
+    let forget_gone = {
+        let (ahead, rejected, store) = (ahead.clone(), rejected.clone(), ro_reader.clone());
+        move |ev: &watcher::Event<Rollout>| {
+            let live: std::collections::HashSet<String> = match ev {
+                watcher::Event::Delete(ro) => {
+                    let uid = ro.uid().unwrap_or_default();
+                    ahead.forget(&uid);
+                    lock(&rejected).remove(&uid);
+                    return;
+                }
+                // A relist: deletions during a watch gap come as absences.
+                watcher::Event::InitDone => {
+                    store.state().iter().filter_map(|ro| ro.uid()).collect()
+                }
+                _ => return,
+            };
+            ahead.retain(&live);
+            lock(&rejected).retain(|uid, _| live.contains(uid));
+        }
+    };
     let ro_stream = watcher(rollouts, owned.clone())
         .default_backoff()
         .modify(slim_rollout)
         .reflect(ro_writer)
+        .inspect_ok(forget_gone)
         .touched_objects();
     // Only ReplicaSets carrying our hash label: other workloads' are not cached.
     let (rs_reader, rs_writer) = reflector::store();
@@ -190,7 +216,7 @@ pub async fn run(
 
     let ctx = Arc::new(Context {
         recorder: Recorder::start(client.clone()),
-        ahead: Ahead::default(),
+        ahead,
         client,
         replica_sets: rs_reader,
         analysis_runs: ar_reader,
@@ -198,7 +224,7 @@ pub async fn run(
         runs_by_owner: ar_index,
         backoff: Backoff::default(),
         metrics: settings.metrics.clone(),
-        rejected: Default::default(),
+        rejected,
     });
     settings.metrics.watch_rollouts(ro_reader.clone());
     info!(
@@ -239,7 +265,7 @@ struct Ahead(std::sync::Mutex<std::collections::HashMap<String, String>>);
 
 impl Ahead {
     fn wrote(&self, uid: &str, before: Option<String>, after: Option<String>) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.0);
         // `after` is None when nothing was written (or nothing changed).
         match (before, after) {
             (Some(before), Some(_)) => {
@@ -253,7 +279,7 @@ impl Ahead {
 
     /// Whether `cached` is the version our last write replaced.
     fn is_behind(&self, uid: &str, cached: Option<&str>) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.0);
         match map.get(uid) {
             Some(before) if Some(before.as_str()) == cached => true,
             Some(_) => {
@@ -265,8 +291,19 @@ impl Ahead {
     }
 
     fn forget(&self, uid: &str) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        lock(&self.0).remove(uid);
     }
+
+    /// Forgets the Rollouts not in `live`.
+    fn retain(&self, live: &std::collections::HashSet<String>) {
+        lock(&self.0).retain(|uid, _| live.contains(uid));
+    }
+}
+
+/// A poisoned lock still guards consistent data here: every critical
+/// section is a single map operation.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a cached Rollout can do without: managedFields and kubectl's copy
@@ -589,4 +626,35 @@ fn error_policy(ro: Arc<Rollout>, err: &Error, ctx: Arc<Context>) -> Requeue {
     let (failures, delay) = ctx.backoff.failed(ObjectRef::from_obj(&*ro));
     warn!(rollout = %ro.name_any(), namespace = ro.namespace().unwrap_or_default(), error = %err, failures, retry_in = ?delay, "reconcile failed");
     Requeue::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ahead_waits_only_for_the_version_our_write_replaced() {
+        let ahead = Ahead::default();
+        ahead.wrote("a", Some("1".into()), Some("2".into()));
+        assert!(ahead.is_behind("a", Some("1")), "the cache still has 1");
+        assert!(!ahead.is_behind("a", Some("2")), "caught up");
+        assert!(!ahead.is_behind("a", Some("1")), "forgotten once caught up");
+        // Nothing written: nothing to wait for.
+        ahead.wrote("b", Some("5".into()), None);
+        assert!(!ahead.is_behind("b", Some("5")));
+    }
+
+    #[test]
+    fn ahead_forgets_rollouts_that_are_gone() {
+        let ahead = Ahead::default();
+        for uid in ["a", "b", "c"] {
+            ahead.wrote(uid, Some("1".into()), Some("2".into()));
+        }
+        ahead.forget("a");
+        ahead.retain(&["b".to_string()].into_iter().collect());
+        assert!(!ahead.is_behind("a", Some("1")));
+        assert!(ahead.is_behind("b", Some("1")));
+        assert!(!ahead.is_behind("c", Some("1")));
+        assert_eq!(lock(&ahead.0).len(), 1);
+    }
 }
