@@ -279,14 +279,16 @@ async fn writes_based_on_a_stale_read_are_refused() -> Result<()> {
         matches!(err, Some(ApplyError::Conflict { .. })),
         "status write on a stale read: {err:?}"
     );
+    // A scale of the ReplicaSet (from 2), decided on the version given.
+    let scale_to = |to, resource_version| Action::ScaleReplicaSet {
+        name: rs_name.clone(),
+        from: 2,
+        to,
+        desired_replicas: 2,
+        resource_version,
+    };
     let scale = Plan {
-        actions: vec![Action::ScaleReplicaSet {
-            name: rs_name.clone(),
-            from: 2,
-            to: 0,
-            desired_replicas: 2,
-            resource_version: rs[0].metadata.resource_version.clone(),
-        }],
+        actions: vec![scale_to(0, rs[0].metadata.resource_version.clone())],
         status: stale.status.clone().unwrap_or_default(),
         ..Default::default()
     };
@@ -300,17 +302,9 @@ async fn writes_based_on_a_stale_read_are_refused() -> Result<()> {
     // write after it is refused: it counts as done, so its event is
     // still published.
     let fresh = env.api::<ReplicaSet>().get(&rs_name).await?;
-    let mut status = stale.status.clone().unwrap_or_default();
-    status.message = Some("a decision made on the stale read".into());
     let partial = Plan {
-        actions: vec![Action::ScaleReplicaSet {
-            name: rs_name.clone(),
-            from: 2,
-            to: 2,
-            desired_replicas: 2,
-            resource_version: fresh.metadata.resource_version.clone(),
-        }],
-        status,
+        actions: vec![scale_to(2, fresh.metadata.resource_version.clone())],
+        status: status_only.status.clone(),
         ..Default::default()
     };
     let err = apply(&env.client, &stale, &partial, &mut done).await.err();
