@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -24,7 +24,7 @@ use super::args;
 use super::plan::{self, Prepare, Prepared, RunPlan, Taken};
 use super::providers::{self, job, prometheus, web};
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, Argument, Measurement, Metric};
-use crate::controller::{Backoff, Settings};
+use crate::controller::{Backoff, Settings, Workers};
 use crate::metrics::{Metrics, Queue};
 use crate::recorder::{Event, Recorder};
 use crate::rollout::apply::merge_diff;
@@ -50,6 +50,8 @@ pub enum Error {
 
 struct Context {
     client: Client,
+    workers: Workers,
+    runs: Store<AnalysisRun>,
     recorder: Recorder,
     backoff: Backoff<ObjectRef<AnalysisRun>>,
     metrics: Metrics,
@@ -90,6 +92,8 @@ pub async fn run(
     let ctx = Arc::new(Context {
         recorder: Recorder::start(client.clone()),
         client,
+        workers: Workers::new(settings.analysis_workers),
+        runs: reader.clone(),
         backoff: Backoff::default(),
         metrics: settings.metrics.clone(),
     });
@@ -105,7 +109,8 @@ pub async fn run(
     let synced = move || crate::controller::is_synced(&cache);
     let results = Controller::for_stream(stream, reader)
         .owns_stream(jobs)
-        .with_config(controller::Config::default().concurrency(settings.analysis_workers))
+        // Unbounded here: `Workers` limits the reconciles, in turn.
+        .with_config(controller::Config::default())
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx);
     crate::controller::drive("analysis", results, shutdown, synced).await;
@@ -113,16 +118,25 @@ pub async fn run(
 }
 
 async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let started = std::time::Instant::now();
-    let result = reconcile_inner(run.clone(), &ctx).await;
-    ctx.metrics.reconciled(
-        Queue::AnalysisRuns,
-        &run.namespace().unwrap_or_default(),
-        &run.name_any(),
-        started.elapsed(),
-        result.is_ok(),
-    );
-    result
+    let workers = ctx.workers.clone();
+    workers
+        .run(|| async move {
+            // The wait for a worker can be long: work from the latest copy.
+            let Some(run) = ctx.runs.get(&ObjectRef::from_obj(&*run)) else {
+                return Ok(Requeue::await_change());
+            };
+            let started = std::time::Instant::now();
+            let result = reconcile_inner(run.clone(), &ctx).await;
+            ctx.metrics.reconciled(
+                Queue::AnalysisRuns,
+                &run.namespace().unwrap_or_default(),
+                &run.name_any(),
+                started.elapsed(),
+                result.is_ok(),
+            );
+            result
+        })
+        .await
 }
 
 async fn reconcile_inner(run: Arc<AnalysisRun>, ctx: &Context) -> Result<Requeue, Error> {

@@ -75,21 +75,23 @@ pub enum ApplyError {
     },
 }
 
-/// Applies the plan's actions, then the status. Returns the Rollout's new
-/// resourceVersion if the Rollout itself changed (the cached copy is then
-/// behind). `done` counts the actions applied, also when a later one fails.
+/// Applies the plan's actions, then the status. Returns the resourceVersions
+/// our writes to the Rollout itself produced, oldest first (the cached copy
+/// is behind while it shows an older one). `done` counts the actions
+/// applied, also when a later one fails.
 pub async fn apply(
     client: &Client,
     ro: &Rollout,
     plan: &Plan,
     done: &mut usize,
-) -> Result<Option<String>, ApplyError> {
+) -> Result<Vec<String>, ApplyError> {
     let ns = ro.namespace().unwrap_or_default();
     let ro_name = ro.name_any();
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     let ro_api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
     let merge = PatchParams::default();
     let mut resource_version = ro.metadata.resource_version.clone();
+    let mut written = Vec::new();
 
     for action in &plan.actions {
         match action {
@@ -227,22 +229,24 @@ pub async fn apply(
             // Our own changes to the Rollout: the status write below must
             // not see them as someone else's.
             Action::SetRolloutRevision { revision } => {
-                resource_version = annotate(
+                let new = annotate(
                     &ro_api,
                     &ro_name,
                     REVISION_ANNOTATION,
                     json!(revision.to_string()),
                 )
                 .await?;
+                wrote(&mut resource_version, &mut written, new);
             }
             Action::SetWorkloadGeneration { generation } => {
-                resource_version = annotate(
+                let new = annotate(
                     &ro_api,
                     &ro_name,
                     WORKLOAD_GENERATION_ANNOTATION,
                     json!(generation),
                 )
                 .await?;
+                wrote(&mut resource_version, &mut written, new);
             }
             Action::ScaleDeployment {
                 name,
@@ -422,7 +426,11 @@ pub async fn apply(
                     source,
                 },
             })?;
-        resource_version = updated.metadata.resource_version;
+        wrote(
+            &mut resource_version,
+            &mut written,
+            updated.metadata.resource_version,
+        );
         info!(
             rollout = %ro_name,
             phase = plan.status.phase.map(|p| p.as_str()).unwrap_or_default(),
@@ -430,8 +438,16 @@ pub async fn apply(
             "status updated"
         );
     }
-    // A write that changed nothing keeps the version.
-    Ok(resource_version.filter(|v| Some(v) != ro.metadata.resource_version.as_ref()))
+    Ok(written)
+}
+
+/// Moves on to the version a write to the Rollout returned. A write that
+/// changed nothing keeps the version and is not counted.
+fn wrote(current: &mut Option<String>, written: &mut Vec<String>, new: Option<String>) {
+    if new.is_some() && new != *current {
+        written.extend(new.clone());
+        *current = new;
+    }
 }
 
 /// Sets (or, with null, removes) one annotation of the Rollout; returns its

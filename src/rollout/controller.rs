@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::analysis::template::{self, Templates};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
-use crate::controller::{Backoff, Settings};
+use crate::controller::{Backoff, Settings, Workers};
 use crate::metrics::{Metrics, Queue};
 use crate::owner_index::OwnerIndex;
 use crate::recorder::Recorder;
@@ -59,6 +59,8 @@ pub enum Error {
 
 struct Context {
     client: Client,
+    workers: Workers,
+    rollouts: Store<Rollout>,
     replica_sets: Store<ReplicaSet>,
     analysis_runs: Store<AnalysisRun>,
     replica_sets_by_owner: OwnerIndex<ReplicaSet>,
@@ -218,6 +220,8 @@ pub async fn run(
         recorder: Recorder::start(client.clone()),
         ahead,
         client,
+        workers: Workers::new(settings.rollout_workers),
+        rollouts: ro_reader.clone(),
         replica_sets: rs_reader,
         analysis_runs: ar_reader,
         replica_sets_by_owner: rs_index,
@@ -247,7 +251,8 @@ pub async fn run(
         .owns_stream(rs_stream)
         .owns_stream(ar_stream)
         .watches_stream(deploy_stream, move |d| workload_referrers(&referencing, &d))
-        .with_config(controller::Config::default().concurrency(settings.rollout_workers))
+        // Unbounded here: `Workers` limits the reconciles, in turn.
+        .with_config(controller::Config::default())
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx);
     crate::controller::drive("rollouts", results, shutdown, synced).await;
@@ -258,18 +263,22 @@ pub async fn run(
 /// write, should its watch event not come.
 const BEHIND_RETRY: Duration = Duration::from_secs(2);
 
-/// The resourceVersion each Rollout had when we last wrote it, while the
-/// cache has not caught up with that write.
+/// The versions of each Rollout that our last writes replaced, while the
+/// cache has not caught up with the last of them. One reconcile can write
+/// the Rollout twice (an annotation, then the status): the cache showing the
+/// version between the two is behind too.
 #[derive(Default)]
-struct Ahead(std::sync::Mutex<std::collections::HashMap<String, String>>);
+struct Ahead(std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>);
 
 impl Ahead {
-    fn wrote(&self, uid: &str, before: Option<String>, after: Option<String>) {
+    /// `written` are the versions our writes produced, oldest first (empty
+    /// when nothing changed).
+    fn wrote(&self, uid: &str, before: Option<String>, written: &[String]) {
         let mut map = lock(&self.0);
-        // `after` is None when nothing was written (or nothing changed).
-        match (before, after) {
-            (Some(before), Some(_)) => {
-                map.insert(uid.to_string(), before);
+        match (before, written.split_last()) {
+            (Some(before), Some((_latest, between))) => {
+                let replaced = std::iter::once(before).chain(between.iter().cloned());
+                map.insert(uid.to_string(), replaced.collect());
             }
             _ => {
                 map.remove(uid);
@@ -277,11 +286,11 @@ impl Ahead {
         }
     }
 
-    /// Whether `cached` is the version our last write replaced.
+    /// Whether `cached` is one of the versions our last writes replaced.
     fn is_behind(&self, uid: &str, cached: Option<&str>) -> bool {
         let mut map = lock(&self.0);
         match map.get(uid) {
-            Some(before) if Some(before.as_str()) == cached => true,
+            Some(replaced) if cached.is_some_and(|c| replaced.iter().any(|v| v == c)) => true,
             Some(_) => {
                 map.remove(uid);
                 false
@@ -341,16 +350,25 @@ fn workload_referrers(
 }
 
 async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let started = std::time::Instant::now();
-    let result = reconcile_inner(&ro, &ctx).await;
-    ctx.metrics.reconciled(
-        Queue::Rollouts,
-        &ro.namespace().unwrap_or_default(),
-        &ro.name_any(),
-        started.elapsed(),
-        result.is_ok(),
-    );
-    result
+    let workers = ctx.workers.clone();
+    workers
+        .run(|| async move {
+            // The wait for a worker can be long: plan from the latest copy.
+            let Some(ro) = ctx.rollouts.get(&ObjectRef::from_obj(&*ro)) else {
+                return Ok(Requeue::await_change());
+            };
+            let started = std::time::Instant::now();
+            let result = reconcile_inner(&ro, &ctx).await;
+            ctx.metrics.reconciled(
+                Queue::Rollouts,
+                &ro.namespace().unwrap_or_default(),
+                &ro.name_any(),
+                started.elapsed(),
+                result.is_ok(),
+            );
+            result
+        })
+        .await
 }
 
 async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
@@ -445,7 +463,7 @@ async fn plan_and_apply_once(
     ctx.ahead.wrote(
         &ro.uid().unwrap_or_default(),
         ro.resource_version(),
-        written,
+        &written,
     );
     ctx.publish(ro, &plan.events);
     Ok(plan)
@@ -635,20 +653,25 @@ mod tests {
     #[test]
     fn ahead_waits_only_for_the_version_our_write_replaced() {
         let ahead = Ahead::default();
-        ahead.wrote("a", Some("1".into()), Some("2".into()));
+        ahead.wrote("a", Some("1".into()), &["2".into()]);
         assert!(ahead.is_behind("a", Some("1")), "the cache still has 1");
         assert!(!ahead.is_behind("a", Some("2")), "caught up");
         assert!(!ahead.is_behind("a", Some("1")), "forgotten once caught up");
         // Nothing written: nothing to wait for.
-        ahead.wrote("b", Some("5".into()), None);
+        ahead.wrote("b", Some("5".into()), &[]);
         assert!(!ahead.is_behind("b", Some("5")));
+        // An annotation (6), then the status (7): 6 is behind as well.
+        ahead.wrote("c", Some("5".into()), &["6".into(), "7".into()]);
+        assert!(ahead.is_behind("c", Some("5")));
+        assert!(ahead.is_behind("c", Some("6")), "between our two writes");
+        assert!(!ahead.is_behind("c", Some("7")), "caught up");
     }
 
     #[test]
     fn ahead_forgets_rollouts_that_are_gone() {
         let ahead = Ahead::default();
         for uid in ["a", "b", "c"] {
-            ahead.wrote(uid, Some("1".into()), Some("2".into()));
+            ahead.wrote(uid, Some("1".into()), &["2".into()]);
         }
         ahead.forget("a");
         ahead.retain(&["b".to_string()].into_iter().collect());
