@@ -2,7 +2,7 @@
 //! AnalysisRun.
 //!
 //! Off the reconcile path: a reconcile only queues its events (with their
-//! time), and a background task creates them. An update emits about a dozen
+//! time), and background tasks create them. An update emits about a dozen
 //! events per Rollout; creating them inline made every reconcile wait on
 //! them. As client-go's broadcaster does, a full queue drops events (with a
 //! warning) rather than slowing rollouts down.
@@ -12,7 +12,8 @@
 //! shown as a repeat of "step 1/6 completed". Our events are emitted only on
 //! transitions, so each one is created as it is.
 
-use futures::StreamExt;
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -28,21 +29,28 @@ pub const REPORTING_CONTROLLER: &str = "argoproj.io/rollouts-controller";
 
 /// Events waiting to be created; beyond this, new ones are dropped.
 const QUEUE: usize = 10_000;
-/// Events created at the same time.
-const IN_FLIGHT: usize = 8;
+/// Events created at the same time, one per lane. All events of one object
+/// go through the same lane, one after the other, so they are created in
+/// the order they happened.
+const LANES: usize = 8;
 
-/// Queues events for a background task that creates them. Cheap to clone.
+/// Queues events for background tasks that create them. Cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
-    queue: mpsc::Sender<K8sEvent>,
+    lanes: Arc<[mpsc::Sender<K8sEvent>]>,
 }
 
 impl Recorder {
-    /// Starts the background task (it ends when every Recorder is dropped).
+    /// Starts the background tasks (they end when every Recorder is dropped).
     pub fn start(client: Client) -> Recorder {
-        let (queue, pending) = mpsc::channel(QUEUE);
-        tokio::spawn(deliver(client, pending));
-        Recorder { queue }
+        let lanes = (0..LANES)
+            .map(|_| {
+                let (queue, pending) = mpsc::channel(QUEUE / LANES);
+                tokio::spawn(deliver(client.clone(), pending));
+                queue
+            })
+            .collect();
+        Recorder { lanes }
     }
 
     /// Queues one Event per entry. Never fails: losing an event must not
@@ -51,8 +59,11 @@ impl Recorder {
     where
         K: Resource<DynamicType = ()>,
     {
+        let Some(queue) = self.lanes.get(lane(obj.meta().uid.as_deref())) else {
+            return;
+        };
         for event in build(obj, events) {
-            if let Err(e) = self.queue.try_send(event) {
+            if let Err(e) = queue.try_send(event) {
                 let reason = match &e {
                     mpsc::error::TrySendError::Full(_) => "the event queue is full",
                     mpsc::error::TrySendError::Closed(_) => "the event publisher has stopped",
@@ -63,30 +74,30 @@ impl Recorder {
     }
 }
 
-async fn deliver(client: Client, pending: mpsc::Receiver<K8sEvent>) {
-    futures::stream::unfold(
-        pending,
-        |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
-    )
-    .for_each_concurrent(IN_FLIGHT, |event| {
-        let client = client.clone();
-        async move {
-            let ns = event.metadata.namespace.clone().unwrap_or_default();
-            let api: Api<K8sEvent> = Api::namespaced(client, &ns);
-            if let Err(e) = api.create(&PostParams::default(), &event).await {
-                let regarding = event.regarding.as_ref();
-                warn!(
-                    kind = regarding.and_then(|r| r.kind.as_deref()).unwrap_or_default(),
-                    name = regarding.and_then(|r| r.name.as_deref()).unwrap_or_default(),
-                    namespace = %ns,
-                    reason = event.reason.as_deref().unwrap_or_default(),
-                    error = %e,
-                    "could not publish event"
-                );
-            }
+/// The lane of an object's events.
+fn lane(uid: Option<&str>) -> usize {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    uid.hash(&mut h);
+    (h.finish() % LANES as u64) as usize
+}
+
+async fn deliver(client: Client, mut pending: mpsc::Receiver<K8sEvent>) {
+    while let Some(event) = pending.recv().await {
+        let ns = event.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<K8sEvent> = Api::namespaced(client.clone(), &ns);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            let regarding = event.regarding.as_ref();
+            warn!(
+                kind = regarding.and_then(|r| r.kind.as_deref()).unwrap_or_default(),
+                name = regarding.and_then(|r| r.name.as_deref()).unwrap_or_default(),
+                namespace = %ns,
+                reason = event.reason.as_deref().unwrap_or_default(),
+                error = %e,
+                "could not publish event"
+            );
         }
-    })
-    .await;
+    }
 }
 
 /// The Event objects, stamped with the current time.
@@ -138,4 +149,18 @@ where
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_objects_events_keep_to_one_lane_and_objects_spread_over_all() {
+        assert_eq!(lane(Some("a-uid")), lane(Some("a-uid")));
+        let used: std::collections::HashSet<usize> =
+            (0..200).map(|i| lane(Some(&format!("uid-{i}")))).collect();
+        assert_eq!(used.len(), LANES);
+        assert!(used.iter().all(|l| *l < LANES));
+    }
 }

@@ -117,26 +117,37 @@ pub async fn run(
     Ok(())
 }
 
-async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let workers = ctx.workers.clone();
-    workers
-        .run(|| async move {
-            // The wait for a worker can be long: work from the latest copy.
-            let Some(run) = ctx.runs.get(&ObjectRef::from_obj(&*run)) else {
-                return Ok(Requeue::await_change());
-            };
-            let started = std::time::Instant::now();
-            let result = reconcile_inner(run.clone(), &ctx).await;
-            ctx.metrics.reconciled(
-                Queue::AnalysisRuns,
-                &run.namespace().unwrap_or_default(),
-                &run.name_any(),
-                started.elapsed(),
-                result.is_ok(),
-            );
-            result
-        })
-        .await
+/// Waits for a worker holding only the run's key, then works from the
+/// latest cached copy (see the Rollout controller's `reconcile`).
+fn reconcile(
+    run: Arc<AnalysisRun>,
+    ctx: Arc<Context>,
+) -> impl Future<Output = Result<Requeue, Error>> + Send + 'static {
+    let key = ObjectRef::from_obj(&*run);
+    drop(run);
+    async move {
+        let workers = ctx.workers.clone();
+        workers.run(|| reconcile_latest(key, ctx)).await
+    }
+}
+
+async fn reconcile_latest(
+    key: ObjectRef<AnalysisRun>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let Some(run) = ctx.runs.get(&key) else {
+        return Ok(Requeue::await_change());
+    };
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(run.clone(), &ctx).await;
+    ctx.metrics.reconciled(
+        Queue::AnalysisRuns,
+        &run.namespace().unwrap_or_default(),
+        &run.name_any(),
+        started.elapsed(),
+        result.is_ok(),
+    );
+    result
 }
 
 async fn reconcile_inner(run: Arc<AnalysisRun>, ctx: &Context) -> Result<Requeue, Error> {

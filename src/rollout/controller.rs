@@ -349,26 +349,35 @@ fn workload_referrers(
         .collect()
 }
 
-async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let workers = ctx.workers.clone();
-    workers
-        .run(|| async move {
-            // The wait for a worker can be long: plan from the latest copy.
-            let Some(ro) = ctx.rollouts.get(&ObjectRef::from_obj(&*ro)) else {
-                return Ok(Requeue::await_change());
-            };
-            let started = std::time::Instant::now();
-            let result = reconcile_inner(&ro, &ctx).await;
-            ctx.metrics.reconciled(
-                Queue::Rollouts,
-                &ro.namespace().unwrap_or_default(),
-                &ro.name_any(),
-                started.elapsed(),
-                result.is_ok(),
-            );
-            result
-        })
-        .await
+/// Waits for a worker holding only the Rollout's key, then plans from the
+/// latest cached copy: a copy held through the wait would outlive the
+/// cache's (in a wave of 10,000 updates, one stale copy per Rollout).
+fn reconcile(
+    ro: Arc<Rollout>,
+    ctx: Arc<Context>,
+) -> impl Future<Output = Result<Requeue, Error>> + Send + 'static {
+    let key = ObjectRef::from_obj(&*ro);
+    drop(ro);
+    async move {
+        let workers = ctx.workers.clone();
+        workers.run(|| reconcile_latest(key, ctx)).await
+    }
+}
+
+async fn reconcile_latest(key: ObjectRef<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let Some(ro) = ctx.rollouts.get(&key) else {
+        return Ok(Requeue::await_change());
+    };
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&ro, &ctx).await;
+    ctx.metrics.reconciled(
+        Queue::Rollouts,
+        &ro.namespace().unwrap_or_default(),
+        &ro.name_any(),
+        started.elapsed(),
+        result.is_ok(),
+    );
+    result
 }
 
 async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
