@@ -117,8 +117,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Waits for a worker holding only the run's key, then works from the
-/// latest cached copy (see the Rollout controller's `reconcile`).
+/// Waits for a worker, then works from the latest cached copy (see the
+/// Rollout controller's `reconcile`).
 fn reconcile(
     run: Arc<AnalysisRun>,
     ctx: Arc<Context>,

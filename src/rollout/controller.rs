@@ -349,9 +349,10 @@ fn workload_referrers(
         .collect()
 }
 
-/// Waits for a worker holding only the Rollout's key, then plans from the
-/// latest cached copy: a copy held through the wait would outlive the
-/// cache's (in a wave of 10,000 updates, one stale copy per Rollout).
+/// Waits for a worker, then plans from the latest cached copy: the wait
+/// can be long, and the copy kube-runtime dequeued may be stale by then.
+/// (kube-runtime itself keeps that copy, for the error policy, until the
+/// reconcile ends: about 8 KB per waiting Rollout.)
 fn reconcile(
     ro: Arc<Rollout>,
     ctx: Arc<Context>,
