@@ -10,12 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
-use kube::{Api, Client, Resource};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::info;
 
 use crate::api::INSTANCE_ID_LABEL;
 use crate::leader::{self, Elector};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Queue};
 use crate::{analysis, rollout};
 
 /// Where the controllers look.
@@ -182,21 +184,57 @@ pub async fn run_elected(
 /// reconcile). The runner is left unbounded and every reconcile queues
 /// here instead, in the order it became due.
 #[derive(Clone)]
-pub struct Workers(Arc<tokio::sync::Semaphore>);
+pub struct Workers {
+    permits: Arc<tokio::sync::Semaphore>,
+    metrics: Metrics,
+    queue: Queue,
+}
 
 impl Workers {
-    pub fn new(workers: u16) -> Self {
-        Workers(Arc::new(tokio::sync::Semaphore::new(
-            usize::from(workers).max(1),
-        )))
+    pub fn new(workers: u16, metrics: Metrics, queue: Queue) -> Self {
+        Workers {
+            permits: Arc::new(tokio::sync::Semaphore::new(usize::from(workers).max(1))),
+            metrics,
+            queue,
+        }
     }
 
     /// Runs `work` once a worker is free. Its future is built, on the heap,
     /// only then: the many reconciles still waiting stay small.
     pub async fn run<F: Future>(&self, work: impl FnOnce() -> F) -> F::Output {
         // Never closed, so a permit always comes.
-        let _permit = self.0.acquire().await.ok();
+        let _permit = self.permits.acquire().await.ok();
         Box::pin(work()).await
+    }
+
+    /// One reconcile of `obj`: waits for a worker, then runs `work` on the
+    /// latest cached copy (the wait can be long, and the copy kube-runtime
+    /// dequeued may be stale by then) and records how long it took. An
+    /// object gone from the cache meanwhile is left alone.
+    pub async fn reconcile<K, E, F>(
+        &self,
+        cache: &Store<K>,
+        obj: &K,
+        work: impl FnOnce(Arc<K>) -> F,
+    ) -> Result<Requeue, E>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+        F: Future<Output = Result<Requeue, E>>,
+    {
+        let key = ObjectRef::from_obj(obj);
+        self.run(|| async move {
+            let Some(latest) = cache.get(&key) else {
+                return Ok(Requeue::await_change());
+            };
+            let (ns, name) = (latest.namespace().unwrap_or_default(), latest.name_any());
+            let started = std::time::Instant::now();
+            let result = work(latest).await;
+            let ok = result.is_ok();
+            self.metrics
+                .reconciled(self.queue, &ns, &name, started.elapsed(), ok);
+            result
+        })
+        .await
     }
 }
 
@@ -322,14 +360,14 @@ mod tests {
 
     #[tokio::test]
     async fn workers_take_reconciles_in_the_order_they_came_and_no_more_at_once() {
-        let workers = Workers::new(2);
+        let workers = Workers::new(2, Metrics::new(), Queue::Rollouts);
         let log = Arc::new(Mutex::new(Vec::new()));
         let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // All twelve queue before any runs: the order they came in is the
         // order they start. (A current-thread runtime: a spawned task runs
         // up to its wait when the test yields.)
-        let gate = workers.0.clone().acquire_many_owned(2).await.ok();
+        let gate = workers.permits.clone().acquire_many_owned(2).await.ok();
         let mut tasks = Vec::new();
         for i in 0..12 {
             tasks.push({

@@ -92,7 +92,11 @@ pub async fn run(
     let ctx = Arc::new(Context {
         recorder: Recorder::start(client.clone()),
         client,
-        workers: Workers::new(settings.analysis_workers),
+        workers: Workers::new(
+            settings.analysis_workers,
+            settings.metrics.clone(),
+            Queue::AnalysisRuns,
+        ),
         runs: reader.clone(),
         backoff: Backoff::default(),
         metrics: settings.metrics.clone(),
@@ -117,37 +121,11 @@ pub async fn run(
     Ok(())
 }
 
-/// Waits for a worker, then works from the latest cached copy (see the
-/// Rollout controller's `reconcile`).
-fn reconcile(
-    run: Arc<AnalysisRun>,
-    ctx: Arc<Context>,
-) -> impl Future<Output = Result<Requeue, Error>> + Send + 'static {
-    let key = ObjectRef::from_obj(&*run);
-    drop(run);
-    async move {
-        let workers = ctx.workers.clone();
-        workers.run(|| reconcile_latest(key, ctx)).await
-    }
-}
-
-async fn reconcile_latest(
-    key: ObjectRef<AnalysisRun>,
-    ctx: Arc<Context>,
-) -> Result<Requeue, Error> {
-    let Some(run) = ctx.runs.get(&key) else {
-        return Ok(Requeue::await_change());
-    };
-    let started = std::time::Instant::now();
-    let result = reconcile_inner(run.clone(), &ctx).await;
-    ctx.metrics.reconciled(
-        Queue::AnalysisRuns,
-        &run.namespace().unwrap_or_default(),
-        &run.name_any(),
-        started.elapsed(),
-        result.is_ok(),
-    );
-    result
+async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let ctx = &*ctx;
+    ctx.workers
+        .reconcile(&ctx.runs, &run, |run| reconcile_inner(run, ctx))
+        .await
 }
 
 async fn reconcile_inner(run: Arc<AnalysisRun>, ctx: &Context) -> Result<Requeue, Error> {

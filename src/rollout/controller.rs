@@ -220,7 +220,11 @@ pub async fn run(
         recorder: Recorder::start(client.clone()),
         ahead,
         client,
-        workers: Workers::new(settings.rollout_workers),
+        workers: Workers::new(
+            settings.rollout_workers,
+            settings.metrics.clone(),
+            Queue::Rollouts,
+        ),
         rollouts: ro_reader.clone(),
         replica_sets: rs_reader,
         analysis_runs: ar_reader,
@@ -349,36 +353,13 @@ fn workload_referrers(
         .collect()
 }
 
-/// Waits for a worker, then plans from the latest cached copy: the wait
-/// can be long, and the copy kube-runtime dequeued may be stale by then.
-/// (kube-runtime itself keeps that copy, for the error policy, until the
-/// reconcile ends: about 8 KB per waiting Rollout.)
-fn reconcile(
-    ro: Arc<Rollout>,
-    ctx: Arc<Context>,
-) -> impl Future<Output = Result<Requeue, Error>> + Send + 'static {
-    let key = ObjectRef::from_obj(&*ro);
-    drop(ro);
-    async move {
-        let workers = ctx.workers.clone();
-        workers.run(|| reconcile_latest(key, ctx)).await
-    }
-}
-
-async fn reconcile_latest(key: ObjectRef<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let Some(ro) = ctx.rollouts.get(&key) else {
-        return Ok(Requeue::await_change());
-    };
-    let started = std::time::Instant::now();
-    let result = reconcile_inner(&ro, &ctx).await;
-    ctx.metrics.reconciled(
-        Queue::Rollouts,
-        &ro.namespace().unwrap_or_default(),
-        &ro.name_any(),
-        started.elapsed(),
-        result.is_ok(),
-    );
-    result
+async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let ctx = &*ctx;
+    ctx.workers
+        .reconcile(&ctx.rollouts, &ro, |ro| async move {
+            reconcile_inner(&ro, ctx).await
+        })
+        .await
 }
 
 async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
