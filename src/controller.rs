@@ -207,21 +207,20 @@ impl Workers {
         Box::pin(work()).await
     }
 
-    /// One reconcile of `obj`: waits for a worker, then runs `work` on the
-    /// latest cached copy (the wait can be long, and the copy kube-runtime
-    /// dequeued may be stale by then) and records how long it took. An
-    /// object gone from the cache meanwhile is left alone.
+    /// One reconcile of the object `key` names: waits for a worker, then
+    /// runs `work` on the latest cached copy (the wait can be long, and the
+    /// copy kube-runtime dequeued may be stale by then) and records how
+    /// long it took. An object gone from the cache meanwhile is left alone.
     pub async fn reconcile<K, E, F>(
         &self,
         cache: &Store<K>,
-        obj: &K,
+        key: ObjectRef<K>,
         work: impl FnOnce(Arc<K>) -> F,
     ) -> Result<Requeue, E>
     where
         K: Resource<DynamicType = ()> + Clone + 'static,
         F: Future<Output = Result<Requeue, E>>,
     {
-        let key = ObjectRef::from_obj(obj);
         self.run(|| async move {
             let Some(latest) = cache.get(&key) else {
                 return Ok(Requeue::await_change());

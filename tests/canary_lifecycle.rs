@@ -240,7 +240,7 @@ async fn controller_restart_during_a_timed_pause() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_based_on_a_stale_read_are_refused() -> Result<()> {
-    use rollouts::rollout::apply::{ApplyError, apply};
+    use rollouts::rollout::apply::{Applied, ApplyError, apply};
     use rollouts::rollout::plan::{Action, Plan};
 
     let mut env = TestEnv::new("stale").await?;
@@ -271,8 +271,8 @@ async fn writes_based_on_a_stale_read_are_refused() -> Result<()> {
         status,
         ..Default::default()
     };
-    let mut done = 0;
-    let err = apply(&env.client, &stale, &status_only, &mut done)
+    let mut applied = Applied::default();
+    let err = apply(&env.client, &stale, &status_only, &mut applied)
         .await
         .err();
     assert!(
@@ -292,12 +292,12 @@ async fn writes_based_on_a_stale_read_are_refused() -> Result<()> {
         status: stale.status.clone().unwrap_or_default(),
         ..Default::default()
     };
-    let err = apply(&env.client, &stale, &scale, &mut done).await.err();
+    let err = apply(&env.client, &stale, &scale, &mut applied).await.err();
     assert!(
         matches!(err, Some(ApplyError::Conflict { .. })),
         "scale on a stale read: {err:?}"
     );
-    assert_eq!(done, 0, "nothing was applied");
+    assert_eq!(applied.done, 0, "nothing was applied");
     // An action based on a fresh read is applied even though the status
     // write after it is refused: it counts as done, so its event is
     // still published.
@@ -307,12 +307,17 @@ async fn writes_based_on_a_stale_read_are_refused() -> Result<()> {
         status: status_only.status.clone(),
         ..Default::default()
     };
-    let err = apply(&env.client, &stale, &partial, &mut done).await.err();
+    let err = apply(&env.client, &stale, &partial, &mut applied)
+        .await
+        .err();
     assert!(
         matches!(err, Some(ApplyError::Conflict { .. })),
         "status write after a fresh action: {err:?}"
     );
-    assert_eq!(done, 1, "the scale was applied before the refused status");
+    assert_eq!(
+        applied.done, 1,
+        "the scale was applied before the refused status"
+    );
     let now = env
         .api::<Rollout>()
         .get("web")

@@ -124,7 +124,9 @@ pub async fn run(
 async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let ctx = &*ctx;
     ctx.workers
-        .reconcile(&ctx.runs, &run, |run| reconcile_inner(run, ctx))
+        .reconcile(&ctx.runs, ObjectRef::from_obj(&*run), |run| {
+            reconcile_inner(run, ctx)
+        })
         .await
 }
 

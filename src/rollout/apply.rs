@@ -75,30 +75,57 @@ pub enum ApplyError {
     },
 }
 
-/// Applies the plan's actions, then the status. Returns the resourceVersions
-/// our writes to the Rollout itself produced, oldest first (the cached copy
-/// is behind while it shows an older one). `done` counts the actions
-/// applied, also when a later one fails.
+/// What applying a plan did, also when it stopped at a failure.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// How many of the plan's actions were applied.
+    pub done: usize,
+    /// The resourceVersions our writes to the Rollout itself produced,
+    /// oldest first (the cached copy is behind while it shows an older one).
+    pub written: Vec<String>,
+    /// The Rollout as our last write to it returned it.
+    pub rollout: Option<Rollout>,
+    /// The ReplicaSet the plan created (or found already created by us).
+    pub created: Option<ReplicaSet>,
+}
+
+impl Applied {
+    /// Records a write to the Rollout. One that changed nothing keeps the
+    /// version and is not counted.
+    fn wrote(&mut self, current: &mut Option<String>, updated: Rollout) {
+        let new = updated.metadata.resource_version.clone();
+        if new.is_some() && new != *current {
+            self.written.extend(new.clone());
+            *current = new;
+        }
+        self.rollout = Some(updated);
+    }
+}
+
+/// Applies the plan's actions, then the status, recording in `applied`
+/// what was done.
 pub async fn apply(
     client: &Client,
     ro: &Rollout,
     plan: &Plan,
-    done: &mut usize,
-) -> Result<Vec<String>, ApplyError> {
+    applied: &mut Applied,
+) -> Result<(), ApplyError> {
     let ns = ro.namespace().unwrap_or_default();
     let ro_name = ro.name_any();
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     let ro_api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
     let merge = PatchParams::default();
     let mut resource_version = ro.metadata.resource_version.clone();
-    let mut written = Vec::new();
 
     for action in &plan.actions {
         match action {
             Action::CreateReplicaSet(rs) => {
                 let name = rs.name_any();
                 match rs_api.create(&PostParams::default(), rs).await {
-                    Ok(_) => info!(rollout = %ro_name, replicaset = %name, "created ReplicaSet"),
+                    Ok(created) => {
+                        info!(rollout = %ro_name, replicaset = %name, "created ReplicaSet");
+                        applied.created = Some(created);
+                    }
                     Err(kube::Error::Api(e)) if e.code == 409 => {
                         // Ours from an earlier reconcile (the cache lagged): fine.
                         // Someone else's: change the hash and try again.
@@ -113,7 +140,9 @@ pub async fn apply(
                         let ours = existing.owner_references().iter().any(|o| {
                             o.controller == Some(true) && Some(&o.uid) == ro.metadata.uid.as_ref()
                         });
-                        if !ours {
+                        if ours {
+                            applied.created = Some(existing);
+                        } else {
                             let count = ro
                                 .status
                                 .as_ref()
@@ -229,24 +258,24 @@ pub async fn apply(
             // Our own changes to the Rollout: the status write below must
             // not see them as someone else's.
             Action::SetRolloutRevision { revision } => {
-                let new = annotate(
+                let updated = annotate(
                     &ro_api,
                     &ro_name,
                     REVISION_ANNOTATION,
                     json!(revision.to_string()),
                 )
                 .await?;
-                wrote(&mut resource_version, &mut written, new);
+                applied.wrote(&mut resource_version, updated);
             }
             Action::SetWorkloadGeneration { generation } => {
-                let new = annotate(
+                let updated = annotate(
                     &ro_api,
                     &ro_name,
                     WORKLOAD_GENERATION_ANNOTATION,
                     json!(generation),
                 )
                 .await?;
-                wrote(&mut resource_version, &mut written, new);
+                applied.wrote(&mut resource_version, updated);
             }
             Action::ScaleDeployment {
                 name,
@@ -397,7 +426,7 @@ pub async fn apply(
                 }
             }
         }
-        *done += 1;
+        applied.done += 1;
     }
 
     let to_json = |v: &RolloutStatus| {
@@ -426,11 +455,7 @@ pub async fn apply(
                     source,
                 },
             })?;
-        wrote(
-            &mut resource_version,
-            &mut written,
-            updated.metadata.resource_version,
-        );
+        applied.wrote(&mut resource_version, updated);
         info!(
             rollout = %ro_name,
             phase = plan.status.phase.map(|p| p.as_str()).unwrap_or_default(),
@@ -438,35 +463,24 @@ pub async fn apply(
             "status updated"
         );
     }
-    Ok(written)
+    Ok(())
 }
 
-/// Moves on to the version a write to the Rollout returned. A write that
-/// changed nothing keeps the version and is not counted.
-fn wrote(current: &mut Option<String>, written: &mut Vec<String>, new: Option<String>) {
-    if new.is_some() && new != *current {
-        written.extend(new.clone());
-        *current = new;
-    }
-}
-
-/// Sets (or, with null, removes) one annotation of the Rollout; returns its
-/// new resourceVersion.
+/// Sets (or, with null, removes) one annotation of the Rollout; returns it
+/// as written.
 async fn annotate(
     api: &Api<Rollout>,
     name: &str,
     key: &str,
     value: serde_json::Value,
-) -> Result<Option<String>, ApplyError> {
+) -> Result<Rollout, ApplyError> {
     let patch = json!({"metadata": {"annotations": {key: value}}});
-    let updated = api
-        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map_err(|source| ApplyError::PatchRollout {
             name: name.to_string(),
             source,
-        })?;
-    Ok(updated.metadata.resource_version)
+        })
 }
 
 fn ingress_api(client: &Client, ns: &str) -> Api<Ingress> {

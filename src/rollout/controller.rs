@@ -9,9 +9,10 @@ use futures::{FutureExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
-use kube::core::PartialObjectMeta;
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
@@ -25,14 +26,14 @@ use crate::controller::{Backoff, Settings, Workers};
 use crate::metrics::{Metrics, Queue};
 use crate::owner_index::OwnerIndex;
 use crate::recorder::Recorder;
-use crate::rollout::apply::{ApplyError, apply};
+use crate::rollout::apply::{Applied, ApplyError, apply};
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::hash::format_selector;
 use crate::rollout::plan::analysis as gates;
 use crate::rollout::plan::events;
 use crate::rollout::plan::restart::needs_restart;
 use crate::rollout::plan::workload;
-use crate::rollout::plan::{Plan, plan};
+use crate::rollout::plan::{Plan, after_create, plan};
 use crate::rollout::snapshot::Snapshot;
 
 /// A settled rollout is still looked at this often, so a missed watch
@@ -168,11 +169,21 @@ pub async fn run(
             lock(&rejected).retain(|uid, _| live.contains(uid));
         }
     };
+    // kube-runtime's runner holds the copy of the object it dequeued until
+    // the reconcile ends, and in a wave a reconcile waits its turn for a
+    // while: by then the cache holds a newer copy, and the old one is kept
+    // too (about 100 MB while 10,000 Rollouts started). So the runner gets
+    // keys only: a second store with each Rollout's name and namespace,
+    // fed from the same watch; a reconcile reads the full Rollout from
+    // the first one when its turn comes.
+    let (key_reader, key_writer) = reflector::store::<RolloutKey>();
     let ro_stream = watcher(rollouts, owned.clone())
         .default_backoff()
         .modify(slim_rollout)
         .reflect(ro_writer)
         .inspect_ok(forget_gone)
+        .map_ok(key_event)
+        .reflect(key_writer)
         .touched_objects();
     // Only ReplicaSets carrying our hash label: other workloads' are not cached.
     let (rs_reader, rs_writer) = reflector::store();
@@ -251,7 +262,7 @@ pub async fn run(
         use crate::controller::is_synced;
         is_synced(&caches.0) && is_synced(&caches.1) && is_synced(&caches.2)
     };
-    let results = Controller::for_stream(ro_stream, ro_reader)
+    let results = Controller::for_stream(ro_stream, key_reader)
         .owns_stream(rs_stream)
         .owns_stream(ar_stream)
         .watches_stream(deploy_stream, move |d| workload_referrers(&referencing, &d))
@@ -313,6 +324,37 @@ impl Ahead {
     }
 }
 
+/// What kube-runtime's runner holds of a Rollout: its metadata, of which
+/// only the name and namespace are kept.
+type RolloutKey = PartialObjectMeta<Rollout>;
+
+fn key_event(ev: watcher::Event<Rollout>) -> watcher::Event<RolloutKey> {
+    let key = |ro: Rollout| {
+        ObjectMeta {
+            name: ro.metadata.name,
+            namespace: ro.metadata.namespace,
+            ..ObjectMeta::default()
+        }
+        .into_request_partial::<Rollout>()
+    };
+    match ev {
+        watcher::Event::Apply(ro) => watcher::Event::Apply(key(ro)),
+        watcher::Event::Delete(ro) => watcher::Event::Delete(key(ro)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(ro) => watcher::Event::InitApply(key(ro)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+/// The key of the full Rollout a runner's key names.
+fn rollout_ref(key: &RolloutKey) -> ObjectRef<Rollout> {
+    let r = ObjectRef::new(&key.name_any());
+    match key.namespace() {
+        Some(ns) => r.within(&ns),
+        None => r,
+    }
+}
+
 /// A poisoned lock still guards consistent data here: every critical
 /// section is a single map operation.
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -342,21 +384,21 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 fn workload_referrers(
     rollouts: &Store<Rollout>,
     deployment: &PartialObjectMeta<Deployment>,
-) -> Vec<ObjectRef<Rollout>> {
+) -> Vec<ObjectRef<RolloutKey>> {
     let ns = deployment.namespace();
     let name = deployment.name_any();
     rollouts
         .state()
         .into_iter()
         .filter(|ro| ro.namespace() == ns && workload::deployment_name(ro) == Some(name.as_str()))
-        .map(|ro| ObjectRef::from_obj(&*ro))
+        .map(|ro| ObjectRef::new(&ro.name_any()).within(&ro.namespace().unwrap_or_default()))
         .collect()
 }
 
-async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+async fn reconcile(key: Arc<RolloutKey>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let ctx = &*ctx;
     ctx.workers
-        .reconcile(&ctx.rollouts, &ro, |ro| async move {
+        .reconcile(&ctx.rollouts, rollout_ref(&key), |ro| async move {
             reconcile_inner(&ro, ctx).await
         })
         .await
@@ -434,28 +476,51 @@ async fn plan_and_apply_once(
     snapshot: &Snapshot,
     now: Timestamp,
 ) -> Result<Plan, Error> {
-    let client = &ctx.client;
+    let ro = &snapshot.rollout;
+    let mut applied = Applied::default();
+    let mut result = apply_plan(ctx, snapshot, now, &mut applied).await;
+    if let Ok(first) = &result {
+        let next = applied.created.take().and_then(|mut created| {
+            let mut rollout = applied.rollout.take().unwrap_or_else(|| ro.clone());
+            slim_rollout(&mut rollout);
+            slim_replica_set(&mut created);
+            after_create(snapshot, first, rollout, created)
+        });
+        if let Some(next) = next {
+            debug!(rollout = %ro.name_any(), "created the new ReplicaSet; planning again from what the API server returned");
+            let mut second = Applied::default();
+            result = apply_plan(ctx, &next, now, &mut second).await;
+            applied.written.append(&mut second.written);
+        }
+    }
+    // Also after a failure: what was written is written.
+    ctx.ahead.wrote(
+        &ro.uid().unwrap_or_default(),
+        ro.resource_version(),
+        &applied.written,
+    );
+    result
+}
+
+/// Plans from `snapshot`, applies the plan and publishes its events.
+async fn apply_plan(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    now: Timestamp,
+    applied: &mut Applied,
+) -> Result<Plan, Error> {
     let ro = &snapshot.rollout;
     let plan = plan(snapshot, now);
     if !plan.actions.is_empty() {
         debug!(rollout = %ro.name_any(), actions = ?plan.actions, "plan");
     }
-    let mut done = 0;
-    let written = match apply(client, ro, &plan, &mut done).await {
-        Ok(written) => written,
-        Err(e) => {
-            // What was done is done: the plan made after this failure finds
-            // it so and would never report it.
-            let slice = plan.actions.get(..done).unwrap_or_default();
-            ctx.publish(ro, &events::for_actions(snapshot, slice));
-            return Err(e.into());
-        }
-    };
-    ctx.ahead.wrote(
-        &ro.uid().unwrap_or_default(),
-        ro.resource_version(),
-        &written,
-    );
+    if let Err(e) = apply(&ctx.client, ro, &plan, applied).await {
+        // What was done is done: the plan made after this failure finds
+        // it so and would never report it.
+        let slice = plan.actions.get(..applied.done).unwrap_or_default();
+        ctx.publish(ro, &events::for_actions(snapshot, slice));
+        return Err(e.into());
+    }
     ctx.publish(ro, &plan.events);
     Ok(plan)
 }
@@ -630,10 +695,10 @@ async fn fresh_snapshot(
     observe(client, ro, replica_sets, runs, now).await
 }
 
-fn error_policy(ro: Arc<Rollout>, err: &Error, ctx: Arc<Context>) -> Requeue {
+fn error_policy(key: Arc<RolloutKey>, err: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.retried(Queue::Rollouts);
-    let (failures, delay) = ctx.backoff.failed(ObjectRef::from_obj(&*ro));
-    warn!(rollout = %ro.name_any(), namespace = ro.namespace().unwrap_or_default(), error = %err, failures, retry_in = ?delay, "reconcile failed");
+    let (failures, delay) = ctx.backoff.failed(rollout_ref(&key));
+    warn!(rollout = %key.name_any(), namespace = key.namespace().unwrap_or_default(), error = %err, failures, retry_in = ?delay, "reconcile failed");
     Requeue::requeue(delay)
 }
 

@@ -15,7 +15,7 @@ use super::replica_set::{EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_DEADLINE_ANNO
 use super::replicas::canary_limits;
 use super::status::{AVAILABLE, COMPLETED, HEALTHY, INVALID_SPEC, PROGRESSING, find};
 use super::workload::WORKLOAD_GENERATION_ANNOTATION;
-use super::{Action, plan};
+use super::{Action, after_create, plan};
 use crate::analysis::template::Templates;
 use crate::api::Rollout;
 use crate::api::analysis::AnalysisRun;
@@ -494,6 +494,65 @@ fn going_back_to_an_old_template_reuses_its_replica_set() {
     );
     w.settle(true);
     assert_eq!(w.rss.len(), 2, "no third ReplicaSet");
+}
+
+/// The controller plans once more from what a create returned (the
+/// Rollout and the new ReplicaSet as written): that plan must be the one
+/// the next reconcile would make, and it scales the new ReplicaSet.
+#[test]
+fn the_plan_after_a_create_is_the_next_reconciles_and_scales_the_new_replica_set() {
+    // The benchmark's Rollout: 2 replicas, setWeight 50, pause 1s, setWeight 100.
+    let mut ro = rollout(2, "nginx:1", None, None);
+    ro.spec.strategy.canary.as_mut().unwrap().steps =
+        vec![weight(50), pause_for(Some(1)), weight(100)];
+    let mut w = World::new(ro);
+    for update in [false, true] {
+        if update {
+            w.settle(false);
+            set_image(&mut w, "nginx:2");
+        }
+        let before = w.snapshot();
+        let first = plan(&before, Timestamp::from_second(w.now).unwrap());
+        w.reconcile();
+        let created = w.rss.last().cloned().unwrap();
+        assert!(
+            matches!(first.actions.first(), Some(Action::CreateReplicaSet(rs)) if rs.metadata.name == created.metadata.name),
+            "update {update}: {:?}",
+            first.actions
+        );
+        let next = after_create(&before, &first, w.ro.clone(), created.clone())
+            .expect("a plan that only creates");
+        let now = Timestamp::from_second(w.now).unwrap();
+        let second = plan(&next, now);
+        assert_eq!(second, plan(&w.snapshot(), now), "update {update}");
+        let scaled_up = second.actions.iter().any(|a| {
+            matches!(a, Action::ScaleReplicaSet { name, from: 0, to, .. }
+                if Some(name) == created.metadata.name.as_ref() && *to > 0)
+        });
+        assert!(scaled_up, "update {update}: {:?}", second.actions);
+    }
+    // A plan that also changed a Service: the snapshot cannot show that.
+    let mut w = stepped_world();
+    set_image(&mut w, "app:2");
+    let mut snap = w.snapshot();
+    for svc in snap.services.values_mut() {
+        svc.spec.as_mut().unwrap().selector = None;
+    }
+    let first = plan(&snap, Timestamp::from_second(w.now).unwrap());
+    assert!(
+        first
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SetServiceSelector { .. })),
+        "{:?}",
+        first.actions
+    );
+    let created = first.actions.iter().find_map(|a| match a {
+        Action::CreateReplicaSet(rs) => Some((**rs).clone()),
+        _ => None,
+    });
+    let created = created.expect("the plan creates the new ReplicaSet");
+    assert!(after_create(&snap, &first, w.ro.clone(), created).is_none());
 }
 
 #[test]
