@@ -61,6 +61,11 @@ struct Args {
     /// Directory for the controller log and the results file.
     #[arg(long)]
     out: PathBuf,
+    /// Image changes per second (0: all at once, the default). A steady
+    /// stream of updates shows the controller's own step latency; one wave
+    /// of N shows how long N updates queue behind each other.
+    #[arg(long, default_value_t = 0.0)]
+    update_rate: f64,
     /// Give up after this long in one phase.
     #[arg(long, default_value_t = 3600)]
     timeout_secs: u64,
@@ -173,11 +178,15 @@ async fn main() -> Result<()> {
         }
     }
     let t1 = Instant::now();
-    stream::iter(names.iter().cloned())
-        .map(|(ns, name)| {
+    let pace = (args.update_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.update_rate));
+    stream::iter(names.iter().cloned().enumerate())
+        .map(|(i, (ns, name))| {
             let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
             let tracker = tracker.clone();
             async move {
+                if let Some(pace) = pace {
+                    tokio::time::sleep_until((t1 + pace * i as u32).into()).await;
+                }
                 let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
                     {"name": "app", "image": "example.com/app:v2"}]}}}});
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -253,6 +262,7 @@ async fn main() -> Result<()> {
         reconcile_ms_mean: 1000.0 * total.reconcile_seconds / total.reconciles.max(1.0),
         controller_qps: args.qps,
         controller_threads: args.threads,
+        update_rate: args.update_rate,
         machine: machine(),
         commit: std::env::var("BENCH_COMMIT").unwrap_or_default(),
     };
@@ -677,6 +687,8 @@ struct Report {
     reconcile_ms_mean: f64,
     controller_qps: f64,
     controller_threads: u32,
+    /// Image changes per second; 0: all at once.
+    update_rate: f64,
     machine: String,
     commit: String,
 }
@@ -711,6 +723,7 @@ impl Report {
              commit                            {}\n\
              rollouts                          {}\n\
              namespaces                        {}\n\
+             image changes per second          {}\n\
              peak RSS (MB)                     {:.1}\n\
              steady RSS after start (MB)       {:.1}\n\
              steady RSS after update (MB)      {:.1}\n\
@@ -728,6 +741,11 @@ impl Report {
             self.commit,
             self.rollouts,
             self.namespaces,
+            if self.update_rate > 0.0 {
+                format!("{}", self.update_rate)
+            } else {
+                "all at once".to_string()
+            },
             self.peak_rss_mb,
             self.steady_rss_mb_initial,
             self.steady_rss_mb_updated,

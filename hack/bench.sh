@@ -5,6 +5,7 @@
 #
 # Usage: hack/bench.sh [N ...]        (default: 100 1000)
 # Env:   BENCH_NAMESPACES (default 1), BENCH_QPS (controller --qps, default 500),
+#        BENCH_UPDATE_RATE (image changes per second, default 0: all at once),
 #        ROLLOUTS_BENCH_CLUSTER_DIR (default /tmp/rollouts-bench-cluster)
 set -euo pipefail
 
@@ -32,5 +33,6 @@ for n in "${sizes[@]}"; do
   echo "== $n Rollouts" >&2
   KUBECONFIG=$kubeconfig BENCH_COMMIT=$commit "$target/release/examples/scale-bench" \
     --rollouts "$n" --namespaces "${BENCH_NAMESPACES:-1}" --qps "${BENCH_QPS:-500}" \
+    --update-rate "${BENCH_UPDATE_RATE:-0}" \
     --controller "$target/release/rollouts-controller" --out "$out"
 done
