@@ -171,8 +171,9 @@ pub async fn run(
     };
     // kube-runtime's runner holds the copy of the object it dequeued until
     // the reconcile ends, and in a wave a reconcile waits its turn for a
-    // while: by then the cache holds a newer copy, and the old one is kept
-    // too (about 100 MB while 10,000 Rollouts started). So the runner gets
+    // while: by then the cache may hold a newer copy, and the old one is
+    // kept too (10,000 Rollouts starting took ~100 MB more than 10,000
+    // settled ones; this is one suspect). So the runner gets
     // keys only: a second store with each Rollout's name and namespace,
     // fed from the same watch; a reconcile reads the full Rollout from
     // the first one when its turn comes.
