@@ -287,13 +287,16 @@ const BEHIND_RETRY: Duration = Duration::from_secs(2);
 struct Ahead(std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>);
 
 impl Ahead {
-    /// `written` are the versions our writes produced, oldest first (empty
-    /// when nothing changed).
+    /// `written` are the versions a reconcile wrote (or read afresh after
+    /// a conflict), oldest first; empty when nothing changed. `before` is
+    /// the cached version it started from.
     fn wrote(&self, uid: &str, before: Option<String>, written: &[String]) {
         let mut map = lock(&self.0);
         match (before, written.split_last()) {
-            (Some(before), Some((_latest, between))) => {
-                let replaced = std::iter::once(before).chain(between.iter().cloned());
+            (Some(before), Some((latest, between))) => {
+                let replaced = std::iter::once(before)
+                    .chain(between.iter().cloned())
+                    .filter(|v| v != latest);
                 map.insert(uid.to_string(), replaced.collect());
             }
             _ => {
@@ -432,32 +435,57 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
             .map_err(|_| Error::CacheNotReady)?;
     }
     let now = Timestamp::now();
-    let ns = ro.namespace().unwrap_or_default();
     let cached = ctx.cached_replica_sets(&uid);
     let runs = ctx.cached_runs(&uid);
     let snapshot = observe(&ctx.client, (**ro).clone(), cached, runs, now)
         .await?
         .with_rejected(ctx.rejected(ro));
-    let plan = match plan_and_apply(ctx, &snapshot, now).await {
-        // Someone changed what the plan was based on (or the caches lag
-        // behind our own writes): plan once more from the API server itself.
-        Err(Error::Apply(ApplyError::Conflict { what })) => {
-            debug!(rollout = %ro.name_any(), %what, "conflict; planning again from a fresh read");
-            let fresh = fresh_snapshot(ctx, ro, &ns, now)
-                .await?
-                .with_rejected(ctx.rejected(ro));
-            plan_and_apply(ctx, &fresh, now).await?
-        }
-        other => other?,
-    };
+    // The versions of the Rollout this reconcile wrote or read afresh,
+    // oldest first: until the cache shows the last one, it is behind.
+    let mut versions = Vec::new();
+    let planned = plan_and_apply_or_reread(ctx, ro, snapshot, now, &mut versions).await;
+    // Also after a failure: what was written is written.
+    ctx.ahead.wrote(&uid, ro.resource_version(), &versions);
+    let plan = planned?;
     ctx.backoff.succeeded(&ObjectRef::from_obj(&**ro));
     Ok(Requeue::requeue(
         plan.requeue_after.unwrap_or(RESYNC).min(RESYNC),
     ))
 }
 
-async fn plan_and_apply(ctx: &Context, snapshot: &Snapshot, now: Timestamp) -> Result<Plan, Error> {
-    match plan_and_apply_once(ctx, snapshot, now).await {
+async fn plan_and_apply_or_reread(
+    ctx: &Context,
+    ro: &Rollout,
+    snapshot: Snapshot,
+    now: Timestamp,
+    versions: &mut Vec<String>,
+) -> Result<Plan, Error> {
+    match plan_and_apply(ctx, &snapshot, now, versions).await {
+        // Someone changed what the plan was based on (or the caches lag
+        // behind our own writes): plan once more from the API server itself.
+        Err(Error::Apply(ApplyError::Conflict { what })) => {
+            debug!(rollout = %ro.name_any(), %what, "conflict; planning again from a fresh read");
+            let ns = ro.namespace().unwrap_or_default();
+            let fresh = fresh_snapshot(ctx, ro, &ns, now)
+                .await?
+                .with_rejected(ctx.rejected(ro));
+            let read = fresh.rollout.resource_version();
+            if read.is_some() && read.as_ref() != versions.last() {
+                versions.extend(read);
+            }
+            plan_and_apply(ctx, &fresh, now, versions).await
+        }
+        other => other,
+    }
+}
+
+async fn plan_and_apply(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    now: Timestamp,
+    versions: &mut Vec<String>,
+) -> Result<Plan, Error> {
+    match plan_and_apply_once(ctx, snapshot, now, versions).await {
         // The pod template is invalid in the API server's eyes: plan again
         // knowing it, which reports it as InvalidSpec and creates nothing.
         Err(Error::Apply(ApplyError::Rejected { name, hash, detail })) => {
@@ -466,16 +494,20 @@ async fn plan_and_apply(ctx: &Context, snapshot: &Snapshot, now: Timestamp) -> R
             let rejected = Some((hash, detail));
             ctx.remember_rejected(ro, rejected.clone());
             let known = snapshot.clone().with_rejected(rejected);
-            plan_and_apply_once(ctx, &known, now).await
+            plan_and_apply_once(ctx, &known, now, versions).await
         }
         other => other,
     }
 }
 
+/// Plans and applies; a plan that created the new ReplicaSet is followed
+/// by one from what the API server returned (see `after_create`). The
+/// versions of the Rollout written are added to `versions`.
 async fn plan_and_apply_once(
     ctx: &Context,
     snapshot: &Snapshot,
     now: Timestamp,
+    versions: &mut Vec<String>,
 ) -> Result<Plan, Error> {
     let ro = &snapshot.rollout;
     let mut applied = Applied::default();
@@ -494,12 +526,7 @@ async fn plan_and_apply_once(
             applied.written.append(&mut second.written);
         }
     }
-    // Also after a failure: what was written is written.
-    ctx.ahead.wrote(
-        &ro.uid().unwrap_or_default(),
-        ro.resource_version(),
-        &applied.written,
-    );
+    versions.append(&mut applied.written);
     result
 }
 
@@ -722,6 +749,12 @@ mod tests {
         assert!(ahead.is_behind("c", Some("5")));
         assert!(ahead.is_behind("c", Some("6")), "between our two writes");
         assert!(!ahead.is_behind("c", Some("7")), "caught up");
+        // A conflict, a fresh read of 8 and nothing written after it: the
+        // cache is behind until it shows 8, and 8 itself is never behind.
+        ahead.wrote("d", Some("5".into()), &["8".into()]);
+        assert!(ahead.is_behind("d", Some("5")));
+        ahead.wrote("e", Some("8".into()), &["8".into()]);
+        assert!(!ahead.is_behind("e", Some("8")));
     }
 
     #[test]

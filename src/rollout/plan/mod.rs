@@ -142,14 +142,19 @@ pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
 /// would do once the caches caught up, so the controller does it at once:
 /// the new ReplicaSet is scaled in the same reconcile, as upstream does,
 /// and not one trip through the queue later (minutes in a wave of 10,000).
-/// None for any other plan: the snapshot would not show what its other
-/// actions changed (a Service's selector, an Ingress).
+/// None for any other plan (the snapshot would not show what its other
+/// actions changed: a Service's selector, an Ingress), and when the Rollout
+/// came back with a spec changed meanwhile (the Services, templates and
+/// Ingresses read were for the old one).
 pub fn after_create(
     snapshot: &Snapshot,
     plan: &Plan,
     rollout: Rollout,
-    created: ReplicaSet,
+    mut created: ReplicaSet,
 ) -> Option<Snapshot> {
+    if rollout.metadata.generation != snapshot.rollout.metadata.generation {
+        return None;
+    }
     let only_creates = plan.actions.iter().all(|a| {
         matches!(
             a,
@@ -161,6 +166,10 @@ pub fn after_create(
     if !only_creates {
         return None;
     }
+    // The ReplicaSet controller writes the new ReplicaSet's status at once,
+    // so a scale conditional on the version created would mostly meet a
+    // conflict. Nobody else scales a ReplicaSet created an instant ago.
+    created.metadata.resource_version = None;
     let mut replica_sets: Vec<ReplicaSet> = snapshot
         .replica_sets
         .iter()

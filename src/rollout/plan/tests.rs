@@ -530,6 +530,24 @@ fn the_plan_after_a_create_is_the_next_reconciles_and_scales_the_new_replica_set
                 if Some(name) == created.metadata.name.as_ref() && *to > 0)
         });
         assert!(scaled_up, "update {update}: {:?}", second.actions);
+
+        // As the API server returns it: with a version, which the
+        // ReplicaSet controller's first status write changes at once. The
+        // scale must not be conditional on it.
+        let mut versioned = created.clone();
+        versioned.metadata.resource_version = Some("41".into());
+        let next = after_create(&before, &first, w.ro.clone(), versioned).unwrap();
+        let conditional = plan(&next, now).actions.into_iter().any(|a| {
+            matches!(a, Action::ScaleReplicaSet { name, resource_version: Some(_), .. }
+                if Some(&name) == created.metadata.name.as_ref())
+        });
+        assert!(!conditional, "update {update}");
+
+        // The Rollout came back with a newer spec: what else was read
+        // (Services, templates) was for the old one.
+        let mut edited = w.ro.clone();
+        edited.metadata.generation = Some(edited.metadata.generation.unwrap_or(1) + 1);
+        assert!(after_create(&before, &first, edited, created.clone()).is_none());
     }
     // A plan that also changed a Service: the snapshot cannot show that.
     let mut w = stepped_world();
