@@ -90,13 +90,19 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// The Rollout's version now: that of our last write to it, else the
+    /// one observed.
+    fn version<'a>(&'a self, observed: &'a Rollout) -> Option<&'a str> {
+        let current = self.rollout.as_ref().unwrap_or(observed);
+        current.metadata.resource_version.as_deref()
+    }
+
     /// Records a write to the Rollout. One that changed nothing keeps the
     /// version and is not counted.
-    fn wrote(&mut self, current: &mut Option<String>, updated: Rollout) {
-        let new = updated.metadata.resource_version.clone();
-        if new.is_some() && new != *current {
-            self.written.extend(new.clone());
-            *current = new;
+    fn wrote(&mut self, observed: &Rollout, updated: Rollout) {
+        let new = updated.metadata.resource_version.as_deref();
+        if new.is_some() && new != self.version(observed) {
+            self.written.extend(new.map(str::to_string));
         }
         self.rollout = Some(updated);
     }
@@ -115,7 +121,6 @@ pub async fn apply(
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     let ro_api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
     let merge = PatchParams::default();
-    let mut resource_version = ro.metadata.resource_version.clone();
 
     for action in &plan.actions {
         match action {
@@ -265,7 +270,7 @@ pub async fn apply(
                     json!(revision.to_string()),
                 )
                 .await?;
-                applied.wrote(&mut resource_version, updated);
+                applied.wrote(ro, updated);
             }
             Action::SetWorkloadGeneration { generation } => {
                 let updated = annotate(
@@ -275,7 +280,7 @@ pub async fn apply(
                     json!(generation),
                 )
                 .await?;
-                applied.wrote(&mut resource_version, updated);
+                applied.wrote(ro, updated);
             }
             Action::ScaleDeployment {
                 name,
@@ -442,7 +447,7 @@ pub async fn apply(
         debug!(rollout = %ro_name, %diff, "status diff");
         // The diff is against the status this plan observed: written only
         // if the Rollout is still as observed, else planned again (409).
-        let patch = json!({"metadata": {"resourceVersion": resource_version}, "status": diff});
+        let patch = json!({"metadata": {"resourceVersion": applied.version(ro)}, "status": diff});
         let updated = ro_api
             .patch_status(&ro_name, &merge, &Patch::Merge(patch))
             .await
@@ -455,7 +460,7 @@ pub async fn apply(
                     source,
                 },
             })?;
-        applied.wrote(&mut resource_version, updated);
+        applied.wrote(ro, updated);
         info!(
             rollout = %ro_name,
             phase = plan.status.phase.map(|p| p.as_str()).unwrap_or_default(),

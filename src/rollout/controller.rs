@@ -443,7 +443,7 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
     // The versions of the Rollout this reconcile wrote or read afresh,
     // oldest first: until the cache shows the last one, it is behind.
     let mut versions = Vec::new();
-    let planned = plan_and_apply_or_reread(ctx, ro, snapshot, now, &mut versions).await;
+    let planned = plan_and_apply_or_reread(ctx, snapshot, now, &mut versions).await;
     // Also after a failure: what was written is written.
     ctx.ahead.wrote(&uid, ro.resource_version(), &versions);
     let plan = planned?;
@@ -455,11 +455,11 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
 
 async fn plan_and_apply_or_reread(
     ctx: &Context,
-    ro: &Rollout,
     snapshot: Snapshot,
     now: Timestamp,
     versions: &mut Vec<String>,
 ) -> Result<Plan, Error> {
+    let ro = &snapshot.rollout;
     match plan_and_apply(ctx, &snapshot, now, versions).await {
         // Someone changed what the plan was based on (or the caches lag
         // behind our own writes): plan once more from the API server itself.
@@ -511,22 +511,22 @@ async fn plan_and_apply_once(
 ) -> Result<Plan, Error> {
     let ro = &snapshot.rollout;
     let mut applied = Applied::default();
-    let mut result = apply_plan(ctx, snapshot, now, &mut applied).await;
-    if let Ok(first) = &result {
-        let next = applied.created.take().and_then(|mut created| {
-            let mut rollout = applied.rollout.take().unwrap_or_else(|| ro.clone());
-            slim_rollout(&mut rollout);
-            slim_replica_set(&mut created);
-            after_create(snapshot, first, rollout, created)
-        });
-        if let Some(next) = next {
-            debug!(rollout = %ro.name_any(), "created the new ReplicaSet; planning again from what the API server returned");
-            let mut second = Applied::default();
-            result = apply_plan(ctx, &next, now, &mut second).await;
-            applied.written.append(&mut second.written);
-        }
-    }
+    let first = apply_plan(ctx, snapshot, now, &mut applied).await;
     versions.append(&mut applied.written);
+    let first = first?;
+    let next = applied.created.take().and_then(|mut created| {
+        let mut rollout = applied.rollout.take().unwrap_or_else(|| ro.clone());
+        slim_rollout(&mut rollout);
+        slim_replica_set(&mut created);
+        after_create(snapshot, &first, rollout, created)
+    });
+    let Some(next) = next else {
+        return Ok(first);
+    };
+    debug!(rollout = %ro.name_any(), "created the new ReplicaSet; planning again from what the API server returned");
+    let mut second = Applied::default();
+    let result = apply_plan(ctx, &next, now, &mut second).await;
+    versions.append(&mut second.written);
     result
 }
 
