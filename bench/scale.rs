@@ -260,6 +260,8 @@ async fn main() -> Result<()> {
         api_requests_per_completed_rollout: (total.requests - initial.requests) / n,
         reconciles_per_completed_rollout: (total.reconciles - initial.reconciles) / n,
         reconcile_ms_mean: 1000.0 * total.reconcile_seconds / total.reconciles.max(1.0),
+        worker_wait_ms_mean_update: 1000.0 * (total.worker_wait.0 - initial.worker_wait.0)
+            / (total.worker_wait.1 - initial.worker_wait.1).max(1.0),
         controller_qps: args.qps,
         controller_threads: args.threads,
         update_rate: args.update_rate,
@@ -275,9 +277,22 @@ async fn main() -> Result<()> {
         .filter(|(_, v)| *v > 0.0)
         .collect();
     kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!("API requests per completed update, by kind and verb:");
+    println!("API requests per completed update, by kind and verb (mean answer time):");
     for (k, v) in kinds {
-        println!("  {v:6.2}  {k}");
+        // The latency series has no status_code label.
+        let key = k
+            .split(',')
+            .filter(|l| !l.starts_with("status_code="))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (secs, count) = total.latency_by_kind.get(&key).copied().unwrap_or_default();
+        let (secs0, count0) = initial
+            .latency_by_kind
+            .get(&key)
+            .copied()
+            .unwrap_or_default();
+        let ms = 1000.0 * (secs - secs0) / (count - count0).max(1.0);
+        println!("  {v:6.2}  {k}  ({ms:.1} ms)");
     }
     let file = args.out.join("results.jsonl");
     use std::io::Write as _;
@@ -607,8 +622,12 @@ struct Counters {
     requests: f64,
     /// Requests by their labels (kind, verb, status code).
     by_kind: HashMap<String, f64>,
+    /// API server answer time by labels (kind, verb): (seconds, requests).
+    latency_by_kind: HashMap<String, (f64, f64)>,
     reconciles: f64,
     reconcile_seconds: f64,
+    /// Rollout reconciles' wait for a free worker: (seconds, reconciles).
+    worker_wait: (f64, f64),
 }
 
 async fn counters(port: u16) -> Result<Counters> {
@@ -625,22 +644,39 @@ async fn counters(port: u16) -> Result<Counters> {
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
             .sum()
     };
-    let by_kind = page
-        .lines()
-        .filter_map(|l| l.strip_prefix("controller_clientset_k8s_request_total{"))
-        .filter_map(|l| {
-            let (labels, value) = l.rsplit_once(' ')?;
-            Some((
-                labels.trim_end_matches('}').to_string(),
-                value.parse().ok()?,
-            ))
+    // The samples of one family, by their labels.
+    let family = |prefix: &str| -> HashMap<String, f64> {
+        page.lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter_map(|l| {
+                let (labels, value) = l.rsplit_once(' ')?;
+                Some((
+                    labels.trim_end_matches('}').to_string(),
+                    value.parse().ok()?,
+                ))
+            })
+            .collect()
+    };
+    let latency_sums = family("controller_clientset_k8s_request_duration_seconds_sum{");
+    let latency_counts = family("controller_clientset_k8s_request_duration_seconds_count{");
+    let latency_by_kind = latency_sums
+        .into_iter()
+        .map(|(k, s)| {
+            let c = latency_counts.get(&k).copied().unwrap_or_default();
+            (k, (s, c))
         })
         .collect();
+    let wait = "{name=\"Rollouts\"}";
     Ok(Counters {
-        by_kind,
+        by_kind: family("controller_clientset_k8s_request_total{"),
+        latency_by_kind,
         requests: sum("controller_clientset_k8s_request_total{"),
         reconciles: sum("rollout_reconcile_count{"),
         reconcile_seconds: sum("rollout_reconcile_sum{"),
+        worker_wait: (
+            sum(&format!("workqueue_queue_duration_seconds_sum{wait}")),
+            sum(&format!("workqueue_queue_duration_seconds_count{wait}")),
+        ),
     })
 }
 
@@ -685,6 +721,8 @@ struct Report {
     api_requests_per_completed_rollout: f64,
     reconciles_per_completed_rollout: f64,
     reconcile_ms_mean: f64,
+    /// During the update: how long a Rollout reconcile waited for a worker.
+    worker_wait_ms_mean_update: f64,
     controller_qps: f64,
     controller_threads: u32,
     /// Image changes per second; 0: all at once.
@@ -736,7 +774,8 @@ impl Report {
              image change -> first write (ms)  {:.0} / {:.0}\n\
              API requests per rollout (start)  {:.1}\n\
              API requests per completed update {:.1}\n\
-             reconciles per completed update   {:.1}  (mean {:.1} ms)",
+             reconciles per completed update   {:.1}  (mean {:.1} ms)\n\
+             wait for a worker, update (ms)    {:.1}",
             self.machine,
             self.commit,
             self.rollouts,
@@ -768,6 +807,7 @@ impl Report {
             self.api_requests_per_completed_rollout,
             self.reconciles_per_completed_rollout,
             self.reconcile_ms_mean,
+            self.worker_wait_ms_mean_update,
         )
     }
 }

@@ -202,8 +202,10 @@ impl Workers {
     /// Runs `work` once a worker is free. Its future is built, on the heap,
     /// only then: the many reconciles still waiting stay small.
     pub async fn run<F: Future>(&self, work: impl FnOnce() -> F) -> F::Output {
+        let asked = std::time::Instant::now();
         // Never closed, so a permit always comes.
         let _permit = self.permits.acquire().await.ok();
+        self.metrics.waited(self.queue, asked.elapsed());
         Box::pin(work()).await
     }
 

@@ -128,6 +128,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (kind, verb) = classify(request.method(), request.uri());
         let metrics = self.metrics.clone();
+        let started = std::time::Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
             let result = response.await;
@@ -135,7 +136,7 @@ where
                 Ok(r) => r.status().as_u16().to_string(),
                 Err(_) => "error".to_string(),
             };
-            metrics.request(&kind, verb, &status);
+            metrics.request(&kind, verb, &status, started.elapsed());
             result
         })
     }

@@ -58,7 +58,9 @@ struct Inner {
     analysis_run_reconcile: HistogramVec,
     analysis_run_reconcile_error: IntCounterVec,
     requests: IntCounterVec,
+    request_duration: HistogramVec,
     queue_adds: IntCounterVec,
+    queue_wait: HistogramVec,
     queue_retries: IntCounterVec,
     queue_work: HistogramVec,
     leader: IntGauge,
@@ -124,6 +126,18 @@ impl Metrics {
                 "Number of kubernetes requests executed during application reconciliation.",
                 &["kind", "verb", "status_code"],
             ),
+            request_duration: histogram(
+                "controller_clientset_k8s_request_duration_seconds",
+                "How long the API server took to answer a request (after the client-side rate limit).",
+                &["kind", "verb"],
+                prometheus::exponential_buckets(1e-3, 2.0, 14).unwrap_or_default(),
+            ),
+            queue_wait: histogram(
+                "workqueue_queue_duration_seconds",
+                "How long a reconcile waited for a free worker, by queue.",
+                &["name"],
+                prometheus::exponential_buckets(1e-4, 4.0, 10).unwrap_or_default(),
+            ),
             queue_adds: counter(
                 "workqueue_adds_total",
                 "Total number of reconciles started, by queue.",
@@ -177,7 +191,9 @@ impl Metrics {
             Box::new(inner.analysis_run_reconcile.clone()),
             Box::new(inner.analysis_run_reconcile_error.clone()),
             Box::new(inner.requests.clone()),
+            Box::new(inner.request_duration.clone()),
             Box::new(inner.queue_adds.clone()),
+            Box::new(inner.queue_wait.clone()),
             Box::new(inner.queue_retries.clone()),
             Box::new(inner.queue_work.clone()),
             Box::new(inner.leader.clone()),
@@ -227,6 +243,14 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// A reconcile of `queue` waited `took` for a worker.
+    pub fn waited(&self, queue: Queue, took: Duration) {
+        self.inner
+            .queue_wait
+            .with_label_values(&[queue.as_str()])
+            .observe(took.as_secs_f64());
+    }
+
     pub fn retried(&self, queue: Queue) {
         self.inner
             .queue_retries
@@ -247,11 +271,15 @@ impl Metrics {
     }
 
     /// Counts one API request (see [`crate::kube_client`]).
-    pub fn request(&self, kind: &str, verb: &str, status: &str) {
-        self.inner
-            .requests
-            .with_label_values(&[kind, verb, status])
-            .inc();
+    pub fn request(&self, kind: &str, verb: &str, status: &str, took: Duration) {
+        let i = &self.inner;
+        i.requests.with_label_values(&[kind, verb, status]).inc();
+        // A watch lasts as long as it is open: not an answer time.
+        if verb != "Watch" {
+            i.request_duration
+                .with_label_values(&[kind, verb])
+                .observe(took.as_secs_f64());
+        }
     }
 
     /// The Prometheus text exposition of everything.

@@ -296,15 +296,22 @@ spec:
     );
     for queue in ["Rollouts", "AnalysisRuns"] {
         assert!(sample(&page, "workqueue_adds_total", &[("name", queue)]).unwrap_or(0.0) > 0.0);
-        assert!(
-            sample(
-                &page,
-                "workqueue_work_duration_seconds_count",
-                &[("name", queue)]
-            )
-            .is_some()
-        );
+        for histogram in [
+            "workqueue_work_duration_seconds_count",
+            "workqueue_queue_duration_seconds_count",
+        ] {
+            assert!(sample(&page, histogram, &[("name", queue)]).unwrap_or(0.0) > 0.0);
+        }
     }
+    assert!(
+        sample(
+            &page,
+            "controller_clientset_k8s_request_duration_seconds_count",
+            &[("kind", "rollouts"), ("verb", "Patch")]
+        )
+        .unwrap_or(0.0)
+            > 0.0
+    );
     assert!(
         sample(
             &page,
