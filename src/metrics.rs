@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
-use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -52,11 +52,6 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
-    rollout_reconcile: HistogramVec,
-    rollout_reconcile_error: IntCounterVec,
-    rollout_events: IntCounterVec,
-    analysis_run_reconcile: HistogramVec,
-    analysis_run_reconcile_error: IntCounterVec,
     requests: IntCounterVec,
     request_duration: HistogramVec,
     queue_adds: IntCounterVec,
@@ -92,33 +87,6 @@ const NAMESPACE_NAME: [&str; 2] = ["namespace", "name"];
 
 impl Metrics {
     pub fn new() -> Self {
-        let rollout_reconcile = histogram(
-            "rollout_reconcile",
-            "Rollout reconciliation performance.",
-            &NAMESPACE_NAME,
-            RECONCILE_BUCKETS.to_vec(),
-        );
-        let rollout_reconcile_error = counter(
-            "rollout_reconcile_error",
-            "Error occurring during the rollout",
-            &NAMESPACE_NAME,
-        );
-        let analysis_run_reconcile = histogram(
-            "analysis_run_reconcile",
-            "Analysis Run reconciliation performance.",
-            &NAMESPACE_NAME,
-            RECONCILE_BUCKETS.to_vec(),
-        );
-        let analysis_run_reconcile_error = counter(
-            "analysis_run_reconcile_error",
-            "Error occurring during the analysis run",
-            &NAMESPACE_NAME,
-        );
-        let rollout_events = counter(
-            "rollout_events_total",
-            "Count of rollout events",
-            &["namespace", "name", "type", "reason"],
-        );
         let inner = Inner {
             registry: Registry::new(),
             requests: counter(
@@ -159,18 +127,7 @@ impl Metrics {
                 "1 while this process is the leader (or runs without leader election).",
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
-            state: Arc::new(State::new(
-                rollout_reconcile.clone(),
-                rollout_reconcile_error.clone(),
-                rollout_events.clone(),
-                analysis_run_reconcile.clone(),
-                analysis_run_reconcile_error.clone(),
-            )),
-            rollout_events,
-            rollout_reconcile,
-            rollout_reconcile_error,
-            analysis_run_reconcile,
-            analysis_run_reconcile_error,
+            state: Arc::new(State::default()),
         };
         let build_info = gauge(
             "build_info",
@@ -185,11 +142,6 @@ impl Metrics {
             ])
             .set(1.0);
         let collectors: Vec<Box<dyn Collector>> = vec![
-            Box::new(inner.rollout_reconcile.clone()),
-            Box::new(inner.rollout_reconcile_error.clone()),
-            Box::new(inner.rollout_events.clone()),
-            Box::new(inner.analysis_run_reconcile.clone()),
-            Box::new(inner.analysis_run_reconcile_error.clone()),
             Box::new(inner.requests.clone()),
             Box::new(inner.request_duration.clone()),
             Box::new(inner.queue_adds.clone()),
@@ -227,16 +179,11 @@ impl Metrics {
     /// One reconcile of `namespace/name` finished.
     pub fn reconciled(&self, queue: Queue, namespace: &str, name: &str, took: Duration, ok: bool) {
         let i = &self.inner;
-        let (histogram, errors) = match queue {
-            Queue::Rollouts => (&i.rollout_reconcile, &i.rollout_reconcile_error),
-            Queue::AnalysisRuns => (&i.analysis_run_reconcile, &i.analysis_run_reconcile_error),
+        let objects = match queue {
+            Queue::Rollouts => &i.state.rollout_figures,
+            Queue::AnalysisRuns => &i.state.run_figures,
         };
-        histogram
-            .with_label_values(&[namespace, name])
-            .observe(took.as_secs_f64());
-        if !ok {
-            errors.with_label_values(&[namespace, name]).inc();
-        }
+        objects.update(namespace, name, |f| f.reconciled(took, ok));
         i.queue_adds.with_label_values(&[queue.as_str()]).inc();
         i.queue_work
             .with_label_values(&[queue.as_str()])
@@ -258,12 +205,12 @@ impl Metrics {
             .inc();
     }
 
-    pub fn rollout_event(&self, namespace: &str, name: &str, warning: bool, reason: &str) {
+    pub fn rollout_event(&self, namespace: &str, name: &str, warning: bool, reason: &'static str) {
         let kind = if warning { "Warning" } else { "Normal" };
         self.inner
-            .rollout_events
-            .with_label_values(&[namespace, name, kind, reason])
-            .inc();
+            .state
+            .rollout_figures
+            .update(namespace, name, |f| f.event(kind, reason));
     }
 
     pub fn set_leader(&self, leading: bool) {
@@ -295,15 +242,148 @@ impl Metrics {
     }
 }
 
-/// Scrape-time metrics from the caches. Written straight as text: with
-/// 10,000 Rollouts they are some 230,000 samples, and building them as
-/// prometheus metric objects first cost about 140 MB at every scrape.
+/// Scrape-time metrics from the caches, and the per-object figures. Written
+/// straight as text: with 10,000 Rollouts they are some 300,000 samples,
+/// and building them as prometheus metric objects first cost about 140 MB
+/// at every scrape.
+#[derive(Default)]
 struct State {
     rollouts: Mutex<Option<Store<Rollout>>>,
     runs: Mutex<Option<Store<AnalysisRun>>>,
-    /// Per-object series to prune when their object is gone.
-    rollout_series: (HistogramVec, IntCounterVec, IntCounterVec),
-    run_series: (HistogramVec, IntCounterVec),
+    rollout_figures: PerObject,
+    run_figures: PerObject,
+}
+
+/// Per-object reconcile and Event figures, kept compactly: the prometheus
+/// crate's vectors held about 5.6 KB per Rollout (a series per Event
+/// reason, each with its own copies of the labels) and built every series
+/// again at each scrape (bench/metrics_scrape.rs).
+#[derive(Default)]
+struct PerObject(Mutex<HashMap<(String, String), Figures>>);
+
+#[derive(Default)]
+struct Figures {
+    /// Reconciles per bucket of RECONCILE_BUCKETS (not cumulative).
+    buckets: [u64; RECONCILE_BUCKETS.len()],
+    reconciles: u64,
+    seconds: f64,
+    errors: u64,
+    /// Events by type (Normal, Warning) and reason.
+    events: Vec<(&'static str, &'static str, u64)>,
+}
+
+impl Figures {
+    fn reconciled(&mut self, took: Duration, ok: bool) {
+        let secs = took.as_secs_f64();
+        if let Some(b) = RECONCILE_BUCKETS.iter().position(|le| secs <= *le) {
+            self.buckets[b] += 1;
+        }
+        self.reconciles += 1;
+        self.seconds += secs;
+        self.errors += u64::from(!ok);
+    }
+
+    fn event(&mut self, kind: &'static str, reason: &'static str) {
+        match self
+            .events
+            .iter_mut()
+            .find(|(k, r, _)| *k == kind && *r == reason)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => self.events.push((kind, reason, 1)),
+        }
+    }
+}
+
+impl PerObject {
+    fn update(&self, namespace: &str, name: &str, f: impl FnOnce(&mut Figures)) {
+        let key = (namespace.to_string(), name.to_string());
+        f(lock(&self.0).entry(key).or_default());
+    }
+
+    /// Drops the figures of objects that are gone (bounded cardinality).
+    fn retain(&self, live: &HashSet<(&str, &str)>) {
+        lock(&self.0).retain(|(ns, name), _| live.contains(&(ns.as_str(), name.as_str())));
+    }
+
+    /// The histogram `reconcile`, the counter `errors` and, when given, the
+    /// Event counter `events`, as upstream names them.
+    fn render(
+        &self,
+        page: &mut String,
+        reconcile: (&str, &str),
+        errors: (&str, &str),
+        events: Option<(&str, &str)>,
+    ) {
+        use std::fmt::Write;
+        let objects = lock(&self.0);
+        if objects.is_empty() {
+            return;
+        }
+        let (name, help) = reconcile;
+        let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for ((ns, obj), f) in objects.iter() {
+            let mut cumulative = 0;
+            for (le, n) in RECONCILE_BUCKETS.iter().zip(f.buckets) {
+                cumulative += n;
+                write_line(
+                    page,
+                    &format!("{name}_bucket"),
+                    &[("namespace", ns), ("name", obj), ("le", &le.to_string())],
+                    cumulative as f64,
+                );
+            }
+            write_line(
+                page,
+                &format!("{name}_bucket"),
+                &[("namespace", ns), ("name", obj), ("le", "+Inf")],
+                f.reconciles as f64,
+            );
+            write_line(
+                page,
+                &format!("{name}_sum"),
+                &[("namespace", ns), ("name", obj)],
+                f.seconds,
+            );
+            write_line(
+                page,
+                &format!("{name}_count"),
+                &[("namespace", ns), ("name", obj)],
+                f.reconciles as f64,
+            );
+        }
+        let (name, help) = errors;
+        let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} counter");
+        for ((ns, obj), f) in objects.iter().filter(|(_, f)| f.errors > 0) {
+            write_line(
+                page,
+                name,
+                &[("namespace", ns), ("name", obj)],
+                f.errors as f64,
+            );
+        }
+        let Some((name, help)) = events else { return };
+        let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} counter");
+        for ((ns, obj), f) in objects.iter() {
+            for (kind, reason, n) in &f.events {
+                write_line(
+                    page,
+                    name,
+                    &[
+                        ("namespace", ns),
+                        ("name", obj),
+                        ("type", kind),
+                        ("reason", reason),
+                    ],
+                    *n as f64,
+                );
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 const ROLLOUT_INFO: usize = 0;
@@ -374,11 +454,21 @@ const FAMILIES: [(&str, &str, &[&str]); 10] = [
 
 /// One sample line of family `family` in the text exposition format.
 fn write_sample(out: &mut String, family: usize, labels: &[String], value: f64) {
-    use std::fmt::Write;
     let (name, _, names) = FAMILIES[family];
+    let pairs: Vec<(&str, &str)> = names
+        .iter()
+        .zip(labels)
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    write_line(out, name, &pairs, value);
+}
+
+/// One sample line in the text exposition format, label values escaped.
+fn write_line(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    use std::fmt::Write;
     out.push_str(name);
     out.push('{');
-    for (i, (k, v)) in names.iter().zip(labels).enumerate() {
+    for (i, (k, v)) in labels.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -395,23 +485,6 @@ fn write_sample(out: &mut String, family: usize, labels: &[String], value: f64) 
         out.push('"');
     }
     let _ = writeln!(out, "}} {value}");
-}
-
-impl State {
-    fn new(
-        rollout_reconcile: HistogramVec,
-        rollout_errors: IntCounterVec,
-        rollout_events: IntCounterVec,
-        run_reconcile: HistogramVec,
-        run_errors: IntCounterVec,
-    ) -> Self {
-        State {
-            rollouts: Mutex::new(None),
-            runs: Mutex::new(None),
-            rollout_series: (rollout_reconcile, rollout_errors, rollout_events),
-            run_series: (run_reconcile, run_errors),
-        }
-    }
 }
 
 impl State {
@@ -436,12 +509,7 @@ impl State {
                     write_sample(&mut bodies[family], family, &labels, value);
                 }
             }
-            let live: HashSet<(String, String)> = rollouts.iter().map(|r| key(&**r)).collect();
-            let live = |ns: &str, name: &str| live.contains(&(ns.to_string(), name.to_string()));
-            let (reconcile, errors, events) = &self.rollout_series;
-            prune(reconcile, &live);
-            prune(errors, &live);
-            prune(events, &live);
+            self.rollout_figures.retain(&live(&rollouts));
         }
         if let Some(runs) = runs {
             for run in &runs {
@@ -449,12 +517,9 @@ impl State {
                     write_sample(&mut bodies[family], family, &labels, value);
                 }
             }
-            let live: HashSet<(String, String)> = runs.iter().map(|r| key(&**r)).collect();
-            let live = |ns: &str, name: &str| live.contains(&(ns.to_string(), name.to_string()));
-            let (reconcile, errors) = &self.run_series;
-            prune(reconcile, &live);
-            prune(errors, &live);
+            self.run_figures.retain(&live(&runs));
         }
+        page.reserve(bodies.iter().map(|b| b.len() + 200).sum());
         for ((name, help, _), body) in FAMILIES.iter().zip(bodies) {
             if body.is_empty() {
                 continue;
@@ -462,6 +527,27 @@ impl State {
             page.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
             page.push_str(&body);
         }
+        self.rollout_figures.render(
+            page,
+            ("rollout_reconcile", "Rollout reconciliation performance."),
+            (
+                "rollout_reconcile_error",
+                "Error occurring during the rollout",
+            ),
+            Some(("rollout_events_total", "Count of rollout events")),
+        );
+        self.run_figures.render(
+            page,
+            (
+                "analysis_run_reconcile",
+                "Analysis Run reconciliation performance.",
+            ),
+            (
+                "analysis_run_reconcile_error",
+                "Error occurring during the analysis run",
+            ),
+            None,
+        );
     }
 }
 
@@ -481,30 +567,18 @@ fn key<K: ResourceExt>(k: &K) -> (String, String) {
     (k.namespace().unwrap_or_default(), k.name_any())
 }
 
-/// Drops per-object series of objects that are gone (bounded cardinality).
-fn prune<T: MetricVecBuilder>(vec: &MetricVec<T>, live: &impl Fn(&str, &str) -> bool) {
-    let gone: Vec<HashMap<String, String>> = vec
-        .collect()
+/// The (namespace, name) of the cached objects, borrowed.
+fn live<K: kube::Resource>(objects: &[Arc<K>]) -> HashSet<(&str, &str)> {
+    objects
         .iter()
-        .flat_map(|f| f.get_metric().iter())
-        .map(|m| {
-            m.get_label()
-                .iter()
-                .map(|l| (l.name().to_string(), l.value().to_string()))
-                .collect::<HashMap<_, _>>()
+        .map(|o| {
+            let meta = o.meta();
+            (
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default(),
+            )
         })
-        .filter(|labels| {
-            let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or_default();
-            !live(get("namespace"), get("name"))
-        })
-        .collect();
-    for labels in gone {
-        let labels: HashMap<&str, &str> = labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let _ = vec.remove(&labels);
-    }
+        .collect()
 }
 
 /// Upstream's rollout phase for metrics, from the Progressing condition.
@@ -799,16 +873,19 @@ mod tests {
             m.rollout_event("ns", name, false, "RolloutPaused");
         }
         let page = m.render();
-        assert!(page.contains(r#"rollout_reconcile_error{name="a",namespace="ns"} 1"#));
+        assert!(page.contains(r#"rollout_reconcile_error{namespace="ns",name="a"} 1"#));
+        assert!(page.contains(
+            r#"rollout_events_total{namespace="ns",name="a",type="Normal",reason="RolloutPaused"} 1"#
+        ));
+        assert!(page.contains(r#"rollout_reconcile_bucket{namespace="ns",name="a",le="0.01"} 1"#));
+        assert!(page.contains(r#"rollout_reconcile_bucket{namespace="ns",name="a",le="+Inf"} 1"#));
+        assert!(page.contains("# TYPE rollout_reconcile histogram\n"));
         assert!(page.contains("workqueue_adds_total{name=\"Rollouts\"} 2"));
         // Only "b" is still cached.
-        let (h, e, ev) = &m.inner.state.rollout_series;
-        let live = |_: &str, name: &str| name == "b";
-        prune(h, &live);
-        prune(e, &live);
-        prune(ev, &live);
+        let live = HashSet::from([("ns", "b")]);
+        m.inner.state.rollout_figures.retain(&live);
         let page = m.render();
         assert!(!page.contains(r#"name="a""#), "{page}");
-        assert!(page.contains(r#"rollout_reconcile_count{name="b",namespace="ns"} 1"#));
+        assert!(page.contains(r#"rollout_reconcile_count{namespace="ns",name="b"} 1"#));
     }
 }
