@@ -322,35 +322,23 @@ impl PerObject {
         }
         let (name, help) = reconcile;
         let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let (bucket, sum, count) = (
+            format!("{name}_bucket"),
+            format!("{name}_sum"),
+            format!("{name}_count"),
+        );
+        let les: Vec<String> = RECONCILE_BUCKETS.iter().map(f64::to_string).collect();
         for ((ns, obj), f) in objects.iter() {
             let mut cumulative = 0;
-            for (le, n) in RECONCILE_BUCKETS.iter().zip(f.buckets) {
+            for (le, n) in les.iter().zip(f.buckets) {
                 cumulative += n;
-                write_line(
-                    page,
-                    &format!("{name}_bucket"),
-                    &[("namespace", ns), ("name", obj), ("le", &le.to_string())],
-                    cumulative as f64,
-                );
+                let labels = [("namespace", ns.as_str()), ("name", obj), ("le", le)];
+                write_line(page, &bucket, &labels, cumulative as f64);
             }
-            write_line(
-                page,
-                &format!("{name}_bucket"),
-                &[("namespace", ns), ("name", obj), ("le", "+Inf")],
-                f.reconciles as f64,
-            );
-            write_line(
-                page,
-                &format!("{name}_sum"),
-                &[("namespace", ns), ("name", obj)],
-                f.seconds,
-            );
-            write_line(
-                page,
-                &format!("{name}_count"),
-                &[("namespace", ns), ("name", obj)],
-                f.reconciles as f64,
-            );
+            let labels = [("namespace", ns.as_str()), ("name", obj), ("le", "+Inf")];
+            write_line(page, &bucket, &labels, f.reconciles as f64);
+            write_line(page, &sum, &labels[..2], f.seconds);
+            write_line(page, &count, &labels[..2], f.reconciles as f64);
         }
         let (name, help) = errors;
         let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -455,20 +443,25 @@ const FAMILIES: [(&str, &str, &[&str]); 10] = [
 /// One sample line of family `family` in the text exposition format.
 fn write_sample(out: &mut String, family: usize, labels: &[String], value: f64) {
     let (name, _, names) = FAMILIES[family];
-    let pairs: Vec<(&str, &str)> = names
-        .iter()
-        .zip(labels)
-        .map(|(k, v)| (*k, v.as_str()))
-        .collect();
-    write_line(out, name, &pairs, value);
+    let pairs = names.iter().copied().zip(labels.iter().map(String::as_str));
+    write_series(out, name, pairs, value);
+}
+
+fn write_line(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    write_series(out, name, labels.iter().copied(), value);
 }
 
 /// One sample line in the text exposition format, label values escaped.
-fn write_line(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+fn write_series<'a>(
+    out: &mut String,
+    name: &str,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    value: f64,
+) {
     use std::fmt::Write;
     out.push_str(name);
     out.push('{');
-    for (i, (k, v)) in labels.iter().enumerate() {
+    for (i, (k, v)) in labels.enumerate() {
         if i > 0 {
             out.push(',');
         }
