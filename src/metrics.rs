@@ -229,16 +229,81 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of everything.
+    /// The Prometheus text exposition of everything, as one string.
     pub fn render(&self) -> String {
+        let mut page = String::new();
+        self.render_chunks(&mut |chunk| {
+            page.push_str(&chunk);
+            true
+        });
+        page
+    }
+
+    /// The Prometheus text exposition, handed to `sink` in chunks of about
+    /// 64 KB as it is written; `sink` returns false to stop (the client went
+    /// away). With 10,000 Rollouts the page is some 20 MB that need never be
+    /// held whole.
+    pub fn render_chunks(&self, sink: &mut dyn FnMut(String) -> bool) {
+        let mut page = Page::new(sink);
         let families = self.inner.registry.gather();
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::warn!(error = %e, "encoding metrics failed");
         }
-        let mut page = String::from_utf8(out).unwrap_or_default();
+        page.text.push_str(&String::from_utf8_lossy(&out));
+        page.flush();
         self.inner.state.render(&mut page);
-        page
+        page.flush();
+    }
+}
+
+/// A per-object family: name and help (None: not written), type, and the
+/// writer of one object's samples.
+type Family<'f> = (
+    Option<(&'f str, &'f str)>,
+    &'f str,
+    &'f dyn Fn(&mut String, &str, &str, &Figures),
+);
+
+/// The text of one scrape, handed on in chunks as it is written.
+struct Page<'a> {
+    text: String,
+    sink: &'a mut dyn FnMut(String) -> bool,
+    /// False once the sink refused a chunk: the rest is not written.
+    open: bool,
+}
+
+const CHUNK: usize = 64 * 1024;
+
+impl<'a> Page<'a> {
+    fn new(sink: &'a mut dyn FnMut(String) -> bool) -> Self {
+        Page {
+            text: String::with_capacity(CHUNK + 1024),
+            sink,
+            open: true,
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.open && !self.text.is_empty() {
+            let chunk = std::mem::replace(&mut self.text, String::with_capacity(CHUNK + 1024));
+            self.open = (self.sink)(chunk);
+        }
+        if !self.open {
+            self.text.clear();
+        }
+    }
+
+    /// Hands on what is written once it fills a chunk.
+    fn flush_if_full(&mut self) {
+        if self.text.len() >= CHUNK {
+            self.flush();
+        }
+    }
+
+    fn header(&mut self, name: &str, help: &str, kind: &str) {
+        use std::fmt::Write;
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 }
 
@@ -307,64 +372,77 @@ impl PerObject {
     }
 
     /// The histogram `reconcile`, the counter `errors` and, when given, the
-    /// Event counter `events`, as upstream names them.
+    /// Event counter `events`, as upstream names them. Written a block of
+    /// objects at a time, the lock released between blocks: reconciles
+    /// record into the map meanwhile, and the page goes out as it is written.
     fn render(
         &self,
-        page: &mut String,
+        page: &mut Page,
         reconcile: (&str, &str),
         errors: (&str, &str),
         events: Option<(&str, &str)>,
     ) {
-        use std::fmt::Write;
-        let objects = lock(&self.0);
-        if objects.is_empty() {
+        let keys: Vec<(String, String)> = lock(&self.0).keys().cloned().collect();
+        if keys.is_empty() {
             return;
         }
-        let (name, help) = reconcile;
-        let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let (name, _) = reconcile;
         let (bucket, sum, count) = (
             format!("{name}_bucket"),
             format!("{name}_sum"),
             format!("{name}_count"),
         );
         let les: Vec<String> = RECONCILE_BUCKETS.iter().map(f64::to_string).collect();
-        for ((ns, obj), f) in objects.iter() {
+        let histogram = |out: &mut String, ns: &str, obj: &str, f: &Figures| {
             let mut cumulative = 0;
             for (le, n) in les.iter().zip(f.buckets) {
                 cumulative += n;
-                let labels = [("namespace", ns.as_str()), ("name", obj), ("le", le)];
-                write_line(page, &bucket, &labels, cumulative as f64);
+                let labels = [("namespace", ns), ("name", obj), ("le", le)];
+                write_line(out, &bucket, &labels, cumulative as f64);
             }
-            let labels = [("namespace", ns.as_str()), ("name", obj), ("le", "+Inf")];
-            write_line(page, &bucket, &labels, f.reconciles as f64);
-            write_line(page, &sum, &labels[..2], f.seconds);
-            write_line(page, &count, &labels[..2], f.reconciles as f64);
-        }
-        let (name, help) = errors;
-        let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} counter");
-        for ((ns, obj), f) in objects.iter().filter(|(_, f)| f.errors > 0) {
-            write_line(
-                page,
-                name,
-                &[("namespace", ns), ("name", obj)],
-                f.errors as f64,
-            );
-        }
-        let Some((name, help)) = events else { return };
-        let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} counter");
-        for ((ns, obj), f) in objects.iter() {
+            let labels = [("namespace", ns), ("name", obj), ("le", "+Inf")];
+            write_line(out, &bucket, &labels, f.reconciles as f64);
+            write_line(out, &sum, &labels[..2], f.seconds);
+            write_line(out, &count, &labels[..2], f.reconciles as f64);
+        };
+        let error_count = |out: &mut String, ns: &str, obj: &str, f: &Figures| {
+            if f.errors > 0 {
+                let labels = [("namespace", ns), ("name", obj)];
+                write_line(out, errors.0, &labels, f.errors as f64);
+            }
+        };
+        let event_counts = |out: &mut String, ns: &str, obj: &str, f: &Figures| {
             for (kind, reason, n) in &f.events {
-                write_line(
-                    page,
-                    name,
-                    &[
-                        ("namespace", ns),
-                        ("name", obj),
-                        ("type", kind),
-                        ("reason", reason),
-                    ],
-                    *n as f64,
-                );
+                let labels = [
+                    ("namespace", ns),
+                    ("name", obj),
+                    ("type", kind),
+                    ("reason", reason),
+                ];
+                write_line(out, events.map_or("", |e| e.0), &labels, *n as f64);
+            }
+        };
+        let families: [Family; 3] = [
+            (Some(reconcile), "histogram", &histogram),
+            (Some(errors), "counter", &error_count),
+            (events, "counter", &event_counts),
+        ];
+        for (family, kind, write) in families {
+            let Some((name, help)) = family else { continue };
+            page.header(name, help, kind);
+            for block in keys.chunks(64) {
+                {
+                    let objects = lock(&self.0);
+                    for key in block {
+                        if let Some(f) = objects.get(key) {
+                            write(&mut page.text, &key.0, &key.1, f);
+                        }
+                    }
+                }
+                page.flush_if_full();
+                if !page.open {
+                    return;
+                }
             }
         }
     }
@@ -441,9 +519,9 @@ const FAMILIES: [(&str, &str, &[&str]); 10] = [
 ];
 
 /// One sample line of family `family` in the text exposition format.
-fn write_sample(out: &mut String, family: usize, labels: &[String], value: f64) {
+fn write_sample(out: &mut String, family: usize, labels: &[impl AsRef<str>], value: f64) {
     let (name, _, names) = FAMILIES[family];
-    let pairs = names.iter().copied().zip(labels.iter().map(String::as_str));
+    let pairs = names.iter().copied().zip(labels.iter().map(AsRef::as_ref));
     write_series(out, name, pairs, value);
 }
 
@@ -481,9 +559,9 @@ fn write_series<'a>(
 }
 
 impl State {
-    /// Appends the scrape-time families to `page`.
-    fn render(&self, page: &mut String) {
-        let mut bodies = vec![String::new(); FAMILIES.len()];
+    /// Writes the scrape-time families, one family at a time as the text
+    /// format wants, each handed on in chunks as it grows.
+    fn render(&self, page: &mut Page) {
         // None until the controllers run (a standby has no caches): then
         // there is nothing to report and nothing to prune.
         let rollouts = self
@@ -496,29 +574,41 @@ impl State {
             .lock()
             .ok()
             .and_then(|s| s.as_ref().filter(|s| ready(s)).map(Store::state));
-        if let Some(rollouts) = rollouts {
-            for ro in &rollouts {
-                for (family, labels, value) in rollout_series(ro) {
-                    write_sample(&mut bodies[family], family, &labels, value);
+        if let Some(rollouts) = &rollouts {
+            let facts: Vec<RolloutFacts> = rollouts.iter().map(|ro| rollout_facts(ro)).collect();
+            let families = FAMILIES.iter().enumerate().take(ROLLOUT_PHASE + 1);
+            for (family, (name, help, _)) in families {
+                for (i, f) in facts.iter().enumerate() {
+                    if i == 0 {
+                        page.header(name, help, "gauge");
+                    }
+                    write_rollout(&mut page.text, family, f);
+                    page.flush_if_full();
                 }
             }
-            self.rollout_figures.retain(&live(&rollouts));
+            self.rollout_figures.retain(&live(rollouts));
         }
-        if let Some(runs) = runs {
-            for run in &runs {
-                for (family, labels, value) in run_series(run) {
-                    write_sample(&mut bodies[family], family, &labels, value);
+        if let Some(runs) = &runs {
+            for (family, (name, help, _)) in FAMILIES.iter().enumerate().skip(RUN_INFO) {
+                let mut headed = false;
+                for run in runs {
+                    for (f, labels, value) in run_series(run) {
+                        if f != family {
+                            continue;
+                        }
+                        if !headed {
+                            page.header(name, help, "gauge");
+                            headed = true;
+                        }
+                        write_sample(&mut page.text, family, &labels, value);
+                    }
+                    page.flush_if_full();
                 }
             }
-            self.run_figures.retain(&live(&runs));
+            self.run_figures.retain(&live(runs));
         }
-        page.reserve(bodies.iter().map(|b| b.len() + 200).sum());
-        for ((name, help, _), body) in FAMILIES.iter().zip(bodies) {
-            if body.is_empty() {
-                continue;
-            }
-            page.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-            page.push_str(&body);
+        if !page.open {
+            return;
         }
         self.rollout_figures.render(
             page,
@@ -597,8 +687,20 @@ fn metrics_phase(ro: &Rollout) -> &'static str {
 
 type Series = (usize, Vec<String>, f64);
 
-fn rollout_series(ro: &Rollout) -> Vec<Series> {
-    let (ns, name) = key(ro);
+/// What the rollout gauges say of one Rollout, borrowed from it.
+struct RolloutFacts<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    strategy: &'static str,
+    router: &'static str,
+    phase: &'static str,
+    available: i32,
+    unavailable: i32,
+    desired: i32,
+    updated: i32,
+}
+
+fn rollout_facts(ro: &Rollout) -> RolloutFacts<'_> {
     let (strategy, router) = if ro.spec.strategy.blue_green.is_some() {
         ("blueGreen", "")
     } else if let Some(c) = &ro.spec.strategy.canary {
@@ -616,45 +718,53 @@ fn rollout_series(ro: &Rollout) -> Vec<Series> {
     } else {
         ("none", "")
     };
-    let phase = metrics_phase(ro);
-    let status = ro.status.clone().unwrap_or_default();
-    let nn = || vec![ns.clone(), name.clone()];
-    let mut out = vec![
-        (
-            ROLLOUT_INFO,
-            vec![
-                ns.clone(),
-                name.clone(),
-                strategy.into(),
-                router.into(),
-                phase.into(),
-            ],
-            1.0,
-        ),
-        (AVAILABLE, nn(), f64::from(status.available_replicas)),
-        (
-            UNAVAILABLE,
-            nn(),
-            f64::from(status.replicas - status.available_replicas),
-        ),
-        (DESIRED, nn(), f64::from(ro.spec.replicas.unwrap_or(1))),
-        (UPDATED, nn(), f64::from(status.updated_replicas)),
-    ];
-    for p in [
-        "Completed",
-        "Progressing",
-        "Paused",
-        "Timeout",
-        "Error",
-        "Abort",
-    ] {
-        out.push((
-            ROLLOUT_PHASE,
-            vec![ns.clone(), name.clone(), strategy.into(), p.into()],
-            f64::from(u8::from(p == phase)),
-        ));
+    let status = ro.status.as_ref();
+    let count = |f: fn(&crate::api::rollout::RolloutStatus) -> i32| status.map(f).unwrap_or(0);
+    let meta = &ro.metadata;
+    RolloutFacts {
+        namespace: meta.namespace.as_deref().unwrap_or_default(),
+        name: meta.name.as_deref().unwrap_or_default(),
+        strategy,
+        router,
+        phase: metrics_phase(ro),
+        available: count(|s| s.available_replicas),
+        unavailable: count(|s| s.replicas - s.available_replicas),
+        desired: ro.spec.replicas.unwrap_or(1),
+        updated: count(|s| s.updated_replicas),
     }
-    out
+}
+
+/// Upstream's phases of `rollout_phase`, one series each.
+const ROLLOUT_PHASES: [&str; 6] = [
+    "Completed",
+    "Progressing",
+    "Paused",
+    "Timeout",
+    "Error",
+    "Abort",
+];
+
+/// The samples of the rollout gauge `family` for one Rollout.
+fn write_rollout(out: &mut String, family: usize, r: &RolloutFacts) {
+    let nn = [r.namespace, r.name];
+    let mut count = |n: i32| write_sample(out, family, &nn, f64::from(n));
+    match family {
+        AVAILABLE => count(r.available),
+        UNAVAILABLE => count(r.unavailable),
+        DESIRED => count(r.desired),
+        UPDATED => count(r.updated),
+        ROLLOUT_INFO => {
+            let labels = [r.namespace, r.name, r.strategy, r.router, r.phase];
+            write_sample(out, family, &labels, 1.0);
+        }
+        ROLLOUT_PHASE => {
+            for p in ROLLOUT_PHASES {
+                let labels = [r.namespace, r.name, r.strategy, p];
+                write_sample(out, family, &labels, f64::from(u8::from(p == r.phase)));
+            }
+        }
+        _ => {}
+    }
 }
 
 const RUN_PHASES: [AnalysisPhase; 6] = [
@@ -787,21 +897,38 @@ mod tests {
             phase(&[("Progressing", "RolloutPaused"), ("InvalidSpec", "x")]),
             "InvalidSpec"
         );
-        let series = rollout_series(&rollout(&[("Progressing", "RolloutPaused")]));
-        let value = |i: usize| series.iter().find(|s| s.0 == i).map(|s| s.2);
-        assert_eq!(series[0].1, ["prod", "web", "canary", "Nginx", "Paused"]);
-        assert_eq!(value(AVAILABLE), Some(3.0));
-        assert_eq!(value(UNAVAILABLE), Some(1.0));
-        assert_eq!(value(DESIRED), Some(3.0));
-        assert_eq!(value(UPDATED), Some(1.0));
-        let phases: Vec<(&str, f64)> = series
-            .iter()
-            .filter(|s| s.0 == ROLLOUT_PHASE)
-            .map(|s| (s.1[3].as_str(), s.2))
-            .collect();
-        assert_eq!(phases.len(), 6);
-        assert!(phases.contains(&("Paused", 1.0)));
-        assert_eq!(phases.iter().filter(|p| p.1 == 1.0).count(), 1);
+        let ro = rollout(&[("Progressing", "RolloutPaused")]);
+        let facts = rollout_facts(&ro);
+        let family = |f: usize| {
+            let mut out = String::new();
+            write_rollout(&mut out, f, &facts);
+            out
+        };
+        assert_eq!(
+            family(ROLLOUT_INFO),
+            "rollout_info{namespace=\"prod\",name=\"web\",strategy=\"canary\",traffic_router=\"Nginx\",phase=\"Paused\"} 1\n"
+        );
+        let nn = "{namespace=\"prod\",name=\"web\"}";
+        assert_eq!(
+            family(AVAILABLE),
+            format!("rollout_info_replicas_available{nn} 3\n")
+        );
+        assert_eq!(
+            family(UNAVAILABLE),
+            format!("rollout_info_replicas_unavailable{nn} 1\n")
+        );
+        assert_eq!(
+            family(DESIRED),
+            format!("rollout_info_replicas_desired{nn} 3\n")
+        );
+        assert_eq!(
+            family(UPDATED),
+            format!("rollout_info_replicas_updated{nn} 1\n")
+        );
+        let phases = family(ROLLOUT_PHASE);
+        assert_eq!(phases.lines().count(), 6);
+        assert!(phases.contains("strategy=\"canary\",phase=\"Paused\"} 1\n"));
+        assert_eq!(phases.lines().filter(|l| l.ends_with(" 1")).count(), 1);
     }
 
     #[test]
@@ -880,5 +1007,57 @@ mod tests {
         let page = m.render();
         assert!(!page.contains(r#"name="a""#), "{page}");
         assert!(page.contains(r#"rollout_reconcile_count{namespace="ns",name="b"} 1"#));
+    }
+
+    #[test]
+    fn a_large_page_goes_out_in_whole_lines_one_family_at_a_time() {
+        let m = Metrics::new();
+        for i in 0..3000 {
+            let name = format!("rollout-{i:04}");
+            m.reconciled(Queue::Rollouts, "ns", &name, Duration::from_millis(3), true);
+            m.rollout_event("ns", &name, false, "RolloutPaused");
+        }
+        let mut chunks = vec![];
+        m.render_chunks(&mut |chunk| {
+            chunks.push(chunk);
+            true
+        });
+        assert!(chunks.len() > 3, "{} chunks", chunks.len());
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.ends_with('\n') && c.len() < 2 * CHUNK)
+        );
+        let page = chunks.concat();
+        // The same page as a whole, but for the process's own figures.
+        let stable = |p: &str| {
+            p.lines()
+                .filter(|l| !l.contains("process_"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(stable(&page), stable(&m.render()));
+        // The text format wants each family's samples together.
+        let mut seen = vec![];
+        for line in page.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            let family = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            if seen.last() != Some(&family) {
+                assert!(!seen.contains(&family), "{family} split in two");
+                seen.push(family);
+            }
+        }
+        assert!(seen.contains(&"rollout_events_total"));
+
+        // A client gone: nothing more is written after the refused chunk.
+        let mut calls = 0;
+        m.render_chunks(&mut |_| {
+            calls += 1;
+            false
+        });
+        assert_eq!(calls, 1);
     }
 }

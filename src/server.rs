@@ -2,9 +2,11 @@
 //! `/metrics` (Prometheus text, port 8090) and `/healthz`, `/readyz`
 //! (port 8080). Standby replicas serve them too.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -54,9 +56,18 @@ impl Listeners {
             get(move || {
                 let metrics = metrics.clone();
                 async move {
+                    // Written on a blocking thread and sent as it is written: the
+                    // page of 10,000 Rollouts is some 20 MB, never held whole.
+                    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, Infallible>>(2);
+                    tokio::task::spawn_blocking(move || {
+                        metrics.render_chunks(&mut |chunk| tx.blocking_send(Ok(chunk)).is_ok());
+                    });
+                    let chunks = futures::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|chunk| (chunk, rx))
+                    });
                     (
                         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-                        metrics.render(),
+                        Body::from_stream(chunks),
                     )
                 }
             }),
