@@ -196,7 +196,16 @@ pub async fn apply(
                     },
                     "spec": {"replicas": to},
                 });
-                patch_replica_set(&rs_api, name, patch).await?;
+                patch_replica_set(&rs_api, name, patch)
+                    .await
+                    .map_err(|e| match e {
+                        ApplyError::Conflict { what } => ApplyError::Conflict {
+                            what: format!(
+                                "{what} (to scale {from} -> {to} at version {resource_version:?})"
+                            ),
+                        },
+                        e => e,
+                    })?;
                 let direction = if to > from { "up" } else { "down" };
                 info!(rollout = %ro_name, replicaset = %name, from, to, "scaled {direction} ReplicaSet");
             }
