@@ -87,6 +87,9 @@ pub struct Applied {
     pub rollout: Option<Rollout>,
     /// The ReplicaSet the plan created (or found already created by us).
     pub created: Option<ReplicaSet>,
+    /// Each write to a ReplicaSet, in order: its uid and the version the
+    /// write produced (the cached copy is behind while it shows an older one).
+    pub replica_sets: Vec<(String, String)>,
 }
 
 impl Applied {
@@ -105,6 +108,13 @@ impl Applied {
             self.written.extend(new.map(str::to_string));
         }
         self.rollout = Some(updated);
+    }
+
+    fn wrote_replica_set(&mut self, rs: &ReplicaSet) {
+        let meta = &rs.metadata;
+        if let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) {
+            self.replica_sets.push((uid.clone(), version.clone()));
+        }
     }
 }
 
@@ -129,6 +139,7 @@ pub async fn apply(
                 match rs_api.create(&PostParams::default(), rs).await {
                     Ok(created) => {
                         info!(rollout = %ro_name, replicaset = %name, "created ReplicaSet");
+                        applied.wrote_replica_set(&created);
                         applied.created = Some(created);
                     }
                     Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -146,6 +157,7 @@ pub async fn apply(
                             o.controller == Some(true) && Some(&o.uid) == ro.metadata.uid.as_ref()
                         });
                         if ours {
+                            applied.wrote_replica_set(&existing);
                             applied.created = Some(existing);
                         } else {
                             let count = ro
@@ -196,27 +208,28 @@ pub async fn apply(
                     },
                     "spec": {"replicas": to},
                 });
-                patch_replica_set(&rs_api, name, patch)
-                    .await
-                    .map_err(|e| match e {
+                let scaled = patch_replica_set(&rs_api, name, patch).await.map_err(
+                    |e| match e {
                         ApplyError::Conflict { what } => ApplyError::Conflict {
                             what: format!(
                                 "{what} (to scale {from} -> {to} at version {resource_version:?})"
                             ),
                         },
                         e => e,
-                    })?;
+                    },
+                )?;
+                applied.wrote_replica_set(&scaled);
                 let direction = if to > from { "up" } else { "down" };
                 info!(rollout = %ro_name, replicaset = %name, from, to, "scaled {direction} ReplicaSet");
             }
             Action::SetReplicaSetRevision { name, revision } => {
                 let patch = json!({"metadata": {"annotations": {REVISION_ANNOTATION: revision.to_string()}}});
-                patch_replica_set(&rs_api, name, patch).await?;
+                applied.wrote_replica_set(&patch_replica_set(&rs_api, name, patch).await?);
                 info!(rollout = %ro_name, replicaset = %name, revision, "ReplicaSet is the newest revision again");
             }
             Action::SetMinReadySeconds { name, seconds } => {
                 let patch = json!({"spec": {"minReadySeconds": seconds}});
-                patch_replica_set(&rs_api, name, patch).await?;
+                applied.wrote_replica_set(&patch_replica_set(&rs_api, name, patch).await?);
                 info!(rollout = %ro_name, replicaset = %name, seconds, "updated minReadySeconds");
             }
             Action::DeleteReplicaSet { name } => {
@@ -235,7 +248,7 @@ pub async fn apply(
             }
             Action::SetScaleDownDeadline { name, deadline } => {
                 let patch = json!({"metadata": {"annotations": {SCALE_DOWN_DEADLINE_ANNOTATION: deadline}}});
-                patch_replica_set(&rs_api, name, patch).await?;
+                applied.wrote_replica_set(&patch_replica_set(&rs_api, name, patch).await?);
                 match deadline {
                     Some(at) => {
                         info!(rollout = %ro_name, replicaset = %name, deadline = %at, "set scale-down deadline")
@@ -251,7 +264,10 @@ pub async fn apply(
                 wanted,
                 previous,
             } => {
-                set_pod_metadata(client, &rs_api, &ns, replica_set, hash, wanted, previous).await?;
+                let written =
+                    set_pod_metadata(client, &rs_api, &ns, replica_set, hash, wanted, previous)
+                        .await?;
+                written.iter().for_each(|rs| applied.wrote_replica_set(rs));
                 info!(rollout = %ro_name, replicaset = %replica_set, "updated ephemeral pod metadata");
             }
             Action::SetServiceSelector { name, hash, adopt } => {
@@ -508,6 +524,7 @@ fn runs_api(client: &Client, ns: &str) -> Api<AnalysisRun> {
 /// Ephemeral metadata goes on the template first (new pods get it), then on
 /// the running pods, and is recorded on the ReplicaSet last: a failure in
 /// between leaves the record stale, so the next plan does it all again.
+/// Returns the ReplicaSet as each of the two writes left it.
 async fn set_pod_metadata(
     client: &Client,
     rs_api: &Api<ReplicaSet>,
@@ -516,10 +533,10 @@ async fn set_pod_metadata(
     hash: &str,
     wanted: &Option<PodTemplateMetadata>,
     previous: &Option<PodTemplateMetadata>,
-) -> Result<(), ApplyError> {
+) -> Result<[ReplicaSet; 2], ApplyError> {
     let meta = metadata_patch(wanted.as_ref(), previous.as_ref());
     let template = json!({"spec": {"template": {"metadata": meta}}});
-    patch_replica_set(rs_api, replica_set, template).await?;
+    let first = patch_replica_set(rs_api, replica_set, template).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let selector = format!("{POD_TEMPLATE_HASH_LABEL}={hash}");
     let list = pods
@@ -546,7 +563,8 @@ async fn set_pod_metadata(
         .as_ref()
         .map(|w| serde_json::to_string(w).unwrap_or_default());
     let patch = json!({"metadata": {"annotations": {EPHEMERAL_METADATA_ANNOTATION: record}}});
-    patch_replica_set(rs_api, replica_set, patch).await
+    let last = patch_replica_set(rs_api, replica_set, patch).await?;
+    Ok([first, last])
 }
 
 /// A merge patch of labels and annotations: the wanted values set, keys
@@ -576,10 +594,9 @@ async fn patch_replica_set(
     api: &Api<ReplicaSet>,
     name: &str,
     patch: Value,
-) -> Result<(), ApplyError> {
+) -> Result<ReplicaSet, ApplyError> {
     api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map(drop)
         .map_err(|source| match source {
             kube::Error::Api(e) if e.code == 409 => ApplyError::Conflict {
                 what: format!("ReplicaSet {name}"),

@@ -2,7 +2,8 @@
 //! Deployments a workloadRef names), build a snapshot from the caches, plan,
 //! apply. Errors are logged and retried.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, TryStreamExt};
@@ -77,7 +78,7 @@ struct Context {
     rejected: Arc<Rejected>,
 }
 
-type Rejected = std::sync::Mutex<std::collections::HashMap<String, (String, String)>>;
+type Rejected = Mutex<HashMap<String, (String, String)>>;
 
 impl Context {
     fn rejected(&self, ro: &Rollout) -> Option<(String, String)> {
@@ -279,52 +280,107 @@ pub async fn run(
 /// write, should its watch event not come.
 const BEHIND_RETRY: Duration = Duration::from_secs(2);
 
-/// The versions of each Rollout that our last writes replaced, while the
-/// cache has not caught up with the last of them. One reconcile can write
-/// the Rollout twice (an annotation, then the status): the cache showing the
-/// version between the two is behind too.
+/// Per Rollout, the versions that our last writes replaced, of the Rollout
+/// itself and of each of its ReplicaSets (by uid), while the cache has not
+/// caught up with the last of them. One reconcile can write an object twice
+/// (an annotation, then the status; a create, then a scale): the cache
+/// showing the version between the two is behind too.
 #[derive(Default)]
-struct Ahead(std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>);
+struct Ahead(Mutex<HashMap<String, HashMap<String, Vec<String>>>>);
+
+/// What one reconcile wrote of one object: its uid, the version it started
+/// from (the cached one, if any), and the versions written (or read afresh
+/// after a conflict), oldest first.
+type Writes = (String, Option<String>, Vec<String>);
 
 impl Ahead {
-    /// `written` are the versions a reconcile wrote (or read afresh after
-    /// a conflict), oldest first; empty when nothing changed. `before` is
-    /// the cached version it started from.
-    fn wrote(&self, uid: &str, before: Option<String>, written: &[String]) {
+    /// Records what a reconcile of `rollout` wrote; it replaces what was
+    /// recorded before (the reconcile ran, so the cache had caught up).
+    fn wrote(&self, rollout: &str, writes: Vec<Writes>) {
+        let mut objects = HashMap::new();
+        for (object, before, written) in writes {
+            let Some((latest, between)) = written.split_last() else {
+                continue;
+            };
+            let replaced: Vec<String> = before
+                .into_iter()
+                .chain(between.iter().cloned())
+                .filter(|v| v != latest)
+                .collect();
+            if !replaced.is_empty() {
+                objects.insert(object, replaced);
+            }
+        }
         let mut map = lock(&self.0);
-        match (before, written.split_last()) {
-            (Some(before), Some((latest, between))) => {
-                let replaced = std::iter::once(before)
-                    .chain(between.iter().cloned())
-                    .filter(|v| v != latest);
-                map.insert(uid.to_string(), replaced.collect());
-            }
-            _ => {
-                map.remove(uid);
-            }
+        if objects.is_empty() {
+            map.remove(rollout);
+        } else {
+            map.insert(rollout.to_string(), objects);
         }
     }
 
-    /// Whether `cached` is one of the versions our last writes replaced.
-    fn is_behind(&self, uid: &str, cached: Option<&str>) -> bool {
+    /// Whether `cached`, the cached version of `object` (the Rollout or one
+    /// of its ReplicaSets), is one of the versions our last writes replaced.
+    fn is_behind(&self, rollout: &str, object: &str, cached: Option<&str>) -> bool {
         let mut map = lock(&self.0);
-        match map.get(uid) {
+        let Some(objects) = map.get_mut(rollout) else {
+            return false;
+        };
+        match objects.get(object) {
             Some(replaced) if cached.is_some_and(|c| replaced.iter().any(|v| v == c)) => true,
             Some(_) => {
-                map.remove(uid);
+                objects.remove(object);
+                if objects.is_empty() {
+                    map.remove(rollout);
+                }
                 false
             }
             None => false,
         }
     }
 
-    fn forget(&self, uid: &str) {
-        lock(&self.0).remove(uid);
+    fn forget(&self, rollout: &str) {
+        lock(&self.0).remove(rollout);
     }
 
     /// Forgets the Rollouts not in `live`.
     fn retain(&self, live: &std::collections::HashSet<String>) {
         lock(&self.0).retain(|uid, _| live.contains(uid));
+    }
+}
+
+/// What one reconcile wrote, oldest first: the Rollout's versions (and one
+/// read afresh after a conflict), and each ReplicaSet write as (uid, version).
+#[derive(Default)]
+struct Written {
+    rollout: Vec<String>,
+    replica_sets: Vec<(String, String)>,
+}
+
+impl Written {
+    fn add(&mut self, applied: &mut Applied) {
+        self.rollout.append(&mut applied.written);
+        self.replica_sets.append(&mut applied.replica_sets);
+    }
+
+    /// Per object written, for [`Ahead::wrote`]: the Rollout from `before`,
+    /// each ReplicaSet from its version in `cached` (uid, version).
+    fn by_object(
+        self,
+        rollout: (&str, Option<String>),
+        cached: &[(String, Option<String>)],
+    ) -> Vec<Writes> {
+        let mut out = vec![(rollout.0.to_string(), rollout.1, self.rollout)];
+        for (uid, version) in self.replica_sets {
+            match out.iter_mut().find(|w| w.0 == uid) {
+                Some(w) => w.2.push(version),
+                None => {
+                    let before = cached.iter().find(|c| c.0 == uid).and_then(|c| c.1.clone());
+                    out.push((uid, before, vec![version]));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -415,14 +471,6 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
         ctx.remember_rejected(ro, None);
         return Ok(Requeue::await_change());
     }
-    // Our last write to this Rollout has not reached the cache yet: a plan
-    // from the older copy would only meet a conflict (and a re-read). The
-    // watch event of that write brings the Rollout back; the requeue is a
-    // safety net.
-    if ctx.ahead.is_behind(&uid, ro.resource_version().as_deref()) {
-        debug!(rollout = %ro.name_any(), "cache behind our own write; waiting for it");
-        return Ok(Requeue::requeue(BEHIND_RETRY));
-    }
     // Planning with a cache that has not listed the ReplicaSets yet would
     // take a rollout in progress for an initial deploy and promote it.
     for ready in [
@@ -434,18 +482,41 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
             .map_err(|_| Error::CacheNotReady)?
             .map_err(|_| Error::CacheNotReady)?;
     }
-    let now = Timestamp::now();
     let cached = ctx.cached_replica_sets(&uid);
+    // Our last writes to this Rollout or its ReplicaSets have not reached
+    // the cache yet: a plan from the older copies would only meet a
+    // conflict (and a re-read). The watch events of those writes bring the
+    // Rollout back; the requeue is a safety net.
+    let behind = ctx
+        .ahead
+        .is_behind(&uid, &uid, ro.resource_version().as_deref())
+        || cached.iter().any(|rs| {
+            ctx.ahead.is_behind(
+                &uid,
+                &rs.uid().unwrap_or_default(),
+                rs.resource_version().as_deref(),
+            )
+        });
+    if behind {
+        debug!(rollout = %ro.name_any(), "cache behind our own write; waiting for it");
+        return Ok(Requeue::requeue(BEHIND_RETRY));
+    }
+    let cached_versions: Vec<(String, Option<String>)> = cached
+        .iter()
+        .map(|rs| (rs.uid().unwrap_or_default(), rs.resource_version()))
+        .collect();
+    let now = Timestamp::now();
     let runs = ctx.cached_runs(&uid);
     let snapshot = observe(&ctx.client, (**ro).clone(), cached, runs, now)
         .await?
         .with_rejected(ctx.rejected(ro));
-    // The versions of the Rollout this reconcile wrote or read afresh,
-    // oldest first: until the cache shows the last one, it is behind.
-    let mut versions = Vec::new();
-    let planned = plan_and_apply_or_reread(ctx, snapshot, now, &mut versions).await;
+    // What this reconcile wrote or read afresh: until the cache shows the
+    // last version of each object, it is behind.
+    let mut written = Written::default();
+    let planned = plan_and_apply_or_reread(ctx, snapshot, now, &mut written).await;
     // Also after a failure: what was written is written.
-    ctx.ahead.wrote(&uid, ro.resource_version(), &versions);
+    let writes = written.by_object((&uid, ro.resource_version()), &cached_versions);
+    ctx.ahead.wrote(&uid, writes);
     let plan = planned?;
     ctx.backoff.succeeded(&ObjectRef::from_obj(&**ro));
     Ok(Requeue::requeue(
@@ -457,10 +528,10 @@ async fn plan_and_apply_or_reread(
     ctx: &Context,
     snapshot: Snapshot,
     now: Timestamp,
-    versions: &mut Vec<String>,
+    written: &mut Written,
 ) -> Result<Plan, Error> {
     let ro = &snapshot.rollout;
-    match plan_and_apply(ctx, &snapshot, now, versions).await {
+    match plan_and_apply(ctx, &snapshot, now, written).await {
         // Someone changed what the plan was based on (or the caches lag
         // behind our own writes): plan once more from the API server itself.
         Err(Error::Apply(ApplyError::Conflict { what })) => {
@@ -470,10 +541,10 @@ async fn plan_and_apply_or_reread(
                 .await?
                 .with_rejected(ctx.rejected(ro));
             let read = fresh.rollout.resource_version();
-            if read.is_some() && read.as_ref() != versions.last() {
-                versions.extend(read);
+            if read.is_some() && read.as_ref() != written.rollout.last() {
+                written.rollout.extend(read);
             }
-            plan_and_apply(ctx, &fresh, now, versions).await
+            plan_and_apply(ctx, &fresh, now, written).await
         }
         other => other,
     }
@@ -483,9 +554,9 @@ async fn plan_and_apply(
     ctx: &Context,
     snapshot: &Snapshot,
     now: Timestamp,
-    versions: &mut Vec<String>,
+    written: &mut Written,
 ) -> Result<Plan, Error> {
-    match plan_and_apply_once(ctx, snapshot, now, versions).await {
+    match plan_and_apply_once(ctx, snapshot, now, written).await {
         // The pod template is invalid in the API server's eyes: plan again
         // knowing it, which reports it as InvalidSpec and creates nothing.
         Err(Error::Apply(ApplyError::Rejected { name, hash, detail })) => {
@@ -494,25 +565,25 @@ async fn plan_and_apply(
             let rejected = Some((hash, detail));
             ctx.remember_rejected(ro, rejected.clone());
             let known = snapshot.clone().with_rejected(rejected);
-            plan_and_apply_once(ctx, &known, now, versions).await
+            plan_and_apply_once(ctx, &known, now, written).await
         }
         other => other,
     }
 }
 
 /// Plans and applies; a plan that created the new ReplicaSet is followed
-/// by one from what the API server returned (see `after_create`). The
-/// versions of the Rollout written are added to `versions`.
+/// by one from what the API server returned (see `after_create`). What
+/// was written is added to `written`.
 async fn plan_and_apply_once(
     ctx: &Context,
     snapshot: &Snapshot,
     now: Timestamp,
-    versions: &mut Vec<String>,
+    written: &mut Written,
 ) -> Result<Plan, Error> {
     let ro = &snapshot.rollout;
     let mut applied = Applied::default();
     let first = apply_plan(ctx, snapshot, now, &mut applied).await;
-    versions.append(&mut applied.written);
+    written.add(&mut applied);
     let first = first?;
     let next = applied.created.take().and_then(|mut created| {
         let mut rollout = applied.rollout.take().unwrap_or_else(|| ro.clone());
@@ -526,7 +597,7 @@ async fn plan_and_apply_once(
     debug!(rollout = %ro.name_any(), "created the new ReplicaSet; planning again from what the API server returned");
     let mut second = Applied::default();
     let result = apply_plan(ctx, &next, now, &mut second).await;
-    versions.append(&mut second.written);
+    written.add(&mut second);
     result
 }
 
@@ -734,40 +805,88 @@ fn error_policy(key: Arc<RolloutKey>, err: &Error, ctx: Arc<Context>) -> Requeue
 mod tests {
     use super::*;
 
+    /// One object written: the Rollout `uid` itself.
+    fn wrote(ahead: &Ahead, uid: &str, before: &str, written: &[&str]) {
+        let written = written.iter().map(|v| v.to_string()).collect();
+        ahead.wrote(uid, vec![(uid.into(), Some(before.into()), written)]);
+    }
+
     #[test]
     fn ahead_waits_only_for_the_version_our_write_replaced() {
         let ahead = Ahead::default();
-        ahead.wrote("a", Some("1".into()), &["2".into()]);
-        assert!(ahead.is_behind("a", Some("1")), "the cache still has 1");
-        assert!(!ahead.is_behind("a", Some("2")), "caught up");
-        assert!(!ahead.is_behind("a", Some("1")), "forgotten once caught up");
+        let behind = |uid: &str, cached: &str| ahead.is_behind(uid, uid, Some(cached));
+        wrote(&ahead, "a", "1", &["2"]);
+        assert!(behind("a", "1"), "the cache still has 1");
+        assert!(!behind("a", "2"), "caught up");
+        assert!(!behind("a", "1"), "forgotten once caught up");
         // Nothing written: nothing to wait for.
-        ahead.wrote("b", Some("5".into()), &[]);
-        assert!(!ahead.is_behind("b", Some("5")));
+        wrote(&ahead, "b", "5", &[]);
+        assert!(!behind("b", "5"));
         // An annotation (6), then the status (7): 6 is behind as well.
-        ahead.wrote("c", Some("5".into()), &["6".into(), "7".into()]);
-        assert!(ahead.is_behind("c", Some("5")));
-        assert!(ahead.is_behind("c", Some("6")), "between our two writes");
-        assert!(!ahead.is_behind("c", Some("7")), "caught up");
+        wrote(&ahead, "c", "5", &["6", "7"]);
+        assert!(behind("c", "5"));
+        assert!(behind("c", "6"), "between our two writes");
+        assert!(!behind("c", "7"), "caught up");
         // A conflict, a fresh read of 8 and nothing written after it: the
         // cache is behind until it shows 8, and 8 itself is never behind.
-        ahead.wrote("d", Some("5".into()), &["8".into()]);
-        assert!(ahead.is_behind("d", Some("5")));
-        ahead.wrote("e", Some("8".into()), &["8".into()]);
-        assert!(!ahead.is_behind("e", Some("8")));
+        wrote(&ahead, "d", "5", &["8"]);
+        assert!(behind("d", "5"));
+        wrote(&ahead, "e", "8", &["8"]);
+        assert!(!behind("e", "8"));
+    }
+
+    #[test]
+    fn ahead_waits_for_our_replica_set_writes_too() {
+        let ahead = Ahead::default();
+        // The status written (ro: 1 -> 2), the stable ReplicaSet scaled
+        // (s: 10 -> 11), and a new one created (c: 20) then scaled (21).
+        let written = Written {
+            rollout: vec!["2".into()],
+            replica_sets: vec![
+                ("s".into(), "11".into()),
+                ("c".into(), "20".into()),
+                ("c".into(), "21".into()),
+            ],
+        };
+        let cached = [("s".to_string(), Some("10".to_string()))];
+        ahead.wrote("ro", written.by_object(("ro", Some("1".into())), &cached));
+        assert!(
+            !ahead.is_behind("ro", "ro", Some("2")),
+            "the Rollout caught up"
+        );
+        assert!(
+            ahead.is_behind("ro", "s", Some("10")),
+            "the scale not seen yet"
+        );
+        assert!(
+            ahead.is_behind("ro", "c", Some("20")),
+            "created, scale not seen"
+        );
+        assert!(!ahead.is_behind("ro", "c", Some("21")));
+        assert!(!ahead.is_behind("ro", "s", Some("12")), "newer than ours");
+        assert!(
+            !ahead.is_behind("ro", "s", Some("10")),
+            "forgotten once caught up"
+        );
+        // A ReplicaSet only read, never written, is never behind.
+        assert!(!ahead.is_behind("ro", "other", Some("1")));
+        // The next reconcile's writes replace the record.
+        ahead.wrote("ro", vec![("ro".into(), Some("2".into()), vec![])]);
+        assert!(!ahead.is_behind("ro", "c", Some("20")));
+        assert!(lock(&ahead.0).is_empty());
     }
 
     #[test]
     fn ahead_forgets_rollouts_that_are_gone() {
         let ahead = Ahead::default();
         for uid in ["a", "b", "c"] {
-            ahead.wrote(uid, Some("1".into()), &["2".into()]);
+            wrote(&ahead, uid, "1", &["2"]);
         }
         ahead.forget("a");
         ahead.retain(&["b".to_string()].into_iter().collect());
-        assert!(!ahead.is_behind("a", Some("1")));
-        assert!(ahead.is_behind("b", Some("1")));
-        assert!(!ahead.is_behind("c", Some("1")));
+        assert!(!ahead.is_behind("a", "a", Some("1")));
+        assert!(ahead.is_behind("b", "b", Some("1")));
+        assert!(!ahead.is_behind("c", "c", Some("1")));
         assert_eq!(lock(&ahead.0).len(), 1);
     }
 }
