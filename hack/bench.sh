@@ -19,6 +19,7 @@ sizes=("$@")
 # the test cluster; more fake nodes for the pods of 10,000 Rollouts.
 export ROLLOUTS_CLUSTER_DIR=${ROLLOUTS_BENCH_CLUSTER_DIR:-${TMPDIR:-/tmp}/rollouts-bench-cluster}
 export ROLLOUTS_NODES=${ROLLOUTS_NODES:-10}
+export ROLLOUTS_KWOK_WORKERS=${ROLLOUTS_KWOK_WORKERS:-32}
 kubeconfig=$(bash hack/cluster.sh up | tail -n1)
 "$(cat "$ROLLOUTS_CLUSTER_DIR/bin")/kubectl" --kubeconfig="$kubeconfig" apply --server-side -k crds/ >/dev/null
 

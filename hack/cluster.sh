@@ -15,6 +15,7 @@
 #      ROLLOUTS_CACHE (build cache; default ~/.cache/rollouts),
 #      ROLLOUTS_NODES (fake nodes; default 3),
 #      ROLLOUTS_CLUSTER_QPS (controller-manager/scheduler client QPS; default 300)
+#      ROLLOUTS_KWOK_WORKERS (kwok's pod stage workers; default 4, kwok's own)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +25,10 @@ nodes=${ROLLOUTS_NODES:-3}
 # 50) would make pod creation, not our controller, the bottleneck of the
 # scale benchmark.
 qps=${ROLLOUTS_CLUSTER_QPS:-300}
+# kwok readies and deletes pods with this many workers, one API request at
+# a time each: at its default of 4, the tens of thousands of pods of the
+# 10,000-Rollout benchmark took over an hour, with our controller idle.
+kwok_workers=${ROLLOUTS_KWOK_WORKERS:-4}
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 die() { echo "cluster: $*" >&2; exit 1; }
@@ -208,9 +213,26 @@ up() {
     --kube-api-qps="$qps" --kube-api-burst=$((qps * 2))
 
   log "starting kwok with $nodes fake nodes"
+  # Every option spelled out: the defaults kwok applies without a
+  # configuration are not all applied to one that is given.
+  cat >"$state/kwok-options.yaml" <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokConfiguration
+options:
+  podPlayStageParallelism: $kwok_workers
+  nodePlayStageParallelism: 4
+  nodeLeaseParallelism: 4
+  podsOnNodeSyncParallelism: 1
+  enablePodsOnNodeSyncListPager: true
+  enablePodsOnNodeSyncStreamWatch: false
+  manageAllNodes: false
+  enableDebuggingHandlers: true
+  enableProfilingHandler: true
+  enableContentionProfiling: false
+EOF
   # HOME is isolated so a user's ~/.kwok/kwok.yaml is not merged in.
   start kwok env HOME="$state/kwok-home" "$bin/kwok" --kubeconfig="$kc" \
-    --config="$here/kwok.yaml" \
+    --config="$here/kwok.yaml" --config="$state/kwok-options.yaml" \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip=127.0.0.1 --cidr=10.244.0.1/16
   nodes_yaml | "${kubectl[@]}" apply -f - >/dev/null
