@@ -87,9 +87,10 @@ pub struct Applied {
     pub rollout: Option<Rollout>,
     /// The ReplicaSet the plan created (or found already created by us).
     pub created: Option<ReplicaSet>,
-    /// Each write to a ReplicaSet, in order: its uid and the version the
-    /// write produced (the cached copy is behind while it shows an older one).
-    pub replica_sets: Vec<(String, String)>,
+    /// Each write to a ReplicaSet, in order: its uid, and the version and
+    /// generation the write produced (the cached copy is behind while it
+    /// shows an older one).
+    pub replica_sets: Vec<(String, String, i64)>,
 }
 
 impl Applied {
@@ -113,7 +114,9 @@ impl Applied {
     fn wrote_replica_set(&mut self, rs: &ReplicaSet) {
         let meta = &rs.metadata;
         if let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) {
-            self.replica_sets.push((uid.clone(), version.clone()));
+            let generation = meta.generation.unwrap_or(0);
+            self.replica_sets
+                .push((uid.clone(), version.clone(), generation));
         }
     }
 }

@@ -280,25 +280,32 @@ pub async fn run(
 /// write, should its watch event not come.
 const BEHIND_RETRY: Duration = Duration::from_secs(2);
 
-/// Per Rollout, the versions that our last writes replaced, of the Rollout
-/// itself and of each of its ReplicaSets (by uid), while the cache has not
-/// caught up with the last of them. One reconcile can write an object twice
-/// (an annotation, then the status; a create, then a scale): the cache
-/// showing the version between the two is behind too.
+/// Per Rollout, what the cache must show before the next plan, of the
+/// Rollout itself and of each of its ReplicaSets (by uid): none of the
+/// versions our last writes replaced, and at least the generation they
+/// produced. One reconcile can write an object twice (an annotation, then
+/// the status; a create, then a scale): the cache showing the version
+/// between the two is behind too. So is one showing someone else's write
+/// made between ours (the controller-manager writes a new ReplicaSet's
+/// status at once): only its generation, which may be compared where
+/// versions may not, tells that it predates our scale.
 #[derive(Default)]
-struct Ahead(Mutex<HashMap<String, HashMap<String, Vec<String>>>>);
+struct Ahead(Mutex<HashMap<String, HashMap<String, Mark>>>);
+
+/// The versions replaced, and the generation written (0: none).
+type Mark = (Vec<String>, i64);
 
 /// What one reconcile wrote of one object: its uid, the version it started
-/// from (the cached one, if any), and the versions written (or read afresh
-/// after a conflict), oldest first.
-type Writes = (String, Option<String>, Vec<String>);
+/// from (the cached one, if any), the versions written (or read afresh
+/// after a conflict), oldest first, and the highest generation written.
+type Writes = (String, Option<String>, Vec<String>, i64);
 
 impl Ahead {
     /// Records what a reconcile of `rollout` wrote; it replaces what was
     /// recorded before (the reconcile ran, so the cache had caught up).
     fn wrote(&self, rollout: &str, writes: Vec<Writes>) {
         let mut objects = HashMap::new();
-        for (object, before, written) in writes {
+        for (object, before, written, generation) in writes {
             let Some((latest, between)) = written.split_last() else {
                 continue;
             };
@@ -307,8 +314,8 @@ impl Ahead {
                 .chain(between.iter().cloned())
                 .filter(|v| v != latest)
                 .collect();
-            if !replaced.is_empty() {
-                objects.insert(object, replaced);
+            if !replaced.is_empty() || generation > 0 {
+                objects.insert(object, (replaced, generation));
             }
         }
         let mut map = lock(&self.0);
@@ -319,24 +326,31 @@ impl Ahead {
         }
     }
 
-    /// Whether `cached`, the cached version of `object` (the Rollout or one
-    /// of its ReplicaSets), is one of the versions our last writes replaced.
-    fn is_behind(&self, rollout: &str, object: &str, cached: Option<&str>) -> bool {
+    /// Whether the cached copy of `object` (the Rollout or one of its
+    /// ReplicaSets), at `version` and `generation`, is older than our last
+    /// writes to it.
+    fn is_behind(
+        &self,
+        rollout: &str,
+        object: &str,
+        version: Option<&str>,
+        generation: i64,
+    ) -> bool {
         let mut map = lock(&self.0);
         let Some(objects) = map.get_mut(rollout) else {
             return false;
         };
-        match objects.get(object) {
-            Some(replaced) if cached.is_some_and(|c| replaced.iter().any(|v| v == c)) => true,
-            Some(_) => {
-                objects.remove(object);
-                if objects.is_empty() {
-                    map.remove(rollout);
-                }
-                false
-            }
-            None => false,
+        let Some((replaced, written)) = objects.get(object) else {
+            return false;
+        };
+        if version.is_some_and(|c| replaced.iter().any(|v| v == c)) || generation < *written {
+            return true;
         }
+        objects.remove(object);
+        if objects.is_empty() {
+            map.remove(rollout);
+        }
+        false
     }
 
     fn forget(&self, rollout: &str) {
@@ -350,11 +364,12 @@ impl Ahead {
 }
 
 /// What one reconcile wrote, oldest first: the Rollout's versions (and one
-/// read afresh after a conflict), and each ReplicaSet write as (uid, version).
+/// read afresh after a conflict), and each ReplicaSet write as (uid,
+/// version, generation).
 #[derive(Default)]
 struct Written {
     rollout: Vec<String>,
-    replica_sets: Vec<(String, String)>,
+    replica_sets: Vec<(String, String, i64)>,
 }
 
 impl Written {
@@ -370,13 +385,16 @@ impl Written {
         rollout: (&str, Option<String>),
         cached: &[(String, Option<String>)],
     ) -> Vec<Writes> {
-        let mut out = vec![(rollout.0.to_string(), rollout.1, self.rollout)];
-        for (uid, version) in self.replica_sets {
+        let mut out = vec![(rollout.0.to_string(), rollout.1, self.rollout, 0)];
+        for (uid, version, generation) in self.replica_sets {
             match out.iter_mut().find(|w| w.0 == uid) {
-                Some(w) => w.2.push(version),
+                Some(w) => {
+                    w.2.push(version);
+                    w.3 = w.3.max(generation);
+                }
                 None => {
                     let before = cached.iter().find(|c| c.0 == uid).and_then(|c| c.1.clone());
-                    out.push((uid, before, vec![version]));
+                    out.push((uid, before, vec![version], generation));
                 }
             }
         }
@@ -489,12 +507,14 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
     // Rollout back; the requeue is a safety net.
     let behind = ctx
         .ahead
-        .is_behind(&uid, &uid, ro.resource_version().as_deref())
+        .is_behind(&uid, &uid, ro.resource_version().as_deref(), 0)
         || cached.iter().any(|rs| {
+            let meta = &rs.metadata;
             ctx.ahead.is_behind(
                 &uid,
-                &rs.uid().unwrap_or_default(),
-                rs.resource_version().as_deref(),
+                meta.uid.as_deref().unwrap_or_default(),
+                meta.resource_version.as_deref(),
+                meta.generation.unwrap_or(0),
             )
         });
     if behind {
@@ -808,13 +828,13 @@ mod tests {
     /// One object written: the Rollout `uid` itself.
     fn wrote(ahead: &Ahead, uid: &str, before: &str, written: &[&str]) {
         let written = written.iter().map(|v| v.to_string()).collect();
-        ahead.wrote(uid, vec![(uid.into(), Some(before.into()), written)]);
+        ahead.wrote(uid, vec![(uid.into(), Some(before.into()), written, 0)]);
     }
 
     #[test]
     fn ahead_waits_only_for_the_version_our_write_replaced() {
         let ahead = Ahead::default();
-        let behind = |uid: &str, cached: &str| ahead.is_behind(uid, uid, Some(cached));
+        let behind = |uid: &str, cached: &str| ahead.is_behind(uid, uid, Some(cached), 0);
         wrote(&ahead, "a", "1", &["2"]);
         assert!(behind("a", "1"), "the cache still has 1");
         assert!(!behind("a", "2"), "caught up");
@@ -839,40 +859,39 @@ mod tests {
     fn ahead_waits_for_our_replica_set_writes_too() {
         let ahead = Ahead::default();
         // The status written (ro: 1 -> 2), the stable ReplicaSet scaled
-        // (s: 10 -> 11), and a new one created (c: 20) then scaled (21).
+        // (s: 10 -> 11, generation 3 -> 4), and a new one created (c: 20,
+        // generation 1) then scaled (c: 22, generation 2).
         let written = Written {
             rollout: vec!["2".into()],
             replica_sets: vec![
-                ("s".into(), "11".into()),
-                ("c".into(), "20".into()),
-                ("c".into(), "21".into()),
+                ("s".into(), "11".into(), 4),
+                ("c".into(), "20".into(), 1),
+                ("c".into(), "22".into(), 2),
             ],
         };
         let cached = [("s".to_string(), Some("10".to_string()))];
         ahead.wrote("ro", written.by_object(("ro", Some("1".into())), &cached));
+        let behind = |object: &str, version: &str, generation: i64| {
+            ahead.is_behind("ro", object, Some(version), generation)
+        };
+        assert!(!behind("ro", "2", 0), "the Rollout caught up");
+        assert!(behind("s", "10", 3), "the scale not seen yet");
+        assert!(behind("c", "20", 1), "created, scale not seen");
+        // The controller-manager's status write (21) came between our
+        // create and our scale: not a version we wrote, but an older
+        // generation.
         assert!(
-            !ahead.is_behind("ro", "ro", Some("2")),
-            "the Rollout caught up"
+            behind("c", "21", 1),
+            "someone else's write before our scale"
         );
-        assert!(
-            ahead.is_behind("ro", "s", Some("10")),
-            "the scale not seen yet"
-        );
-        assert!(
-            ahead.is_behind("ro", "c", Some("20")),
-            "created, scale not seen"
-        );
-        assert!(!ahead.is_behind("ro", "c", Some("21")));
-        assert!(!ahead.is_behind("ro", "s", Some("12")), "newer than ours");
-        assert!(
-            !ahead.is_behind("ro", "s", Some("10")),
-            "forgotten once caught up"
-        );
+        assert!(!behind("c", "22", 2));
+        assert!(!behind("s", "12", 4), "newer than ours");
+        assert!(!behind("s", "10", 3), "forgotten once caught up");
         // A ReplicaSet only read, never written, is never behind.
-        assert!(!ahead.is_behind("ro", "other", Some("1")));
+        assert!(!behind("other", "1", 1));
         // The next reconcile's writes replace the record.
-        ahead.wrote("ro", vec![("ro".into(), Some("2".into()), vec![])]);
-        assert!(!ahead.is_behind("ro", "c", Some("20")));
+        ahead.wrote("ro", vec![("ro".into(), Some("2".into()), vec![], 0)]);
+        assert!(!behind("c", "20", 1));
         assert!(lock(&ahead.0).is_empty());
     }
 
@@ -884,9 +903,9 @@ mod tests {
         }
         ahead.forget("a");
         ahead.retain(&["b".to_string()].into_iter().collect());
-        assert!(!ahead.is_behind("a", "a", Some("1")));
-        assert!(ahead.is_behind("b", "b", Some("1")));
-        assert!(!ahead.is_behind("c", "c", Some("1")));
+        assert!(!ahead.is_behind("a", "a", Some("1"), 0));
+        assert!(ahead.is_behind("b", "b", Some("1"), 0));
+        assert!(!ahead.is_behind("c", "c", Some("1"), 0));
         assert_eq!(lock(&ahead.0).len(), 1);
     }
 }
