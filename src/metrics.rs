@@ -257,14 +257,6 @@ impl Metrics {
     }
 }
 
-/// A per-object family: name and help (None: not written), type, and the
-/// writer of one object's samples.
-type Family<'f> = (
-    Option<(&'f str, &'f str)>,
-    &'f str,
-    &'f dyn Fn(&mut String, &str, &str, &Figures),
-);
-
 /// The text of one scrape, handed on in chunks as it is written.
 struct Page<'a> {
     text: String,
@@ -371,77 +363,102 @@ impl PerObject {
         lock(&self.0).retain(|(ns, name), _| live.contains(&(ns.as_str(), name.as_str())));
     }
 
-    /// The histogram `reconcile`, the counter `errors` and, when given, the
-    /// Event counter `events`, as upstream names them. Written a block of
-    /// objects at a time, the lock released between blocks: reconciles
-    /// record into the map meanwhile, and the page goes out as it is written.
-    fn render(
-        &self,
-        page: &mut Page,
-        reconcile: (&str, &str),
-        errors: (&str, &str),
-        events: Option<(&str, &str)>,
-    ) {
+    /// Writes `families` (what, name, help) of every object. Written a
+    /// block of objects at a time, the lock released between blocks:
+    /// reconciles record into the map meanwhile, and the page goes out as
+    /// it is written.
+    fn render(&self, page: &mut Page, families: &[(Figure, &str, &str)]) {
         let keys: Vec<(String, String)> = lock(&self.0).keys().cloned().collect();
         if keys.is_empty() {
             return;
         }
-        let (name, _) = reconcile;
-        let (bucket, sum, count) = (
-            format!("{name}_bucket"),
-            format!("{name}_sum"),
-            format!("{name}_count"),
-        );
-        let les: Vec<String> = RECONCILE_BUCKETS.iter().map(f64::to_string).collect();
-        let histogram = |out: &mut String, ns: &str, obj: &str, f: &Figures| {
-            let mut cumulative = 0;
-            for (le, n) in les.iter().zip(f.buckets) {
-                cumulative += n;
-                let labels = [("namespace", ns), ("name", obj), ("le", le)];
-                write_line(out, &bucket, &labels, cumulative as f64);
-            }
-            let labels = [("namespace", ns), ("name", obj), ("le", "+Inf")];
-            write_line(out, &bucket, &labels, f.reconciles as f64);
-            write_line(out, &sum, &labels[..2], f.seconds);
-            write_line(out, &count, &labels[..2], f.reconciles as f64);
-        };
-        let error_count = |out: &mut String, ns: &str, obj: &str, f: &Figures| {
-            if f.errors > 0 {
-                let labels = [("namespace", ns), ("name", obj)];
-                write_line(out, errors.0, &labels, f.errors as f64);
-            }
-        };
-        let event_counts = |out: &mut String, ns: &str, obj: &str, f: &Figures| {
-            for (kind, reason, n) in &f.events {
-                let labels = [
-                    ("namespace", ns),
-                    ("name", obj),
-                    ("type", kind),
-                    ("reason", reason),
-                ];
-                write_line(out, events.map_or("", |e| e.0), &labels, *n as f64);
-            }
-        };
-        let families: [Family; 3] = [
-            (Some(reconcile), "histogram", &histogram),
-            (Some(errors), "counter", &error_count),
-            (events, "counter", &event_counts),
-        ];
-        for (family, kind, write) in families {
-            let Some((name, help)) = family else { continue };
-            page.header(name, help, kind);
+        for &(figure, name, help) in families {
+            page.header(name, help, figure.metric_type());
+            let names = SeriesNames::new(name);
             for block in keys.chunks(64) {
                 {
                     let objects = lock(&self.0);
                     for key in block {
                         if let Some(f) = objects.get(key) {
-                            write(&mut page.text, &key.0, &key.1, f);
+                            f.write(&mut page.text, figure, &names, &key.0, &key.1);
                         }
                     }
                 }
                 page.flush_if_full();
                 if !page.open {
                     return;
+                }
+            }
+        }
+    }
+}
+
+/// The per-object figures, each written as one family.
+#[derive(Clone, Copy)]
+enum Figure {
+    /// The reconcile histogram.
+    Reconcile,
+    /// The failed reconciles.
+    Errors,
+    /// The Events, by type and reason.
+    Events,
+}
+
+impl Figure {
+    fn metric_type(self) -> &'static str {
+        match self {
+            Figure::Reconcile => "histogram",
+            Figure::Errors | Figure::Events => "counter",
+        }
+    }
+}
+
+/// A family's series names and histogram bounds, built once per scrape.
+struct SeriesNames {
+    name: String,
+    bucket: String,
+    sum: String,
+    count: String,
+    les: Vec<String>,
+}
+
+impl SeriesNames {
+    fn new(name: &str) -> Self {
+        SeriesNames {
+            name: name.to_string(),
+            bucket: format!("{name}_bucket"),
+            sum: format!("{name}_sum"),
+            count: format!("{name}_count"),
+            les: RECONCILE_BUCKETS.iter().map(f64::to_string).collect(),
+        }
+    }
+}
+
+impl Figures {
+    /// The samples of `figure` for object `ns/obj`.
+    fn write(&self, out: &mut String, figure: Figure, names: &SeriesNames, ns: &str, obj: &str) {
+        let object = [("namespace", ns), ("name", obj)];
+        match figure {
+            Figure::Reconcile => {
+                let mut cumulative = 0;
+                for (le, n) in names.les.iter().zip(self.buckets) {
+                    cumulative += n;
+                    let labels = [object[0], object[1], ("le", le)];
+                    write_line(out, &names.bucket, &labels, cumulative as f64);
+                }
+                let labels = [object[0], object[1], ("le", "+Inf")];
+                write_line(out, &names.bucket, &labels, self.reconciles as f64);
+                write_line(out, &names.sum, &object, self.seconds);
+                write_line(out, &names.count, &object, self.reconciles as f64);
+            }
+            Figure::Errors if self.errors > 0 => {
+                write_line(out, &names.name, &object, self.errors as f64);
+            }
+            Figure::Errors => {}
+            Figure::Events => {
+                for (kind, reason, n) in &self.events {
+                    let labels = [object[0], object[1], ("type", kind), ("reason", reason)];
+                    write_line(out, &names.name, &labels, *n as f64);
                 }
             }
         }
@@ -577,11 +594,9 @@ impl State {
         if let Some(rollouts) = &rollouts {
             let facts: Vec<RolloutFacts> = rollouts.iter().map(|ro| rollout_facts(ro)).collect();
             let families = FAMILIES.iter().enumerate().take(ROLLOUT_PHASE + 1);
-            for (family, (name, help, _)) in families {
-                for (i, f) in facts.iter().enumerate() {
-                    if i == 0 {
-                        page.header(name, help, "gauge");
-                    }
+            for (family, (name, help, _)) in families.filter(|_| !facts.is_empty()) {
+                page.header(name, help, "gauge");
+                for f in &facts {
                     write_rollout(&mut page.text, family, f);
                     page.flush_if_full();
                 }
@@ -589,19 +604,16 @@ impl State {
             self.rollout_figures.retain(&live(rollouts));
         }
         if let Some(runs) = &runs {
+            // Few beside the Rollouts: their series are built once, then
+            // written family by family.
+            let series: Vec<Series> = runs.iter().flat_map(|r| run_series(r)).collect();
             for (family, (name, help, _)) in FAMILIES.iter().enumerate().skip(RUN_INFO) {
-                let mut headed = false;
-                for run in runs {
-                    for (f, labels, value) in run_series(run) {
-                        if f != family {
-                            continue;
-                        }
-                        if !headed {
-                            page.header(name, help, "gauge");
-                            headed = true;
-                        }
-                        write_sample(&mut page.text, family, &labels, value);
-                    }
+                let mut samples = series.iter().filter(|s| s.0 == family).peekable();
+                if samples.peek().is_some() {
+                    page.header(name, help, "gauge");
+                }
+                for (_, labels, value) in samples {
+                    write_sample(&mut page.text, family, labels, *value);
                     page.flush_if_full();
                 }
             }
@@ -612,24 +624,38 @@ impl State {
         }
         self.rollout_figures.render(
             page,
-            ("rollout_reconcile", "Rollout reconciliation performance."),
-            (
-                "rollout_reconcile_error",
-                "Error occurring during the rollout",
-            ),
-            Some(("rollout_events_total", "Count of rollout events")),
+            &[
+                (
+                    Figure::Reconcile,
+                    "rollout_reconcile",
+                    "Rollout reconciliation performance.",
+                ),
+                (
+                    Figure::Errors,
+                    "rollout_reconcile_error",
+                    "Error occurring during the rollout",
+                ),
+                (
+                    Figure::Events,
+                    "rollout_events_total",
+                    "Count of rollout events",
+                ),
+            ],
         );
         self.run_figures.render(
             page,
-            (
-                "analysis_run_reconcile",
-                "Analysis Run reconciliation performance.",
-            ),
-            (
-                "analysis_run_reconcile_error",
-                "Error occurring during the analysis run",
-            ),
-            None,
+            &[
+                (
+                    Figure::Reconcile,
+                    "analysis_run_reconcile",
+                    "Analysis Run reconciliation performance.",
+                ),
+                (
+                    Figure::Errors,
+                    "analysis_run_reconcile_error",
+                    "Error occurring during the analysis run",
+                ),
+            ],
         );
     }
 }
