@@ -24,8 +24,8 @@ use crate::analysis::template::{self, Templates};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::controller::{Backoff, Settings, Workers};
+use crate::index::Index;
 use crate::metrics::{Metrics, Queue};
-use crate::owner_index::OwnerIndex;
 use crate::recorder::Recorder;
 use crate::rollout::apply::{Applied, ApplyError, apply};
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
@@ -65,8 +65,8 @@ struct Context {
     rollouts: Store<Rollout>,
     replica_sets: Store<ReplicaSet>,
     analysis_runs: Store<AnalysisRun>,
-    replica_sets_by_owner: OwnerIndex<ReplicaSet>,
-    runs_by_owner: OwnerIndex<AnalysisRun>,
+    replica_sets_by_owner: Index<ReplicaSet>,
+    runs_by_owner: Index<AnalysisRun>,
     recorder: Recorder,
     ahead: Arc<Ahead>,
     backoff: Backoff<ObjectRef<Rollout>>,
@@ -101,7 +101,7 @@ impl Context {
 
     /// The cached ReplicaSets the Rollout with this UID controls.
     fn cached_replica_sets(&self, uid: &str) -> Vec<ReplicaSet> {
-        let owned = self.replica_sets_by_owner.owned_by(&self.replica_sets, uid);
+        let owned = self.replica_sets_by_owner.group(&self.replica_sets, uid);
         owned.iter().map(|rs| (**rs).clone()).collect()
     }
 
@@ -120,7 +120,7 @@ impl Context {
 
     /// The cached AnalysisRuns the Rollout with this UID controls.
     fn cached_runs(&self, uid: &str) -> Vec<AnalysisRun> {
-        let owned = self.runs_by_owner.owned_by(&self.analysis_runs, uid);
+        let owned = self.runs_by_owner.group(&self.analysis_runs, uid);
         owned.iter().map(|r| (**r).clone()).collect()
     }
 }
@@ -179,9 +179,14 @@ pub async fn run(
     // fed from the same watch; a reconcile reads the full Rollout from
     // the first one when its turn comes.
     let (key_reader, key_writer) = reflector::store::<RolloutKey>();
+    // The Rollouts by the Deployment their workloadRef names, so that a
+    // Deployment change does not walk every Rollout.
+    let by_workload = Index::by(workload_key);
+    let workload_indexer = by_workload.clone();
     let ro_stream = watcher(rollouts, owned.clone())
         .default_backoff()
         .modify(slim_rollout)
+        .inspect_ok(move |ev| workload_indexer.apply(ev))
         .reflect(ro_writer)
         .inspect_ok(forget_gone)
         .map_ok(key_event)
@@ -189,7 +194,7 @@ pub async fn run(
         .touched_objects();
     // Only ReplicaSets carrying our hash label: other workloads' are not cached.
     let (rs_reader, rs_writer) = reflector::store();
-    let rs_index = OwnerIndex::default();
+    let rs_index = Index::by_owner();
     let rs_indexer = rs_index.clone();
     let rs_config = watcher::Config::default()
         .labels(POD_TEMPLATE_HASH_LABEL)
@@ -207,7 +212,7 @@ pub async fn run(
 
     // AnalysisRuns: a run changing phase moves its Rollout on.
     let (ar_reader, ar_writer) = reflector::store();
-    let ar_index = OwnerIndex::default();
+    let ar_index = Index::by_owner();
     let ar_indexer = ar_index.clone();
     let ar_stream = watcher(scope.api::<AnalysisRun>(&client), owned)
         .default_backoff()
@@ -227,7 +232,7 @@ pub async fn run(
     .touched_objects()
     // Only spec changes (a new template) matter, not status updates.
     .predicate_filter(predicates::generation, Default::default());
-    let referencing = ro_reader.clone();
+    let referencing = (by_workload, ro_reader.clone());
 
     let ctx = Arc::new(Context {
         recorder: Recorder::start(client.clone()),
@@ -267,7 +272,9 @@ pub async fn run(
     let results = Controller::for_stream(ro_stream, key_reader)
         .owns_stream(rs_stream)
         .owns_stream(ar_stream)
-        .watches_stream(deploy_stream, move |d| workload_referrers(&referencing, &d))
+        .watches_stream(deploy_stream, move |d| {
+            workload_referrers(&referencing.0, &referencing.1, &d)
+        })
         // Unbounded here: `Workers` limits the reconciles, in turn.
         .with_config(controller::Config::default())
         .graceful_shutdown_on(shutdown.clone())
@@ -458,17 +465,30 @@ fn slim_replica_set(rs: &mut ReplicaSet) {
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// The group of a Rollout in the workload index: the namespace and name of
+/// the Deployment its workloadRef names.
+fn workload_key(ro: &Rollout) -> Option<String> {
+    let deployment = workload::deployment_name(ro)?;
+    Some(format!(
+        "{}/{deployment}",
+        ro.namespace().unwrap_or_default()
+    ))
+}
+
 /// The Rollouts whose workloadRef names this Deployment.
 fn workload_referrers(
+    by_workload: &Index<Rollout>,
     rollouts: &Store<Rollout>,
     deployment: &PartialObjectMeta<Deployment>,
 ) -> Vec<ObjectRef<RolloutKey>> {
-    let ns = deployment.namespace();
-    let name = deployment.name_any();
-    rollouts
-        .state()
-        .into_iter()
-        .filter(|ro| ro.namespace() == ns && workload::deployment_name(ro) == Some(name.as_str()))
+    let key = format!(
+        "{}/{}",
+        deployment.namespace().unwrap_or_default(),
+        deployment.name_any()
+    );
+    by_workload
+        .group(rollouts, &key)
+        .iter()
         .map(|ro| ObjectRef::new(&ro.name_any()).within(&ro.namespace().unwrap_or_default()))
         .collect()
 }
@@ -893,6 +913,54 @@ mod tests {
         ahead.wrote("ro", vec![("ro".into(), Some("2".into()), vec![], 0)]);
         assert!(!behind("c", "20", 1));
         assert!(lock(&ahead.0).is_empty());
+    }
+
+    #[test]
+    fn a_deployment_wakes_only_the_rollouts_that_name_it() {
+        use crate::api::rollout::ObjectRef as WorkloadRef;
+        let rollout = |ns: &str, name: &str, deployment: Option<&str>| {
+            let mut ro = Rollout::new(name, Default::default());
+            ro.metadata.namespace = Some(ns.into());
+            ro.spec.workload_ref = deployment.map(|d| WorkloadRef {
+                api_version: Some("apps/v1".into()),
+                kind: Some("Deployment".into()),
+                name: Some(d.into()),
+                scale_down: None,
+            });
+            ro
+        };
+        let deployment = |ns: &str, name: &str| {
+            let mut d = PartialObjectMeta::<Deployment>::default();
+            d.metadata.namespace = Some(ns.into());
+            d.metadata.name = Some(name.into());
+            d
+        };
+        let (store, mut writer) = reflector::store::<Rollout>();
+        let index = Index::by(workload_key);
+        let mut feed = |ev: watcher::Event<Rollout>| {
+            index.apply(&ev);
+            writer.apply_watcher_event(&ev);
+        };
+        feed(watcher::Event::Apply(rollout("a", "one", Some("web"))));
+        feed(watcher::Event::Apply(rollout("a", "two", Some("web"))));
+        feed(watcher::Event::Apply(rollout("b", "three", Some("web"))));
+        feed(watcher::Event::Apply(rollout("a", "inline", None)));
+        let woken = |ns: &str, name: &str| {
+            let mut names: Vec<String> = workload_referrers(&index, &store, &deployment(ns, name))
+                .into_iter()
+                .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(woken("a", "web"), ["a/one", "a/two"]);
+        assert_eq!(woken("b", "web"), ["b/three"]);
+        assert!(woken("a", "other").is_empty());
+
+        // A Rollout that points elsewhere is no longer woken by the old one.
+        feed(watcher::Event::Apply(rollout("a", "two", Some("api"))));
+        assert_eq!(woken("a", "web"), ["a/one"]);
+        assert_eq!(woken("a", "api"), ["a/two"]);
     }
 
     #[test]

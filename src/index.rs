@@ -1,7 +1,9 @@
-//! Cached objects grouped by the UID of their controller owner, so a
-//! reconcile finds one Rollout's ReplicaSets and AnalysisRuns without
-//! walking (and cloning) every cached object. With 10,000 Rollouts a scan
-//! per reconcile costs more than the reconcile itself.
+//! Cached objects grouped by a key computed from each one: the UID of their
+//! controller owner, so a reconcile finds one Rollout's ReplicaSets and
+//! AnalysisRuns, or the Deployment a Rollout's workloadRef names, so a
+//! Deployment change finds its Rollouts, without walking (and cloning)
+//! every cached object. With 10,000 Rollouts a scan per reconcile costs
+//! more than the reconcile itself.
 //!
 //! The index follows the same watch events as the reflector store and, like
 //! it, swaps in a relist only once it is complete. Feed it each event before
@@ -19,14 +21,19 @@ use kube::Resource;
 use kube::runtime::reflector::{Lookup, ObjectRef, Store};
 use kube::runtime::watcher::Event;
 
-pub struct OwnerIndex<K: Lookup<DynamicType = ()> + Resource + 'static> {
+/// An object's group, or None to leave it out.
+pub type GroupOf<K> = fn(&K) -> Option<String>;
+
+pub struct Index<K: Lookup<DynamicType = ()> + Resource + 'static> {
     inner: Arc<RwLock<Inner<K>>>,
+    group_of: GroupOf<K>,
 }
 
-impl<K: Lookup<DynamicType = ()> + Resource + 'static> Clone for OwnerIndex<K> {
+impl<K: Lookup<DynamicType = ()> + Resource + 'static> Clone for Index<K> {
     fn clone(&self) -> Self {
-        OwnerIndex {
+        Index {
             inner: self.inner.clone(),
+            group_of: self.group_of,
         }
     }
 }
@@ -38,15 +45,15 @@ struct Inner<K: Lookup<DynamicType = ()> + Resource + 'static> {
 }
 
 struct Groups<K: Lookup<DynamicType = ()> + Resource + 'static> {
-    by_owner: HashMap<String, HashSet<ObjectRef<K>>>,
-    owner_of: HashMap<ObjectRef<K>, String>,
+    members: HashMap<String, HashSet<ObjectRef<K>>>,
+    group_of: HashMap<ObjectRef<K>, String>,
 }
 
 impl<K: Lookup<DynamicType = ()> + Resource + 'static> Default for Groups<K> {
     fn default() -> Self {
         Groups {
-            by_owner: HashMap::new(),
-            owner_of: HashMap::new(),
+            members: HashMap::new(),
+            group_of: HashMap::new(),
         }
     }
 }
@@ -56,30 +63,31 @@ where
     K: Lookup<DynamicType = ()> + Resource + 'static,
 {
     fn remove(&mut self, key: &ObjectRef<K>) {
-        if let Some(owner) = self.owner_of.remove(key)
-            && let Some(set) = self.by_owner.get_mut(&owner)
+        if let Some(group) = self.group_of.remove(key)
+            && let Some(set) = self.members.get_mut(&group)
         {
             set.remove(key);
             if set.is_empty() {
-                self.by_owner.remove(&owner);
+                self.members.remove(&group);
             }
         }
     }
 
-    fn insert(&mut self, obj: &K) {
+    fn insert(&mut self, obj: &K, group_of: GroupOf<K>) {
         let key = ObjectRef::from_obj(obj);
         self.remove(&key);
-        if let Some(owner) = controller_uid(obj) {
-            self.by_owner
-                .entry(owner.clone())
+        if let Some(group) = group_of(obj) {
+            self.members
+                .entry(group.clone())
                 .or_default()
                 .insert(key.clone());
-            self.owner_of.insert(key, owner);
+            self.group_of.insert(key, group);
         }
     }
 }
 
-fn controller_uid<K: Resource>(obj: &K) -> Option<String> {
+/// The UID of the object's controller owner.
+pub fn controller_uid<K: Resource>(obj: &K) -> Option<String> {
     obj.meta()
         .owner_references
         .iter()
@@ -88,36 +96,37 @@ fn controller_uid<K: Resource>(obj: &K) -> Option<String> {
         .map(|o| o.uid.clone())
 }
 
-impl<K> Default for OwnerIndex<K>
+impl<K> Index<K>
 where
-    K: Lookup<DynamicType = ()> + Resource + 'static,
+    K: Lookup<DynamicType = ()> + Resource + 'static + Clone,
 {
-    fn default() -> Self {
-        OwnerIndex {
+    /// Groups objects by the UID of their controller owner.
+    pub fn by_owner() -> Self {
+        Index::by(controller_uid::<K>)
+    }
+
+    pub fn by(group_of: GroupOf<K>) -> Self {
+        Index {
             inner: Arc::new(RwLock::new(Inner {
                 live: Groups::default(),
                 relist: None,
             })),
+            group_of,
         }
     }
-}
 
-impl<K> OwnerIndex<K>
-where
-    K: Lookup<DynamicType = ()> + Resource + 'static + Clone,
-{
     /// Follows one watch event (call it for every event the store sees).
     pub fn apply(&self, event: &Event<K>) {
         // A poisoned lock only means a panic elsewhere mid-update; the
         // groups are still usable, and the next relist rebuilds them.
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         match event {
-            Event::Apply(obj) => inner.live.insert(obj),
+            Event::Apply(obj) => inner.live.insert(obj, self.group_of),
             Event::Delete(obj) => inner.live.remove(&ObjectRef::from_obj(obj)),
             Event::Init => inner.relist = Some(Groups::default()),
             Event::InitApply(obj) => {
                 if let Some(relist) = inner.relist.as_mut() {
-                    relist.insert(obj);
+                    relist.insert(obj, self.group_of);
                 }
             }
             Event::InitDone => {
@@ -128,20 +137,21 @@ where
         }
     }
 
-    /// The cached objects whose controller owner has this UID.
-    pub fn owned_by(&self, store: &Store<K>, owner_uid: &str) -> Vec<Arc<K>> {
+    /// The cached objects of this group (read from the store, and their
+    /// group checked again there).
+    pub fn group(&self, store: &Store<K>, group: &str) -> Vec<Arc<K>> {
         let keys: Vec<ObjectRef<K>> = {
             let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
             inner
                 .live
-                .by_owner
-                .get(owner_uid)
+                .members
+                .get(group)
                 .map(|set| set.iter().cloned().collect())
                 .unwrap_or_default()
         };
         keys.iter()
             .filter_map(|k| store.get(k))
-            .filter(|obj| controller_uid(&**obj).as_deref() == Some(owner_uid))
+            .filter(|obj| (self.group_of)(obj).as_deref() == Some(group))
             .collect()
     }
 }
@@ -179,7 +189,7 @@ mod tests {
     #[test]
     fn follows_the_store_through_applies_deletes_and_relists() {
         let (store, mut writer) = reflector::store::<ReplicaSet>();
-        let index = OwnerIndex::default();
+        let index = Index::by_owner();
         let mut feed = |ev: Event<ReplicaSet>| {
             writer.apply_watcher_event(&ev);
             index.apply(&ev);
@@ -189,34 +199,34 @@ mod tests {
         feed(Event::InitApply(rs("b", Some("u2"))));
         feed(Event::InitApply(rs("orphan", None)));
         feed(Event::InitDone);
-        assert_eq!(names(index.owned_by(&store, "u1")), ["a"]);
-        assert_eq!(names(index.owned_by(&store, "u2")), ["b"]);
+        assert_eq!(names(index.group(&store, "u1")), ["a"]);
+        assert_eq!(names(index.group(&store, "u2")), ["b"]);
 
         // A new one, an adoption by another owner, a deletion.
         feed(Event::Apply(rs("c", Some("u1"))));
         feed(Event::Apply(rs("b", Some("u1"))));
         feed(Event::Delete(rs("a", Some("u1"))));
-        assert_eq!(names(index.owned_by(&store, "u1")), ["b", "c"]);
-        assert!(index.owned_by(&store, "u2").is_empty());
+        assert_eq!(names(index.group(&store, "u1")), ["b", "c"]);
+        assert!(index.group(&store, "u2").is_empty());
 
         // A relist drops what vanished meanwhile; until it is done the old
         // groups answer, as the store does.
         feed(Event::Init);
         feed(Event::InitApply(rs("c", Some("u1"))));
-        assert_eq!(names(index.owned_by(&store, "u1")), ["b", "c"]);
+        assert_eq!(names(index.group(&store, "u1")), ["b", "c"]);
         feed(Event::InitDone);
-        assert_eq!(names(index.owned_by(&store, "u1")), ["c"]);
+        assert_eq!(names(index.group(&store, "u1")), ["c"]);
     }
 
     #[test]
     fn an_index_behind_the_store_never_returns_a_wrong_owner() {
         let (store, mut writer) = reflector::store::<ReplicaSet>();
-        let index = OwnerIndex::default();
+        let index = Index::by_owner();
         let ev = Event::Apply(rs("a", Some("u1")));
         writer.apply_watcher_event(&ev);
         index.apply(&ev);
         // The store has seen the adoption, the index not yet.
         writer.apply_watcher_event(&Event::Apply(rs("a", Some("u2"))));
-        assert!(index.owned_by(&store, "u1").is_empty());
+        assert!(index.group(&store, "u1").is_empty());
     }
 }
