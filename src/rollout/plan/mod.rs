@@ -126,13 +126,50 @@ pub fn plan(snapshot: &Snapshot, now: Timestamp) -> Plan {
     // Kubernetes stores times to the second; planning with finer times would
     // make every status look changed and write it again forever.
     let whole = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
-    let mut plan = plan_at(snapshot, whole);
+    let mut plan = settle(snapshot, &whole);
     // Timers fall on whole seconds, counted from `whole`: wait from the exact
     // time instead, so a pause ends when it is due and not up to a second late.
     let fraction = Duration::from_nanos(now.subsec_nanosecond().max(0) as u64);
     plan.requeue_after = plan
         .requeue_after
         .map(|d| d.saturating_sub(fraction).max(MIN_REQUEUE));
+    plan
+}
+
+/// How many status-only plans `settle` chains at most (a setWeight step
+/// done, then its pause started, then ...); a bound in case two statuses
+/// ever led to each other.
+const MAX_SETTLE: usize = 4;
+
+/// Plans, and while the plan changes nothing but the status, plans again
+/// as if that status were written, keeping the last plan and every event.
+///
+/// Many transitions are a status change the next plan acts on at once: a
+/// setWeight step done makes the pause after it current, and the pause
+/// starts then; the last step done makes the rollout complete. Planned one
+/// reconcile at a time, each is its own status write and its own trip
+/// through the watch and the queue; chained here, they are one write. The
+/// outcome is the one consecutive reconciles would reach, since a plan
+/// without actions changes nothing a snapshot shows but the status.
+fn settle(snapshot: &Snapshot, now: &Time) -> Plan {
+    let mut plan = plan_at(snapshot, now.clone());
+    let mut earlier_events = Vec::new();
+    let mut current = std::borrow::Cow::Borrowed(snapshot);
+    for _ in 0..MAX_SETTLE {
+        let unchanged = current.rollout.status.as_ref() == Some(&plan.status);
+        if !plan.actions.is_empty() || unchanged {
+            break;
+        }
+        current.to_mut().rollout.status = Some(plan.status.clone());
+        let next = plan_at(&current, now.clone());
+        if next.actions.is_empty() && next.status == plan.status {
+            break;
+        }
+        earlier_events.append(&mut plan.events);
+        plan = next;
+    }
+    earlier_events.append(&mut plan.events);
+    plan.events = earlier_events;
     plan
 }
 

@@ -15,7 +15,7 @@ use super::replica_set::{EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_DEADLINE_ANNO
 use super::replicas::canary_limits;
 use super::status::{AVAILABLE, COMPLETED, HEALTHY, INVALID_SPEC, PROGRESSING, find};
 use super::workload::WORKLOAD_GENERATION_ANNOTATION;
-use super::{Action, after_create, plan};
+use super::{Action, after_create, events, plan};
 use crate::analysis::template::Templates;
 use crate::api::Rollout;
 use crate::api::analysis::AnalysisRun;
@@ -571,6 +571,44 @@ fn the_plan_after_a_create_is_the_next_reconciles_and_scales_the_new_replica_set
     });
     let created = created.expect("the plan creates the new ReplicaSet");
     assert!(after_create(&snap, &first, w.ro.clone(), created).is_none());
+}
+
+#[test]
+fn a_step_done_and_what_follows_from_it_are_one_status_write() {
+    // The benchmark's Rollout: 2 replicas, setWeight 50, pause 1s, setWeight 100.
+    let mut ro = rollout(2, "nginx:1", None, None);
+    ro.spec.strategy.canary.as_mut().unwrap().steps =
+        vec![weight(50), pause_for(Some(1)), weight(100)];
+    let mut w = World::new(ro);
+    w.settle(false);
+    set_image(&mut w, "nginx:2");
+    let (mut paused_with, mut completed_with) = (None, None);
+    for _ in 0..50 {
+        let before = w.status().current_step_index;
+        let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+        let reasons: Vec<&str> = p.events.iter().map(|e| e.reason).collect();
+        match (before, p.status.current_step_index) {
+            (Some(0), Some(1)) => paused_with = Some((p.status.clone(), reasons)),
+            (Some(2), Some(3)) => completed_with = Some((p.status.clone(), reasons)),
+            _ => {}
+        }
+        w.reconcile();
+        if w.phase() == Some(RolloutPhase::Healthy) && completed_with.is_some() {
+            break;
+        }
+        w.tick();
+    }
+    // setWeight 50 done: the pause after it starts in the same write.
+    let (status, reasons) = paused_with.expect("step 0 completes");
+    assert_eq!(status.pause_conditions.len(), 1, "{status:#?}");
+    assert_eq!(status.phase, Some(RolloutPhase::Paused));
+    assert_eq!(reasons, [events::STEP_COMPLETED, events::PAUSED]);
+    // The last step done: the rollout is complete in the same write.
+    let (status, reasons) = completed_with.expect("step 2 completes");
+    assert_eq!(status.phase, Some(RolloutPhase::Healthy), "{status:#?}");
+    assert_eq!(status.stable_rs, status.current_pod_hash);
+    assert!(reasons.contains(&events::STEP_COMPLETED), "{reasons:?}");
+    assert!(reasons.contains(&events::COMPLETED), "{reasons:?}");
 }
 
 #[test]
