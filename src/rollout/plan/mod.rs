@@ -151,18 +151,31 @@ const MAX_SETTLE: usize = 4;
 /// through the watch and the queue; chained here, they are one write. The
 /// outcome is the one consecutive reconciles would reach, since a plan
 /// without actions changes nothing a snapshot shows but the status.
+///
+/// A pass with actions ends the chain without being kept: its actions
+/// would run before the status they follow from is written, and an action
+/// that fails (or a status write that conflicts) would leave its effects
+/// with the older status (a run deleted while the stored step still waits
+/// for it). The next reconcile does them, as before.
 fn settle(snapshot: &Snapshot, now: &Time) -> Plan {
     let mut plan = plan_at(snapshot, now.clone());
     let mut earlier_events = Vec::new();
     let mut current = std::borrow::Cow::Borrowed(snapshot);
     for _ in 0..MAX_SETTLE {
-        let unchanged = current.rollout.status.as_ref() == Some(&plan.status);
-        if !plan.actions.is_empty() || unchanged {
+        if !chains(&current.rollout, &plan) {
             break;
         }
         current.to_mut().rollout.status = Some(plan.status.clone());
         let next = plan_at(&current, now.clone());
-        if next.actions.is_empty() && next.status == plan.status {
+        if !next.actions.is_empty() {
+            break;
+        }
+        if next.status == plan.status {
+            // Settled; a timer the settled status starts still counts.
+            plan.requeue_after = match (plan.requeue_after, next.requeue_after) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             break;
         }
         earlier_events.append(&mut plan.events);
@@ -171,6 +184,16 @@ fn settle(snapshot: &Snapshot, now: &Time) -> Plan {
     earlier_events.append(&mut plan.events);
     plan.events = earlier_events;
     plan
+}
+
+/// Whether the plan after `plan` may share its status write: `plan` changes
+/// only the status, and does not turn on `abort` (a progress deadline with
+/// progressDeadlineAbort does, and its reason is written once before the
+/// abort replaces it, as in separate reconciles).
+fn chains(ro: &Rollout, plan: &Plan) -> bool {
+    let old = ro.status.as_ref();
+    let starts_abort = plan.status.abort && !old.is_some_and(|s| s.abort);
+    plan.actions.is_empty() && old != Some(&plan.status) && !starts_abort
 }
 
 /// The snapshot a plan leaves behind when it did no more than create the

@@ -588,7 +588,17 @@ fn a_step_done_and_what_follows_from_it_are_one_status_write() {
         let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
         let reasons: Vec<&str> = p.events.iter().map(|e| e.reason).collect();
         match (before, p.status.current_step_index) {
-            (Some(0), Some(1)) => paused_with = Some((p.status.clone(), reasons)),
+            (Some(0), Some(1)) => {
+                paused_with = Some((p.status.clone(), reasons));
+                // Woken when the 1 s pause ends, not only by a watch event.
+                let wake = p.requeue_after.expect("a timed pause requeues");
+                assert!(wake <= std::time::Duration::from_secs(1), "{wake:?}");
+                // What was written is settled: planning again changes nothing.
+                w.reconcile();
+                let again = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+                assert!(again.actions.is_empty(), "{:?}", again.actions);
+                assert_eq!(Some(&again.status), w.ro.status.as_ref());
+            }
             (Some(2), Some(3)) => completed_with = Some((p.status.clone(), reasons)),
             _ => {}
         }
@@ -609,6 +619,33 @@ fn a_step_done_and_what_follows_from_it_are_one_status_write() {
     assert_eq!(status.stable_rs, status.current_pod_hash);
     assert!(reasons.contains(&events::STEP_COMPLETED), "{reasons:?}");
     assert!(reasons.contains(&events::COMPLETED), "{reasons:?}");
+}
+
+#[test]
+fn only_a_status_change_that_does_not_start_an_abort_chains() {
+    let ro = rollout(2, "nginx:1", None, None);
+    let status = |abort: bool| crate::api::rollout::RolloutStatus {
+        abort,
+        current_step_index: Some(1),
+        ..Default::default()
+    };
+    let status_only = |s| super::Plan {
+        status: s,
+        ..Default::default()
+    };
+    assert!(super::chains(&ro, &status_only(status(false))));
+    // The progress deadline's reason is written before the abort's.
+    assert!(!super::chains(&ro, &status_only(status(true))));
+    // Nothing changed: nothing to chain.
+    let mut settled = ro.clone();
+    settled.status = Some(status(false));
+    assert!(!super::chains(&settled, &status_only(status(false))));
+    // Actions end the chain.
+    let mut with_actions = status_only(status(false));
+    with_actions
+        .actions
+        .push(Action::DeleteReplicaSet { name: "x".into() });
+    assert!(!super::chains(&ro, &with_actions));
 }
 
 #[test]
@@ -1204,6 +1241,12 @@ fn progress_deadline_abort_turns_the_deadline_into_an_abort() {
     w.now += 31; // the new pods never become available
     w.reconcile();
     assert!(w.status().abort, "deadline sets abort");
+    // The reason is written once before the abort replaces it.
+    let progressing = find(&w.status().conditions, PROGRESSING).cloned();
+    assert_eq!(
+        progressing.and_then(|c| c.reason).as_deref(),
+        Some("ProgressDeadlineExceeded")
+    );
     w.reconcile();
     let s = w.status();
     assert_eq!(s.phase, Some(RolloutPhase::Degraded));
@@ -1326,6 +1369,37 @@ mod analysis_gates {
         w.settle(false);
         set_image(&mut w, "app:2");
         w
+    }
+
+    #[test]
+    fn a_step_done_is_written_before_the_next_steps_run_is_created() {
+        // Chaining stops at a plan with actions: the run is created only
+        // once the status showing its step is written.
+        let mut w = world(false);
+        for _ in 0..50 {
+            let before = w.status().current_step_index;
+            let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+            let creates = p
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::CreateAnalysisRun(_)));
+            if before == Some(0) && p.status.current_step_index == Some(1) {
+                assert!(!creates, "{:?}", p.actions);
+                w.reconcile();
+                let next = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+                assert!(
+                    next.actions
+                        .iter()
+                        .any(|a| matches!(a, Action::CreateAnalysisRun(_))),
+                    "{:?}",
+                    next.actions
+                );
+                return;
+            }
+            w.reconcile();
+            w.tick();
+        }
+        panic!("step 0 never completed: {:#?}", w.status());
     }
 
     impl World {
