@@ -232,7 +232,7 @@ pub async fn run(
     .touched_objects()
     // Only spec changes (a new template) matter, not status updates.
     .predicate_filter(predicates::generation, Default::default());
-    let referencing = (by_workload, ro_reader.clone());
+    let referenced = ro_reader.clone();
 
     let ctx = Arc::new(Context {
         recorder: Recorder::start(client.clone()),
@@ -273,7 +273,7 @@ pub async fn run(
         .owns_stream(rs_stream)
         .owns_stream(ar_stream)
         .watches_stream(deploy_stream, move |d| {
-            workload_referrers(&referencing.0, &referencing.1, &d)
+            workload_referrers(&by_workload, &referenced, &d)
         })
         // Unbounded here: `Workers` limits the reconciles, in turn.
         .with_config(controller::Config::default())
@@ -465,14 +465,18 @@ fn slim_replica_set(rs: &mut ReplicaSet) {
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// The group of a Rollout in the workload index: the namespace and name of
-/// the Deployment its workloadRef names.
+/// The group of a Rollout in the workload index: the Deployment its
+/// workloadRef names.
 fn workload_key(ro: &Rollout) -> Option<String> {
     let deployment = workload::deployment_name(ro)?;
-    Some(format!(
-        "{}/{deployment}",
-        ro.namespace().unwrap_or_default()
+    Some(deployment_key(
+        &ro.namespace().unwrap_or_default(),
+        deployment,
     ))
+}
+
+fn deployment_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
 /// The Rollouts whose workloadRef names this Deployment.
@@ -481,10 +485,9 @@ fn workload_referrers(
     rollouts: &Store<Rollout>,
     deployment: &PartialObjectMeta<Deployment>,
 ) -> Vec<ObjectRef<RolloutKey>> {
-    let key = format!(
-        "{}/{}",
-        deployment.namespace().unwrap_or_default(),
-        deployment.name_any()
+    let key = deployment_key(
+        &deployment.namespace().unwrap_or_default(),
+        &deployment.name_any(),
     );
     by_workload
         .group(rollouts, &key)

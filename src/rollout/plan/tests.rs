@@ -496,16 +496,20 @@ fn going_back_to_an_old_template_reuses_its_replica_set() {
     assert_eq!(w.rss.len(), 2, "no third ReplicaSet");
 }
 
+/// The benchmark's Rollout: 2 replicas, setWeight 50, pause 1s, setWeight 100.
+fn bench_rollout() -> Rollout {
+    let mut ro = rollout(2, "nginx:1", None, None);
+    ro.spec.strategy.canary.as_mut().unwrap().steps =
+        vec![weight(50), pause_for(Some(1)), weight(100)];
+    ro
+}
+
 /// The controller plans once more from what a create returned (the
 /// Rollout and the new ReplicaSet as written): that plan must be the one
 /// the next reconcile would make, and it scales the new ReplicaSet.
 #[test]
 fn the_plan_after_a_create_is_the_next_reconciles_and_scales_the_new_replica_set() {
-    // The benchmark's Rollout: 2 replicas, setWeight 50, pause 1s, setWeight 100.
-    let mut ro = rollout(2, "nginx:1", None, None);
-    ro.spec.strategy.canary.as_mut().unwrap().steps =
-        vec![weight(50), pause_for(Some(1)), weight(100)];
-    let mut w = World::new(ro);
+    let mut w = World::new(bench_rollout());
     for update in [false, true] {
         if update {
             w.settle(false);
@@ -575,11 +579,7 @@ fn the_plan_after_a_create_is_the_next_reconciles_and_scales_the_new_replica_set
 
 #[test]
 fn a_step_done_and_what_follows_from_it_are_one_status_write() {
-    // The benchmark's Rollout: 2 replicas, setWeight 50, pause 1s, setWeight 100.
-    let mut ro = rollout(2, "nginx:1", None, None);
-    ro.spec.strategy.canary.as_mut().unwrap().steps =
-        vec![weight(50), pause_for(Some(1)), weight(100)];
-    let mut w = World::new(ro);
+    let mut w = World::new(bench_rollout());
     w.settle(false);
     set_image(&mut w, "nginx:2");
     let (mut paused_with, mut completed_with) = (None, None);
