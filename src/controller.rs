@@ -239,6 +239,17 @@ impl Workers {
     }
 }
 
+/// Looks again `after` the moment a plan was made. kube-runtime counts a
+/// requeue from when the reconcile returns, so the time spent writing the
+/// plan would otherwise make every timer (a pause, an interval) that late.
+pub fn requeue_since(planned: std::time::Instant, after: Duration) -> Requeue {
+    Requeue::requeue(
+        after
+            .saturating_sub(planned.elapsed())
+            .max(Duration::from_millis(1)),
+    )
+}
+
 /// How long reconciles still running at shutdown may go on before they are
 /// dropped. Dropping one is safe (the status on the API server is the only
 /// state), and a pod being deleted must not hang on a slow request.

@@ -5,7 +5,7 @@
 //! at once.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -24,7 +24,7 @@ use super::args;
 use super::plan::{self, Prepare, Prepared, RunPlan, Taken};
 use super::providers::{self, job, prometheus, web};
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, Argument, Measurement, Metric};
-use crate::controller::{Backoff, Settings, Workers};
+use crate::controller::{Backoff, Settings, Workers, requeue_since};
 use crate::metrics::{Metrics, Queue};
 use crate::recorder::{Event, Recorder};
 use crate::rollout::apply::merge_diff;
@@ -134,14 +134,16 @@ async fn reconcile_inner(run: Arc<AnalysisRun>, ctx: &Context) -> Result<Requeue
     if run.metadata.deletion_timestamp.is_some() {
         return Ok(Requeue::await_change());
     }
-    let now = Timestamp::now();
+    let (now, planned) = (Timestamp::now(), Instant::now());
     let requeue = match plan::prepare(&run, now) {
         Prepare::Finished => return expire(&ctx.client, &run, now).await,
-        Prepare::Invalid(plan) => write(&ctx.client, &ctx.recorder, &run, &plan).await?,
+        Prepare::Invalid(plan) => write(&ctx.client, &ctx.recorder, &run, &plan, planned).await?,
         Prepare::Measure(prepared) => {
+            let mut planned = planned;
             let plan = match secret_args(&ctx.client, &run).await {
                 Ok((args, secrets)) => {
                     let taken = measure(&ctx.client, &run, &prepared, &args, &secrets).await;
+                    planned = Instant::now();
                     plan::conclude(&run, &prepared, taken, Timestamp::now())
                 }
                 Err(e) => plan::error_plan(
@@ -151,7 +153,7 @@ async fn reconcile_inner(run: Arc<AnalysisRun>, ctx: &Context) -> Result<Requeue
                 ),
             };
             job::garbage_collect(&ctx.client, &run, &plan.dropped).await;
-            write(&ctx.client, &ctx.recorder, &run, &plan).await?
+            write(&ctx.client, &ctx.recorder, &run, &plan, planned).await?
         }
     };
     ctx.backoff.succeeded(&ObjectRef::from_obj(&*run));
@@ -291,12 +293,13 @@ fn masked(mut m: Measurement, secrets: &[String]) -> Measurement {
 
 /// Writes the plan's status (a merge patch of what changed, only onto the
 /// run as it was read), publishes the completion event, and says when to
-/// look again.
+/// look again (counted from `planned`, when the plan was made).
 async fn write(
     client: &Client,
     recorder: &Recorder,
     run: &AnalysisRun,
     plan: &RunPlan,
+    planned: Instant,
 ) -> Result<Requeue, Error> {
     let name = run.name_any();
     let old = serde_json::to_value(run.status.clone().unwrap_or_default()).unwrap_or_default();
@@ -323,7 +326,7 @@ async fn write(
         recorder.publish(run, &[completion_event(phase)]);
     }
     Ok(match plan.requeue_after {
-        Some(after) => Requeue::requeue(after.min(RESYNC)),
+        Some(after) => requeue_since(planned, after.min(RESYNC)),
         // A completed run: the watch event of this very write brings it
         // back as Finished, where its TTL is looked after.
         None if plan.completed.is_some() => Requeue::await_change(),

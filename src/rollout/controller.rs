@@ -548,7 +548,7 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
         .iter()
         .map(|rs| (rs.uid().unwrap_or_default(), rs.resource_version()))
         .collect();
-    let now = Timestamp::now();
+    let (now, planned_at) = (Timestamp::now(), std::time::Instant::now());
     let runs = ctx.cached_runs(&uid);
     let snapshot = observe(&ctx.client, (**ro).clone(), cached, runs, now)
         .await?
@@ -562,7 +562,8 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
     ctx.ahead.wrote(&uid, writes);
     let plan = planned?;
     ctx.backoff.succeeded(&ObjectRef::from_obj(&**ro));
-    Ok(Requeue::requeue(
+    Ok(crate::controller::requeue_since(
+        planned_at,
         plan.requeue_after.unwrap_or(RESYNC).min(RESYNC),
     ))
 }
