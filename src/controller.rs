@@ -7,7 +7,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use kube::runtime::controller::Action as Requeue;
@@ -202,7 +202,7 @@ impl Workers {
     /// Runs `work` once a worker is free. Its future is built, on the heap,
     /// only then: the many reconciles still waiting stay small.
     pub async fn run<F: Future>(&self, work: impl FnOnce() -> F) -> F::Output {
-        let asked = std::time::Instant::now();
+        let asked = Instant::now();
         // Never closed, so a permit always comes.
         let _permit = self.permits.acquire().await.ok();
         self.metrics.waited(self.queue, asked.elapsed());
@@ -228,7 +228,7 @@ impl Workers {
                 return Ok(Requeue::await_change());
             };
             let (ns, name) = (latest.namespace().unwrap_or_default(), latest.name_any());
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let result = work(latest).await;
             let ok = result.is_ok();
             self.metrics
@@ -242,12 +242,16 @@ impl Workers {
 /// Looks again `after` the moment a plan was made. kube-runtime counts a
 /// requeue from when the reconcile returns, so the time spent writing the
 /// plan would otherwise make every timer (a pause, an interval) that late.
-pub fn requeue_since(planned: std::time::Instant, after: Duration) -> Requeue {
-    Requeue::requeue(
-        after
-            .saturating_sub(planned.elapsed())
-            .max(Duration::from_millis(1)),
-    )
+pub fn requeue_since(planned: Instant, after: Duration) -> Requeue {
+    Requeue::requeue(remaining(planned, Instant::now(), after))
+}
+
+/// What is left at `now` of a wait of `after` from `planned`; at least a
+/// millisecond, so an overdue timer still goes through the queue.
+fn remaining(planned: Instant, now: Instant, after: Duration) -> Duration {
+    after
+        .saturating_sub(now.saturating_duration_since(planned))
+        .max(Duration::from_millis(1))
 }
 
 /// How long reconciles still running at shutdown may go on before they are
@@ -368,6 +372,17 @@ mod tests {
             scope.instance_selector(),
             "argo-rollouts.argoproj.io/controller-instance-id=blue"
         );
+    }
+
+    #[test]
+    fn a_timer_counts_from_the_plan_not_from_the_end_of_the_reconcile() {
+        let planned = Instant::now();
+        let after = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        assert_eq!(remaining(planned, planned, after), after);
+        assert_eq!(remaining(planned, planned + ms(300), after), ms(700));
+        // Overdue: look again at once, not never.
+        assert_eq!(remaining(planned, planned + ms(1500), after), ms(1));
     }
 
     #[tokio::test]
