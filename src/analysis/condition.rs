@@ -65,10 +65,65 @@ pub fn compile_error(condition: &str) -> Option<String> {
     if condition.trim().is_empty() {
         return None;
     }
-    if let Err(e) = check_ranges(condition) {
+    if let Err(e) = check_ranges(condition).and_then(|()| check_nesting(condition)) {
         return Some(e.0);
     }
-    expr::compile(condition).err().map(|e| first_line(&e))
+    match guarded(|| expr::compile(condition)) {
+        Ok(compiled) => compiled.err().map(|e| first_line(&e)),
+        Err(e) => Some(e.0),
+    }
+}
+
+/// How deep `[` may nest. expr-lang's parser backtracks on nested index
+/// expressions: `x[a[a[...]]]` takes twice as long with each level (about
+/// 40 s at 16, found by fuzzing), so a condition could stall a worker.
+const MAX_BRACKET_DEPTH: usize = 5;
+
+/// Refuses a condition whose `[` (outside string literals) nest deeper
+/// than [`MAX_BRACKET_DEPTH`], before expr-lang parses it.
+fn check_nesting(condition: &str) -> Result<(), ConditionError> {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in condition.chars() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(q) if c == '\\' && q != '`' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' | '`' => quote = Some(c),
+                '[' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ']' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    if deepest > MAX_BRACKET_DEPTH {
+        return Err(ConditionError(format!(
+            "brackets may nest at most {MAX_BRACKET_DEPTH} deep, not {deepest}"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs expr-lang, turning a panic of its own (it has some, such as on a
+/// map literal inside a map literal) into an error on the measurement
+/// instead of a crash of the controller.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, ConditionError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown");
+        ConditionError(format!(
+            "the expression library failed on this condition: {why}"
+        ))
+    })
 }
 
 /// The most items a range (`a..b`) may have: Go's expr refuses to build
@@ -168,10 +223,12 @@ pub fn eval_condition(result: &Json, condition: &str) -> Result<bool, ConditionE
 
 fn eval_value(result: &Value, condition: &str) -> Result<bool, ConditionError> {
     check_ranges(condition)?;
-    let program = expr::compile(condition).map_err(|e| ConditionError(first_line(&e)))?;
+    check_nesting(condition)?;
+    let program =
+        guarded(|| expr::compile(condition))?.map_err(|e| ConditionError(first_line(&e)))?;
     let mut ctx = Context::default();
     ctx.insert("result", result.clone());
-    match env(result).run(&program, &ctx) {
+    match guarded(|| env(result).run(&program, &ctx))? {
         Ok(Value::Bool(b)) => Ok(b),
         Ok(other) => Err(ConditionError(format!(
             "expected bool, but got {}",
@@ -312,6 +369,38 @@ mod tests {
         for (s, f, want) in rows {
             assert_eq!(evaluate(&metric(s, f), &r), Ok(want), "{s:?} {f:?}");
         }
+    }
+
+    #[test]
+    fn brackets_nested_deeper_than_the_parser_can_afford_are_refused_at_once() {
+        let nested = |n: usize| format!("result{}0{} > 0", "[a".repeat(n), "]".repeat(n));
+        // Five deep still compiles (as far as nesting goes).
+        assert_eq!(check_nesting(&nested(MAX_BRACKET_DEPTH)), Ok(()));
+        let deep = nested(MAX_BRACKET_DEPTH + 1);
+        let started = std::time::Instant::now();
+        let err = compile_error(&deep).expect("refused");
+        assert_eq!(err, "brackets may nest at most 5 deep, not 6");
+        // The fuzzer's input: 100 bytes that took expr-lang 13 s to parse.
+        let found = "asInisInf(t2ot(resu %o[[ZL[[((W[[[[[[[[Y[[[[Z[[[d[[[v[[[i(t(res[[[[Y[[[[[[Z[[[d[[[v[[[i(t(res[[[[one([\"";
+        let e = eval_condition(&json!(1), found).expect_err("refused");
+        assert!(e.0.starts_with("brackets may nest at most 5 deep"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Brackets inside string literals are text, not nesting.
+        assert_eq!(
+            eval_condition(&json!("[[[[[[["), r#"result == "[[[[[[[""#),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn a_panic_inside_the_expression_library_is_an_error_not_a_crash() {
+        // expr-lang 2.1.0 reaches an `unreachable!` on a map literal in a
+        // map literal (found by fuzzing).
+        let e = eval_condition(&json!(1), "{a:{a:1}} != nil").expect_err("an error");
+        assert!(
+            e.0.starts_with("the expression library failed on this condition: "),
+            "{e}"
+        );
     }
 
     #[test]
