@@ -32,12 +32,22 @@ const RUN_RECONCILES: usize = 8;
 /// Fixed so that a crash reproduces.
 const NOW: i64 = 1_700_000_000;
 
+/// libfuzzer-sys installs a panic hook that aborts at once, even on a
+/// panic the code catches on purpose (expr-lang's, which `condition` turns
+/// into an Error measurement). Back to the default hook: an uncaught panic
+/// still aborts, in libfuzzer-sys's own wrapper, and is reported as a crash.
+fn panics_caught_by_the_controller_are_not_crashes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| drop(std::panic::take_hook()));
+}
+
 /// A manifest (YAML or JSON, one or more documents) as `kubectl rollouts
 /// lint` reads it, then each Rollout in it as the controller would see it:
 /// validation, the not-implemented refusals, and the planner over a first
 /// deploy and an update on a simulated cluster (`kubectl rollouts plan`
 /// too, for a canary).
 pub fn rollout(data: &[u8]) {
+    panics_caught_by_the_controller_are_not_crashes();
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -82,6 +92,7 @@ fn check_rollout(ro: &Rollout) {
 /// and an AnalysisRun of it reconciled a few times with every measurement
 /// judged by the metric's conditions.
 pub fn analysis_template(data: &[u8]) {
+    panics_caught_by_the_controller_are_not_crashes();
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -197,6 +208,7 @@ fn measure(metric: &Metric, at: Timestamp) -> Measurement {
 /// `-Inf` (Prometheus' special values, which JSON cannot hold), or else
 /// the text itself as a string.
 pub fn condition(data: &[u8]) {
+    panics_caught_by_the_controller_are_not_crashes();
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
