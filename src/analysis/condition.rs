@@ -65,7 +65,7 @@ pub fn compile_error(condition: &str) -> Option<String> {
     if condition.trim().is_empty() {
         return None;
     }
-    if let Err(e) = check_ranges(condition).and_then(|()| check_nesting(condition)) {
+    if let Err(e) = check_limits(condition) {
         return Some(e.0);
     }
     match guarded(|| expr::compile(condition)) {
@@ -79,27 +79,48 @@ pub fn compile_error(condition: &str) -> Option<String> {
 /// 40 s at 16, found by fuzzing), so a condition could stall a worker.
 const MAX_BRACKET_DEPTH: usize = 5;
 
-/// Refuses a condition whose `[` (outside string literals) nest deeper
-/// than [`MAX_BRACKET_DEPTH`], before expr-lang parses it.
-fn check_nesting(condition: &str) -> Result<(), ConditionError> {
-    let (mut depth, mut deepest) = (0usize, 0usize);
+/// What expr-lang cannot be trusted with, checked on the text before it
+/// parses it: unbounded ranges and deeply nested brackets.
+fn check_limits(condition: &str) -> Result<(), ConditionError> {
+    let chars: Vec<char> = condition.chars().collect();
+    let code = outside_strings(&chars);
+    check_ranges(&chars, &code)?;
+    check_nesting(&chars, &code)
+}
+
+/// For each character, whether it is code rather than part of a string
+/// literal (quotes included); `\` escapes, except in backquotes.
+fn outside_strings(chars: &[char]) -> Vec<bool> {
     let mut quote: Option<char> = None;
     let mut escaped = false;
-    for c in condition.chars() {
-        match quote {
-            Some(_) if escaped => escaped = false,
-            Some(q) if c == '\\' && q != '`' => escaped = true,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '"' | '\'' | '`' => quote = Some(c),
-                '[' => {
-                    depth += 1;
-                    deepest = deepest.max(depth);
-                }
-                ']' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
+    chars
+        .iter()
+        .map(|&c| {
+            match quote {
+                Some(_) if escaped => escaped = false,
+                Some(q) if c == '\\' && q != '`' => escaped = true,
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if matches!(c, '"' | '\'' | '`') => quote = Some(c),
+                None => return true,
+            }
+            false
+        })
+        .collect()
+}
+
+/// Refuses a condition whose `[` (outside string literals) nest deeper
+/// than [`MAX_BRACKET_DEPTH`].
+fn check_nesting(chars: &[char], code: &[bool]) -> Result<(), ConditionError> {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for (c, _) in chars.iter().zip(code).filter(|(_, code)| **code) {
+        match c {
+            '[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ']' => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
     if deepest > MAX_BRACKET_DEPTH {
@@ -135,32 +156,15 @@ const MAX_RANGE_ITEMS: i128 = 1_000_000;
 /// failed allocation. Each `..` outside a string literal must therefore
 /// join two integer literals at most [`MAX_RANGE_ITEMS`] apart. A lexical
 /// check, on purpose: bounds computed at run time cannot be bounded here.
-fn check_ranges(condition: &str) -> Result<(), ConditionError> {
-    let chars: Vec<char> = condition.chars().collect();
+fn check_ranges(chars: &[char], code: &[bool]) -> Result<(), ConditionError> {
     let refuse = |what: String| {
         ConditionError(format!(
             "ranges need integer literal bounds at most {MAX_RANGE_ITEMS} items apart (such as 1..10), not {what:?}"
         ))
     };
-    let mut quote: Option<char> = None;
     let mut i = 0;
     while i < chars.len() {
-        let c = chars[i];
-        if let Some(q) = quote {
-            if c == '\\' && q != '`' {
-                i += 1;
-            } else if c == q {
-                quote = None;
-            }
-            i += 1;
-            continue;
-        }
-        if matches!(c, '"' | '\'' | '`') {
-            quote = Some(c);
-            i += 1;
-            continue;
-        }
-        if c != '.' || chars.get(i + 1) != Some(&'.') {
+        if !code[i] || chars[i] != '.' || chars.get(i + 1) != Some(&'.') {
             i += 1;
             continue;
         }
@@ -222,8 +226,7 @@ pub fn eval_condition(result: &Json, condition: &str) -> Result<bool, ConditionE
 }
 
 fn eval_value(result: &Value, condition: &str) -> Result<bool, ConditionError> {
-    check_ranges(condition)?;
-    check_nesting(condition)?;
+    check_limits(condition)?;
     let program =
         guarded(|| expr::compile(condition))?.map_err(|e| ConditionError(first_line(&e)))?;
     let mut ctx = Context::default();
@@ -375,7 +378,7 @@ mod tests {
     fn brackets_nested_deeper_than_the_parser_can_afford_are_refused_at_once() {
         let nested = |n: usize| format!("result{}0{} > 0", "[a".repeat(n), "]".repeat(n));
         // Five deep still compiles (as far as nesting goes).
-        assert_eq!(check_nesting(&nested(MAX_BRACKET_DEPTH)), Ok(()));
+        assert_eq!(check_limits(&nested(MAX_BRACKET_DEPTH)), Ok(()));
         let deep = nested(MAX_BRACKET_DEPTH + 1);
         let started = std::time::Instant::now();
         let err = compile_error(&deep).expect("refused");

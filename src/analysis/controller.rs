@@ -139,18 +139,17 @@ async fn reconcile_inner(run: Arc<AnalysisRun>, ctx: &Context) -> Result<Requeue
         Prepare::Finished => return expire(&ctx.client, &run, now).await,
         Prepare::Invalid(plan) => write(&ctx.client, &ctx.recorder, &run, &plan, planned).await?,
         Prepare::Measure(prepared) => {
-            let mut planned = planned;
-            let plan = match secret_args(&ctx.client, &run).await {
+            // Measuring takes time: the plan is made when it is done.
+            let (plan, planned) = match secret_args(&ctx.client, &run).await {
                 Ok((args, secrets)) => {
                     let taken = measure(&ctx.client, &run, &prepared, &args, &secrets).await;
-                    planned = Instant::now();
-                    plan::conclude(&run, &prepared, taken, Timestamp::now())
+                    let plan = plan::conclude(&run, &prepared, taken, Timestamp::now());
+                    (plan, Instant::now())
                 }
-                Err(e) => plan::error_plan(
-                    &run,
-                    format!("Unable to resolve metric arguments: {e}"),
-                    now,
-                ),
+                Err(e) => {
+                    let why = format!("Unable to resolve metric arguments: {e}");
+                    (plan::error_plan(&run, why, now), planned)
+                }
             };
             job::garbage_collect(&ctx.client, &run, &plan.dropped).await;
             write(&ctx.client, &ctx.recorder, &run, &plan, planned).await?

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::analysis::template::{self, Templates};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
-use crate::controller::{Backoff, Settings, Workers};
+use crate::controller::{Backoff, Settings, Workers, requeue_since};
 use crate::index::Index;
 use crate::metrics::{Metrics, Queue};
 use crate::recorder::Recorder;
@@ -548,7 +548,7 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
         .iter()
         .map(|rs| (rs.uid().unwrap_or_default(), rs.resource_version()))
         .collect();
-    let (now, planned_at) = (Timestamp::now(), std::time::Instant::now());
+    let (now, planned_at) = (Timestamp::now(), Instant::now());
     let runs = ctx.cached_runs(&uid);
     let snapshot = observe(&ctx.client, (**ro).clone(), cached, runs, now)
         .await?
@@ -562,7 +562,7 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
     ctx.ahead.wrote(&uid, writes);
     let plan = planned?;
     ctx.backoff.succeeded(&ObjectRef::from_obj(&**ro));
-    Ok(crate::controller::requeue_since(
+    Ok(requeue_since(
         planned_at,
         plan.requeue_after.unwrap_or(RESYNC).min(RESYNC),
     ))
