@@ -106,12 +106,6 @@ fn scratch(name: &str) -> Result<PathBuf> {
     Ok(dir.canonicalize()?)
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// The real controller binary as a child process, killed when dropped (on
 /// every exit path, panics included), its log kept in a file.
 struct ControllerProcess {
@@ -123,7 +117,7 @@ struct ControllerProcess {
 
 impl ControllerProcess {
     fn start(kubeconfig: &Path, pod: (&str, &str), args: &[&str], log: PathBuf) -> Result<Self> {
-        let (metrics_port, healthz_port) = (free_port()?, free_port()?);
+        let [metrics_port, healthz_port] = support::process::free_ports()?;
         let out = File::create(&log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_rollouts-controller"))
             .env("KUBECONFIG", kubeconfig)

@@ -18,17 +18,28 @@ pub struct ControllerProcess {
 
 /// A port free right now (the OS picks it).
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    let [port] = free_ports()?;
+    Ok(port)
+}
+
+/// `N` ports free right now, all different: each stays bound until all
+/// are picked (the OS may hand out a port again once it is let go).
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 impl ControllerProcess {
     /// Starts the binary as pod `name` with `args` (ports are added), using
     /// `kubeconfig`.
     pub fn start(name: &str, kubeconfig: &std::path::Path, args: &[&str]) -> Result<Self> {
-        let metrics_port = free_port()?;
-        let healthz_port = free_port()?;
+        let [metrics_port, healthz_port] = free_ports()?;
         let log = std::env::temp_dir().join(format!(
             "rollouts-controller-{name}-{}.log",
             std::process::id()

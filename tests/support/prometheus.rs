@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::hack_script;
+use super::process::free_port;
 
 /// hack/prometheus.sh's answer, once per test binary (tests starting at the
 /// same time wait for the one download).
@@ -185,10 +186,4 @@ fn temp_dir() -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
-}
-
-/// A port nobody listens on right now (the kernel's pick).
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
 }
