@@ -268,9 +268,13 @@ fn shapes() -> Vec<Shape> {
     );
     out.push(s);
     // Canary pods that never become Ready: the progress deadline aborts.
+    // The deadline outlasts the API server outage (8 s after the update,
+    // up to 15 s with the kills around it): a shorter one can pass before
+    // the canary's first pod exists, an abort that is right but leaves the
+    // watcher nothing mid-update to check.
     let mut s = base("deadline", 4, 3, End::Aborted);
     s.bad_canary = true;
-    s.spec_extra = "  progressDeadlineSeconds: 10\n  progressDeadlineAbort: true\n".into();
+    s.spec_extra = "  progressDeadlineSeconds: 25\n  progressDeadlineAbort: true\n".into();
     s.strategy = canary(
         "deadline",
         "      maxSurge: 1\n      maxUnavailable: 1\n      steps:\n      - setWeight: 50\n      - pause: {duration: 2s}\n",
