@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use tracing::info;
 
 use crate::api::INSTANCE_ID_LABEL;
 use crate::leader::{self, Elector};
-use crate::metrics::{Metrics, Queue};
+use crate::metrics::Metrics;
 use crate::{analysis, rollout};
 
 /// Where the controllers look.
@@ -174,71 +173,6 @@ pub async fn run_elected(
     }
 }
 
-/// A first-come, first-served limit on the reconciles that run at once
-/// (`--rollout-threads`, `--analysis-threads`).
-///
-/// Not kube-runtime's own `concurrency`: at that limit, its runner parks
-/// due objects in a HashSet and takes them back in hash order, so under a
-/// backlog some objects are passed over again and again (with 1,000
-/// Rollouts updated at once, the median Rollout waited 50 s for its first
-/// reconcile). The runner is left unbounded and every reconcile queues
-/// here instead, in the order it became due.
-#[derive(Clone)]
-pub struct Workers {
-    permits: Arc<tokio::sync::Semaphore>,
-    metrics: Metrics,
-    queue: Queue,
-}
-
-impl Workers {
-    pub fn new(workers: u16, metrics: Metrics, queue: Queue) -> Self {
-        Workers {
-            permits: Arc::new(tokio::sync::Semaphore::new(usize::from(workers).max(1))),
-            metrics,
-            queue,
-        }
-    }
-
-    /// Runs `work` once a worker is free. Its future is built, on the heap,
-    /// only then: the many reconciles still waiting stay small.
-    pub async fn run<F: Future>(&self, work: impl FnOnce() -> F) -> F::Output {
-        let asked = Instant::now();
-        // Never closed, so a permit always comes.
-        let _permit = self.permits.acquire().await.ok();
-        self.metrics.waited(self.queue, asked.elapsed());
-        Box::pin(work()).await
-    }
-
-    /// One reconcile of the object `key` names: waits for a worker, then
-    /// runs `work` on the latest cached copy (the wait can be long, and the
-    /// copy kube-runtime dequeued may be stale by then) and records how
-    /// long it took. An object gone from the cache meanwhile is left alone.
-    pub async fn reconcile<K, E, F>(
-        &self,
-        cache: &Store<K>,
-        key: ObjectRef<K>,
-        work: impl FnOnce(Arc<K>) -> F,
-    ) -> Result<Requeue, E>
-    where
-        K: Resource<DynamicType = ()> + Clone + 'static,
-        F: Future<Output = Result<Requeue, E>>,
-    {
-        self.run(|| async move {
-            let Some(latest) = cache.get(&key) else {
-                return Ok(Requeue::await_change());
-            };
-            let (ns, name) = (latest.namespace().unwrap_or_default(), latest.name_any());
-            let started = Instant::now();
-            let result = work(latest).await;
-            let ok = result.is_ok();
-            self.metrics
-                .reconciled(self.queue, &ns, &name, started.elapsed(), ok);
-            result
-        })
-        .await
-    }
-}
-
 /// Looks again `after` the moment a plan was made. kube-runtime counts a
 /// requeue from when the reconcile returns, so the time spent writing the
 /// plan would otherwise make every timer (a pause, an interval) that late.
@@ -383,44 +317,6 @@ mod tests {
         assert_eq!(remaining(planned, planned + ms(300), after), ms(700));
         // Overdue: look again at once, not never.
         assert_eq!(remaining(planned, planned + ms(1500), after), ms(1));
-    }
-
-    #[tokio::test]
-    async fn workers_take_reconciles_in_the_order_they_came_and_no_more_at_once() {
-        let workers = Workers::new(2, Metrics::new(), Queue::Rollouts);
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        // All twelve queue before any runs: the order they came in is the
-        // order they start. (A current-thread runtime: a spawned task runs
-        // up to its wait when the test yields.)
-        let gate = workers.permits.clone().acquire_many_owned(2).await.ok();
-        let mut tasks = Vec::new();
-        for i in 0..12 {
-            tasks.push({
-                let (workers, log) = (workers.clone(), log.clone());
-                let (running, most) = (running.clone(), most.clone());
-                tokio::spawn(async move {
-                    workers
-                        .run(|| async move {
-                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                            most.fetch_max(now, Ordering::SeqCst);
-                            log.lock().unwrap_or_else(|p| p.into_inner()).push(i);
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                            running.fetch_sub(1, Ordering::SeqCst);
-                        })
-                        .await
-                })
-            });
-            tokio::task::yield_now().await;
-        }
-        drop(gate);
-        for task in tasks {
-            assert!(task.await.is_ok());
-        }
-        let order = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        assert_eq!(order, (0..12).collect::<Vec<_>>());
-        assert_eq!(most.load(Ordering::SeqCst), 2);
     }
 
     #[test]

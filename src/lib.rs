@@ -15,3 +15,4 @@ pub mod rollout;
 pub mod server;
 pub mod testing;
 pub mod traffic;
+pub mod workers;

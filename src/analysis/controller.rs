@@ -24,10 +24,11 @@ use super::args;
 use super::plan::{self, Prepare, Prepared, RunPlan, Taken};
 use super::providers::{self, job, prometheus, web};
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, Argument, Measurement, Metric};
-use crate::controller::{Backoff, Settings, Workers, requeue_since};
+use crate::controller::{Backoff, Settings, requeue_since};
 use crate::metrics::{Metrics, Queue};
 use crate::recorder::{Event, Recorder};
 use crate::rollout::apply::merge_diff;
+use crate::workers::{Line, Workers};
 
 /// A run with nothing scheduled is still looked at this often.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -124,9 +125,12 @@ pub async fn run(
 async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let ctx = &*ctx;
     ctx.workers
-        .reconcile(&ctx.runs, ObjectRef::from_obj(&*run), |run| {
-            reconcile_inner(run, ctx)
-        })
+        .reconcile(
+            &ctx.runs,
+            ObjectRef::from_obj(&*run),
+            |_| Line::Other,
+            |run| reconcile_inner(run, ctx),
+        )
         .await
 }
 

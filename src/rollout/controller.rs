@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::analysis::template::{self, Templates};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
-use crate::controller::{Backoff, Settings, Workers, requeue_since};
+use crate::controller::{Backoff, Settings, requeue_since};
 use crate::index::Index;
 use crate::metrics::{Metrics, Queue};
 use crate::recorder::Recorder;
@@ -36,6 +36,7 @@ use crate::rollout::plan::restart::needs_restart;
 use crate::rollout::plan::workload;
 use crate::rollout::plan::{Plan, after_create, plan};
 use crate::rollout::snapshot::Snapshot;
+use crate::workers::{Line, Workers};
 
 /// A settled rollout is still looked at this often, so a missed watch
 /// event cannot leave it stale for long.
@@ -499,10 +500,24 @@ fn workload_referrers(
 async fn reconcile(key: Arc<RolloutKey>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let ctx = &*ctx;
     ctx.workers
-        .reconcile(&ctx.rollouts, rollout_ref(&key), |ro| async move {
+        .reconcile(&ctx.rollouts, rollout_ref(&key), line, |ro| async move {
             reconcile_inner(&ro, ctx).await
         })
         .await
+}
+
+/// The line a Rollout waits in for a worker: an update is under way once
+/// the status names a new pod template hash beside the stable one (the
+/// update's first write), until the new one is stable. An aborted update
+/// stays in that line too; once scaled down it is rarely reconciled.
+fn line(ro: &Rollout) -> Line {
+    let status = ro.status.as_ref();
+    let current = status.and_then(|s| s.current_pod_hash.as_deref());
+    let stable = status.and_then(|s| s.stable_rs.as_deref());
+    match (current, stable) {
+        (Some(current), Some(stable)) if current != stable => Line::Underway,
+        _ => Line::Other,
+    }
 }
 
 async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
@@ -917,6 +932,23 @@ mod tests {
         ahead.wrote("ro", vec![("ro".into(), Some("2".into()), vec![], 0)]);
         assert!(!behind("c", "20", 1));
         assert!(lock(&ahead.0).is_empty());
+    }
+
+    #[test]
+    fn only_a_rollout_whose_update_has_begun_waits_in_the_first_line() {
+        let with = |current: Option<&str>, stable: Option<&str>| {
+            let mut ro = Rollout::new("r", Default::default());
+            ro.status = Some(crate::api::rollout::RolloutStatus {
+                current_pod_hash: current.map(Into::into),
+                stable_rs: stable.map(Into::into),
+                ..Default::default()
+            });
+            line(&ro)
+        };
+        assert_eq!(line(&Rollout::new("new", Default::default())), Line::Other);
+        assert_eq!(with(Some("a"), None), Line::Other, "first deploy");
+        assert_eq!(with(Some("a"), Some("a")), Line::Other, "settled");
+        assert_eq!(with(Some("b"), Some("a")), Line::Underway);
     }
 
     #[test]
