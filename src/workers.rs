@@ -187,6 +187,8 @@ impl Workers {
         K: Resource<DynamicType = ()> + Clone + 'static,
         F: Future<Output = Result<Requeue, E>>,
     {
+        // Picked from the copy cached now: an update that starts while
+        // this reconcile waits moves it to the first line only next time.
         let line = cache.get(&key).map_or(Line::Other, |k| line(&k));
         self.run(line, || async move {
             let Some(latest) = cache.get(&key) else {
@@ -255,8 +257,9 @@ mod tests {
         let (order, most) = started_order(2, &[Line::Other; 12]).await;
         assert_eq!(order, (0..12).collect::<Vec<_>>());
         assert_eq!(most, 2);
-        let (order, _) = started_order(3, &[Line::Underway; 7]).await;
+        let (order, most) = started_order(3, &[Line::Underway; 7]).await;
         assert_eq!(order, (0..7).collect::<Vec<_>>());
+        assert_eq!(most, 3);
     }
 
     #[tokio::test]
@@ -267,6 +270,35 @@ mod tests {
         let (order, most) = started_order(1, &lines).await;
         assert_eq!(order, [4, 5, 6, 7, 0, 8, 9, 10, 11, 1, 12, 13, 2, 3]);
         assert_eq!(most, 1);
+    }
+
+    #[test]
+    fn turns_taken_while_the_other_line_is_empty_do_not_count_against_it() {
+        let mut lines = Lines::default();
+        let mut keep = Vec::new();
+        let mut push = |queue: &mut VecDeque<oneshot::Sender<()>>| {
+            let (tx, rx) = oneshot::channel();
+            queue.push_back(tx);
+            keep.push(rx);
+        };
+        for _ in 0..10 {
+            push(&mut lines.underway);
+        }
+        // Which line each turn went to.
+        let turn = |lines: &mut Lines| {
+            let before = lines.underway.len();
+            assert!(lines.next().is_some());
+            if lines.underway.len() < before {
+                'U'
+            } else {
+                'O'
+            }
+        };
+        let alone: String = (0..3).map(|_| turn(&mut lines)).collect();
+        assert_eq!(alone, "UUU");
+        push(&mut lines.other);
+        let after: String = (0..6).map(|_| turn(&mut lines)).collect();
+        assert_eq!(after, "UUUUOU");
     }
 
     #[tokio::test]
