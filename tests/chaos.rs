@@ -1035,7 +1035,7 @@ async fn twenty_rollouts_reach_their_end_state_through_controller_kills_and_an_a
          kills and {} processes that exited by themselves; the API server was down for {:?}, \
          from {:?} after the update; {} pod states checked ({} watch errors); {} samples ({} \
          failed) with {} abort and {} active Service checks; {} pod states mid-update after \
-         the restart; fewest available pods seen: {lowest:?}",
+         the restart; fewest available pods seen: {lowest:?}; pod states mid-update: {:?}",
         exits.len(),
         outage_ended.saturating_duration_since(outage_began),
         outage_began.saturating_duration_since(updated),
@@ -1046,6 +1046,7 @@ async fn twenty_rollouts_reach_their_end_state_through_controller_kills_and_an_a
         seen.abort_checks,
         seen.active_checks,
         seen.mid_update_after_restart,
+        seen.mid_update.iter().collect::<BTreeMap<_, _>>(),
     );
     let keep_logs = || format!("controller logs: {}", logs.path.display());
     if !seen.violations.is_empty() {
@@ -1097,14 +1098,20 @@ async fn twenty_rollouts_reach_their_end_state_through_controller_kills_and_an_a
         seen.abort_checks,
         seen.active_checks
     );
+    // Each Rollout at least once, and many states in all. A canary of one
+    // pod that aborts at once shows only a few states with two templates
+    // (created, bound, ready), and a relist after the outage can replace
+    // some of them, so a minimum per Rollout above one would be timing.
     for shape in &shapes {
         let n = seen.mid_update.get(&shape.name).copied().unwrap_or(0);
-        ensure!(
-            n >= 5,
-            "{} was seen mid-update in only {n} pod states",
-            shape.name
-        );
+        ensure!(n >= 1, "{} was never seen mid-update", shape.name);
     }
+    let mid_update: usize = seen.mid_update.values().sum();
+    ensure!(
+        mid_update >= 5 * shapes.len(),
+        "only {mid_update} pod states mid-update across all Rollouts: {:?}",
+        seen.mid_update
+    );
     ensure!(
         seen.mid_update_after_restart >= 5,
         "the updates were over before the API server came back"
