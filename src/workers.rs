@@ -44,6 +44,8 @@ pub const UNDERWAY_TURNS: u32 = 4;
 /// Who waits for a worker, and how many are free.
 #[derive(Default)]
 struct Lines {
+    /// Workers nobody holds. Above 0 only while nobody waits: a worker
+    /// given back goes to a waiter first (`hand_on`).
     free: usize,
     underway: VecDeque<oneshot::Sender<()>>,
     other: VecDeque<oneshot::Sender<()>>,
@@ -61,10 +63,6 @@ impl Lines {
         }
         self.streak = 0;
         self.other.pop_front()
-    }
-
-    fn waiting(&self) -> bool {
-        !self.underway.is_empty() || !self.other.is_empty()
     }
 }
 
@@ -100,14 +98,15 @@ fn lock(lines: &Mutex<Lines>) -> MutexGuard<'_, Lines> {
 /// stops) after a worker was handed to it, the worker is handed on.
 struct Waiting {
     lines: Arc<Mutex<Lines>>,
-    turn: Option<oneshot::Receiver<()>>,
+    turn: oneshot::Receiver<()>,
+    served: bool,
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if let Some(mut turn) = self.turn.take() {
-            turn.close();
-            if turn.try_recv().is_ok() {
+        if !self.served {
+            self.turn.close();
+            if self.turn.try_recv().is_ok() {
                 hand_on(&self.lines);
             }
         }
@@ -138,7 +137,7 @@ impl Workers {
     async fn acquire(&self, line: Line) -> Permit {
         let turn = {
             let mut lines = lock(&self.lines);
-            if lines.free > 0 && !lines.waiting() {
+            if lines.free > 0 {
                 lines.free -= 1;
                 return Permit(self.lines.clone());
             }
@@ -151,14 +150,13 @@ impl Workers {
         };
         let mut waiting = Waiting {
             lines: self.lines.clone(),
-            turn: Some(turn),
+            turn,
+            served: false,
         };
-        if let Some(turn) = waiting.turn.as_mut() {
-            // The sender is dropped only after sending: `next` pops it and
-            // `hand_on` sends or, if this receiver were gone, moves on.
-            let _ = turn.await;
-        }
-        waiting.turn = None;
+        // The sender is dropped only after sending: `next` pops it and
+        // `hand_on` sends or, if this receiver were gone, moves on.
+        let _ = (&mut waiting.turn).await;
+        waiting.served = true;
         Permit(self.lines.clone())
     }
 
