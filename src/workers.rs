@@ -8,38 +8,68 @@
 //! reconcile). The runner is left unbounded and every reconcile queues
 //! here instead.
 //!
-//! Two lines, each first come, first served. A Rollout whose update is
-//! under way waits in the first: its next step is due, or its traffic is
-//! split, while a Rollout whose update has not started yet can wait a
-//! little longer to start (in a wave of 1,000 image changes, a canary's
-//! next step otherwise waited behind every update not yet begun). The
-//! other line is never starved: it gets at least one turn in
-//! [`UNDERWAY_TURNS`] + 1 while both have reconciles waiting.
+//! Two lines, each first come, first served. A reconcile that moves an
+//! update under way forward (its next step is due, a ReplicaSet is to be
+//! scaled) waits in the first; everything else waits in the other: updates
+//! not begun yet, and reconciles of updates under way that would only
+//! mirror replica counts into the status. In a wave of 1,000 image
+//! changes, a canary's next step otherwise waited behind every update not
+//! yet begun, and then behind every count to mirror. The other line is
+//! never starved: it gets at least one turn in [`PROGRESS_TURNS`] + 1
+//! while both have reconciles waiting.
+//!
+//! Where a reconcile waits is decided from the cache before the wait
+//! ([`Place`]). While it waits, its step may come due: a watch event about
+//! its object ([`Workers::nudge`]) or the time its plan named makes it look
+//! again, and move to the first line if it now belongs there.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kube::Resource;
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::{ObjectRef, Store};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::metrics::{Metrics, Queue};
 
 /// Which line a reconcile waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Line {
-    /// An update under way: served first.
-    Underway,
-    /// Everything else (an update to start, a settled object to check).
+    /// It moves an update under way forward: served first.
+    Progress,
+    /// Everything else (an update to start, counts to mirror, a settled
+    /// object to check).
     Other,
+}
+
+/// Where a reconcile waits, as decided from the cached object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// In the first line.
+    Progress,
+    /// In the other line, for the whole wait.
+    Other,
+    /// In the other line for now. Placed again when nudged, or after
+    /// `recheck` (when its plan would change by itself, a pause ending):
+    /// an update under way whose next step is not due yet.
+    OtherForNow { recheck: Option<Duration> },
+}
+
+impl Place {
+    fn line(self) -> Line {
+        match self {
+            Place::Progress => Line::Progress,
+            Place::Other | Place::OtherForNow { .. } => Line::Other,
+        }
+    }
 }
 
 /// How many reconciles of the first line may take a worker in a row while
 /// the other line waits.
-pub const UNDERWAY_TURNS: u32 = 4;
+pub const PROGRESS_TURNS: u32 = 4;
 
 /// Who waits for a worker, and how many are free.
 #[derive(Default)]
@@ -47,7 +77,7 @@ struct Lines {
     /// Workers nobody holds. Above 0 only while nobody waits: a worker
     /// given back goes to a waiter first (`hand_on`).
     free: usize,
-    underway: VecDeque<oneshot::Sender<()>>,
+    progress: VecDeque<oneshot::Sender<()>>,
     other: VecDeque<oneshot::Sender<()>>,
     /// Turns the first line took in a row while the other one waited.
     streak: u32,
@@ -57,9 +87,9 @@ impl Lines {
     /// The next waiter, by the rule in the module docs.
     fn next(&mut self) -> Option<oneshot::Sender<()>> {
         let other_waits = !self.other.is_empty();
-        if !self.underway.is_empty() && (!other_waits || self.streak < UNDERWAY_TURNS) {
+        if !self.progress.is_empty() && (!other_waits || self.streak < PROGRESS_TURNS) {
             self.streak = if other_waits { self.streak + 1 } else { 0 };
-            return self.underway.pop_front();
+            return self.progress.pop_front();
         }
         self.streak = 0;
         self.other.pop_front()
@@ -88,18 +118,30 @@ fn hand_on(lines: &Mutex<Lines>) {
     lines.free += 1;
 }
 
-fn lock(lines: &Mutex<Lines>) -> MutexGuard<'_, Lines> {
-    // A panic while holding the lock cannot leave the queues half-changed
-    // (every change is one push or pop), so a poisoned lock is still good.
-    lines.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the queues or the
+    // nudges half-changed (every change is one push, pop, insert or
+    // remove), so a poisoned lock is still good.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A reconcile waiting for a worker. If it is dropped (the controller
-/// stops) after a worker was handed to it, the worker is handed on.
+/// stops, or it moves to the other line) after a worker was handed to it,
+/// the worker is handed on.
 struct Waiting {
     lines: Arc<Mutex<Lines>>,
     turn: oneshot::Receiver<()>,
     served: bool,
+}
+
+impl Waiting {
+    async fn turn(mut self) -> Permit {
+        // The sender is dropped only after sending: `next` pops it and
+        // `hand_on` sends or, if this receiver were gone, moves on.
+        let _ = (&mut self.turn).await;
+        self.served = true;
+        Permit(self.lines.clone())
+    }
 }
 
 impl Drop for Waiting {
@@ -113,9 +155,36 @@ impl Drop for Waiting {
     }
 }
 
+/// The reconciles that may move to the first line while they wait, by
+/// object ("namespace/name"), each with what wakes it.
+type Nudges = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
+
+/// A waiter's entry in `Nudges`, taken out when it stops waiting.
+struct Listening {
+    nudges: Nudges,
+    id: String,
+    nudged: Arc<Notify>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let mut nudges = lock(&self.nudges);
+        // Only our own entry: another reconcile of the same object may
+        // have registered since (kube-runtime runs one at a time, but this
+        // drop and the next registration can interleave).
+        if nudges
+            .get(&self.id)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.nudged))
+        {
+            nudges.remove(&self.id);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Workers {
     lines: Arc<Mutex<Lines>>,
+    nudges: Nudges,
     metrics: Metrics,
     queue: Queue,
 }
@@ -128,36 +197,108 @@ impl Workers {
         };
         Workers {
             lines: Arc::new(Mutex::new(lines)),
+            nudges: Arc::default(),
             metrics,
             queue,
         }
     }
 
+    /// A worker now if one is free, or a place at the end of `line`.
+    fn enqueue(&self, line: Line) -> Result<Permit, Waiting> {
+        let mut lines = lock(&self.lines);
+        if lines.free > 0 {
+            lines.free -= 1;
+            return Ok(Permit(self.lines.clone()));
+        }
+        let (tx, rx) = oneshot::channel();
+        match line {
+            Line::Progress => lines.progress.push_back(tx),
+            Line::Other => lines.other.push_back(tx),
+        }
+        Err(Waiting {
+            lines: self.lines.clone(),
+            turn: rx,
+            served: false,
+        })
+    }
+
     /// Waits in `line` until a worker is free.
     async fn acquire(&self, line: Line) -> Permit {
-        let turn = {
-            let mut lines = lock(&self.lines);
-            if lines.free > 0 {
-                lines.free -= 1;
-                return Permit(self.lines.clone());
-            }
-            let (tx, rx) = oneshot::channel();
-            match line {
-                Line::Underway => lines.underway.push_back(tx),
-                Line::Other => lines.other.push_back(tx),
-            }
-            rx
+        match self.enqueue(line) {
+            Ok(permit) => permit,
+            Err(waiting) => waiting.turn().await,
+        }
+    }
+
+    /// Waits where `place` says until a worker is free. A reconcile placed
+    /// in the other line for now looks at its place again when nudged or
+    /// at its recheck time, and moves to the end of the first line once it
+    /// belongs there.
+    async fn acquire_placed(
+        &self,
+        id: impl FnOnce() -> String,
+        place: impl Fn() -> Place,
+    ) -> Permit {
+        let mut placed = place();
+        let waiting = match self.enqueue(placed.line()) {
+            Ok(permit) => return permit,
+            Err(waiting) => waiting,
         };
-        let mut waiting = Waiting {
-            lines: self.lines.clone(),
-            turn,
-            served: false,
+        let Place::OtherForNow { mut recheck } = placed else {
+            return waiting.turn().await;
         };
-        // The sender is dropped only after sending: `next` pops it and
-        // `hand_on` sends or, if this receiver were gone, moves on.
-        let _ = (&mut waiting.turn).await;
-        waiting.served = true;
-        Permit(self.lines.clone())
+        let listening = self.listen(id());
+        // An event between `place()` above and `listen` is missed: the
+        // reconcile then moves only at its recheck time or its turn.
+        let mut turn = Box::pin(waiting.turn());
+        loop {
+            let timer = async {
+                match recheck {
+                    Some(after) => tokio::time::sleep(after).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                permit = &mut turn => return permit,
+                () = listening.nudged.notified() => {}
+                () = timer => {}
+            }
+            placed = place();
+            match placed {
+                Place::OtherForNow { recheck: next } => recheck = next,
+                Place::Other => recheck = None,
+                Place::Progress => break,
+            }
+        }
+        drop(listening);
+        // Leaving the other line: a worker handed to it meanwhile is
+        // handed on when `turn` is dropped here.
+        drop(turn);
+        self.acquire(Line::Progress).await
+    }
+
+    fn listen(&self, id: String) -> Listening {
+        let nudged = Arc::new(Notify::new());
+        lock(&self.nudges).insert(id.clone(), nudged.clone());
+        Listening {
+            nudges: self.nudges.clone(),
+            id,
+            nudged,
+        }
+    }
+
+    /// Something about the object `namespace/name` changed (a watch event):
+    /// if its reconcile waits in the other line for now, it looks at its
+    /// place again.
+    pub fn nudge(&self, namespace: &str, name: &str) {
+        let nudges = lock(&self.nudges);
+        if nudges.is_empty() {
+            return;
+        }
+        if let Some(nudged) = nudges.get(&format!("{namespace}/{name}")) {
+            nudged.notify_one();
+        }
     }
 
     /// Runs `work` once a worker is free. Its future is built, on the heap,
@@ -169,38 +310,40 @@ impl Workers {
         Box::pin(work()).await
     }
 
-    /// One reconcile of the object `key` names: waits for a worker in the
-    /// line `line` picks from the cached copy, then runs `work` on the
-    /// latest cached copy (the wait can be long, and the copy kube-runtime
-    /// dequeued may be stale by then) and records how long it took. An
-    /// object gone from the cache meanwhile is left alone.
+    /// One reconcile of the object `key` names: waits for a worker where
+    /// `place` puts the cached copy, then runs `work` on the latest cached
+    /// copy (the wait can be long, and the copy kube-runtime dequeued may
+    /// be stale by then) and records how long it took. An object gone from
+    /// the cache meanwhile is left alone.
     pub async fn reconcile<K, E, F>(
         &self,
         cache: &Store<K>,
         key: ObjectRef<K>,
-        line: impl FnOnce(&K) -> Line,
+        place: impl Fn(&K) -> Place,
         work: impl FnOnce(Arc<K>) -> F,
     ) -> Result<Requeue, E>
     where
         K: Resource<DynamicType = ()> + Clone + 'static,
         F: Future<Output = Result<Requeue, E>>,
     {
-        // Picked from the copy cached now: an update that starts while
-        // this reconcile waits moves it to the first line only next time.
-        let line = cache.get(&key).map_or(Line::Other, |k| line(&k));
-        self.run(line, || async move {
-            let Some(latest) = cache.get(&key) else {
-                return Ok(Requeue::await_change());
-            };
-            let (ns, name) = (latest.namespace().unwrap_or_default(), latest.name_any());
-            let started = Instant::now();
-            let result = work(latest).await;
-            let ok = result.is_ok();
-            self.metrics
-                .reconciled(self.queue, &ns, &name, started.elapsed(), ok);
-            result
-        })
-        .await
+        let asked = Instant::now();
+        let id = || {
+            let ns = key.namespace.as_deref().unwrap_or_default();
+            format!("{ns}/{}", key.name)
+        };
+        let placed = || cache.get(&key).map_or(Place::Other, |k| place(&k));
+        let _permit = self.acquire_placed(id, placed).await;
+        self.metrics.waited(self.queue, asked.elapsed());
+        let Some(latest) = cache.get(&key) else {
+            return Ok(Requeue::await_change());
+        };
+        let (ns, name) = (latest.namespace().unwrap_or_default(), latest.name_any());
+        let started = Instant::now();
+        let result = Box::pin(work(latest)).await;
+        let ok = result.is_ok();
+        self.metrics
+            .reconciled(self.queue, &ns, &name, started.elapsed(), ok);
+        result
     }
 }
 
@@ -255,16 +398,16 @@ mod tests {
         let (order, most) = started_order(2, &[Line::Other; 12]).await;
         assert_eq!(order, (0..12).collect::<Vec<_>>());
         assert_eq!(most, 2);
-        let (order, most) = started_order(3, &[Line::Underway; 7]).await;
+        let (order, most) = started_order(3, &[Line::Progress; 7]).await;
         assert_eq!(order, (0..7).collect::<Vec<_>>());
         assert_eq!(most, 3);
     }
 
     #[tokio::test]
-    async fn updates_under_way_go_first_but_the_other_line_keeps_a_turn_in_five() {
-        use Line::{Other as O, Underway as U};
-        // 0-3 wait in the other line, 4-13 are under way.
-        let lines = [O, O, O, O, U, U, U, U, U, U, U, U, U, U];
+    async fn the_first_line_goes_first_but_the_other_line_keeps_a_turn_in_five() {
+        use Line::{Other as O, Progress as P};
+        // 0-3 wait in the other line, 4-13 in the first.
+        let lines = [O, O, O, O, P, P, P, P, P, P, P, P, P, P];
         let (order, most) = started_order(1, &lines).await;
         assert_eq!(order, [4, 5, 6, 7, 0, 8, 9, 10, 11, 1, 12, 13, 2, 3]);
         assert_eq!(most, 1);
@@ -280,23 +423,23 @@ mod tests {
             keep.push(rx);
         };
         for _ in 0..10 {
-            push(&mut lines.underway);
+            push(&mut lines.progress);
         }
         // Which line each turn went to.
         let turn = |lines: &mut Lines| {
-            let before = lines.underway.len();
+            let before = lines.progress.len();
             assert!(lines.next().is_some());
-            if lines.underway.len() < before {
-                'U'
+            if lines.progress.len() < before {
+                'P'
             } else {
                 'O'
             }
         };
         let alone: String = (0..3).map(|_| turn(&mut lines)).collect();
-        assert_eq!(alone, "UUU");
+        assert_eq!(alone, "PPP");
         push(&mut lines.other);
         let after: String = (0..6).map(|_| turn(&mut lines)).collect();
-        assert_eq!(after, "UUUUOU");
+        assert_eq!(after, "PPPPOP");
     }
 
     #[tokio::test]
@@ -307,7 +450,7 @@ mod tests {
         // but before it ran.
         let gave_up = tokio::time::timeout(Duration::from_millis(5), pool.acquire(Line::Other));
         assert!(gave_up.await.is_err());
-        let mut late = Box::pin(pool.acquire(Line::Underway));
+        let mut late = Box::pin(pool.acquire(Line::Progress));
         assert!(futures::poll!(&mut late).is_pending());
         drop(held);
         drop(late);
@@ -316,6 +459,105 @@ mod tests {
         assert!(next.is_ok());
         assert_eq!(lock(&pool.lines).free, 0);
         drop(next);
+        assert_eq!(lock(&pool.lines).free, 1);
+    }
+
+    /// A reconcile placed in the other line for now moves to the first when
+    /// a nudge or its recheck time finds it belongs there; nudged while it
+    /// still belongs in the other line, it keeps its place.
+    #[tokio::test]
+    async fn a_waiter_moves_to_the_first_line_when_its_step_comes_due() {
+        use std::sync::atomic::AtomicBool;
+        let pool = Workers::new(1, Metrics::new(), Queue::Rollouts);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let gate = pool.acquire(Line::Other).await;
+        let due = [
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        ];
+        let mut tasks = Vec::new();
+        // 0: other line for good; 1: for now, moved by a nudge; 2: for now,
+        // moved by its recheck time; 3: other line for good.
+        for i in 0..4usize {
+            let (pool, log, due) = (pool.clone(), log.clone(), due.clone());
+            tasks.push(tokio::spawn(async move {
+                let place = || match i {
+                    1 if due[0].load(Ordering::SeqCst) => Place::Progress,
+                    1 => Place::OtherForNow { recheck: None },
+                    2 if due[1].load(Ordering::SeqCst) => Place::Progress,
+                    2 => Place::OtherForNow {
+                        recheck: Some(Duration::from_millis(20)),
+                    },
+                    _ => Place::Other,
+                };
+                let _permit = pool.acquire_placed(|| format!("ns/r{i}"), place).await;
+                lock_log(&log).push(i);
+            }));
+            tokio::task::yield_now().await;
+        }
+        // Nudged while it is not due: nothing moves.
+        pool.nudge("ns", "r1");
+        tokio::task::yield_now().await;
+        assert_eq!(lock(&pool.lines).progress.len(), 0);
+        due[0].store(true, Ordering::SeqCst);
+        pool.nudge("ns", "r1");
+        due[1].store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(lock(&pool.lines).progress.len(), 2);
+        drop(gate);
+        for task in tasks {
+            assert!(task.await.is_ok());
+        }
+        assert_eq!(*lock_log(&log), [1, 2, 0, 3]);
+        // Nobody waits: nobody is listening for nudges either.
+        assert!(lock(&pool.nudges).is_empty());
+        assert_eq!(lock(&pool.lines).free, 1);
+    }
+
+    /// The place a moved waiter left in the other line is empty: when the
+    /// other line's turn reaches it, the worker goes on to the next waiter
+    /// (held by the moved waiter's old place instead, a lone worker would
+    /// never come back).
+    #[tokio::test]
+    async fn the_place_a_moved_waiter_left_does_not_keep_a_worker() {
+        use std::sync::atomic::AtomicBool;
+        let pool = Workers::new(1, Metrics::new(), Queue::Rollouts);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let gate = pool.acquire(Line::Other).await;
+        let due = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        // 0 waits in the other line for now; 1-4 in the first line, so the
+        // other line's turn comes after them.
+        for i in 0..5usize {
+            let (pool, log, due) = (pool.clone(), log.clone(), due.clone());
+            tasks.push(tokio::spawn(async move {
+                let place = || match i {
+                    0 if due.load(Ordering::SeqCst) => Place::Progress,
+                    0 => Place::OtherForNow { recheck: None },
+                    _ => Place::Progress,
+                };
+                let _permit = pool.acquire_placed(|| format!("ns/r{i}"), place).await;
+                lock_log(&log).push(i);
+            }));
+            tokio::task::yield_now().await;
+        }
+        due.store(true, Ordering::SeqCst);
+        pool.nudge("ns", "r0");
+        tokio::task::yield_now().await;
+        drop(gate);
+        let all = async {
+            for task in tasks {
+                assert!(task.await.is_ok());
+            }
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), all)
+                .await
+                .is_ok(),
+            "a worker was lost; started: {:?}",
+            lock_log(&log)
+        );
+        assert_eq!(*lock_log(&log), [1, 2, 3, 4, 0]);
         assert_eq!(lock(&pool.lines).free, 1);
     }
 }

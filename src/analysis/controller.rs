@@ -28,7 +28,7 @@ use crate::controller::{Backoff, Settings, requeue_since};
 use crate::metrics::{Metrics, Queue};
 use crate::recorder::{Event, Recorder};
 use crate::rollout::apply::merge_diff;
-use crate::workers::{Line, Workers};
+use crate::workers::{Place, Workers};
 
 /// A run with nothing scheduled is still looked at this often.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -128,7 +128,7 @@ async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, 
         .reconcile(
             &ctx.runs,
             ObjectRef::from_obj(&*run),
-            |_| Line::Other,
+            |_| Place::Other,
             |run| reconcile_inner(run, ctx),
         )
         .await

@@ -34,9 +34,9 @@ use crate::rollout::plan::analysis as gates;
 use crate::rollout::plan::events;
 use crate::rollout::plan::restart::needs_restart;
 use crate::rollout::plan::workload;
-use crate::rollout::plan::{Plan, after_create, plan};
+use crate::rollout::plan::{Plan, after_create, moves_on, plan};
 use crate::rollout::snapshot::Snapshot;
-use crate::workers::{Line, Workers};
+use crate::workers::{Place, Workers};
 
 /// A settled rollout is still looked at this often, so a missed watch
 /// event cannot leave it stale for long.
@@ -180,6 +180,14 @@ pub async fn run(
     // fed from the same watch; a reconcile reads the full Rollout from
     // the first one when its turn comes.
     let (key_reader, key_writer) = reflector::store::<RolloutKey>();
+    // Every watch event about a Rollout, or about what it owns, nudges its
+    // reconcile should it wait in the other line (see `place`).
+    let workers = Workers::new(
+        settings.rollout_workers,
+        settings.metrics.clone(),
+        Queue::Rollouts,
+    );
+    let nudges = workers.clone();
     // The Rollouts by the Deployment their workloadRef names, so that a
     // Deployment change does not walk every Rollout.
     let by_workload = Index::by(workload_key);
@@ -192,7 +200,13 @@ pub async fn run(
         .inspect_ok(forget_gone)
         .map_ok(key_event)
         .reflect(key_writer)
-        .touched_objects();
+        .touched_objects()
+        .inspect_ok(move |key| {
+            nudges.nudge(
+                key.namespace().as_deref().unwrap_or_default(),
+                &key.name_any(),
+            )
+        });
     // Only ReplicaSets carrying our hash label: other workloads' are not cached.
     let (rs_reader, rs_writer) = reflector::store();
     let rs_index = Index::by_owner();
@@ -209,7 +223,8 @@ pub async fn run(
         // deploy (the chaos test caught this on restarts).
         .inspect_ok(move |ev| rs_indexer.apply(ev))
         .reflect(rs_writer)
-        .touched_objects();
+        .touched_objects()
+        .inspect_ok(nudge_owner(&workers));
 
     // AnalysisRuns: a run changing phase moves its Rollout on.
     let (ar_reader, ar_writer) = reflector::store();
@@ -220,7 +235,8 @@ pub async fn run(
         .modify(|r: &mut AnalysisRun| r.managed_fields_mut().clear())
         .inspect_ok(move |ev| ar_indexer.apply(ev))
         .reflect(ar_writer)
-        .touched_objects();
+        .touched_objects()
+        .inspect_ok(nudge_owner(&workers));
 
     // Deployments, metadata only (observe reads the one a Rollout names): a
     // `kubectl set image deployment/...` on a workloadRef starts an update.
@@ -239,11 +255,7 @@ pub async fn run(
         recorder: Recorder::start(client.clone()),
         ahead,
         client,
-        workers: Workers::new(
-            settings.rollout_workers,
-            settings.metrics.clone(),
-            Queue::Rollouts,
-        ),
+        workers,
         rollouts: ro_reader.clone(),
         replica_sets: rs_reader,
         analysis_runs: ar_reader,
@@ -282,6 +294,21 @@ pub async fn run(
         .run(reconcile, error_policy, ctx);
     crate::controller::drive("rollouts", results, shutdown, synced).await;
     Ok(())
+}
+
+/// Nudges the reconcile of the Rollout that owns the object an event is about.
+fn nudge_owner<K: Resource>(workers: &Workers) -> impl Fn(&K) + use<K> {
+    let workers = workers.clone();
+    move |obj| {
+        let ns = obj.meta().namespace.as_deref().unwrap_or_default();
+        for owner in obj
+            .owner_references()
+            .iter()
+            .filter(|o| o.kind == "Rollout")
+        {
+            workers.nudge(ns, &owner.name);
+        }
+    }
 }
 
 /// How soon to look again at a Rollout whose cached copy is behind our own
@@ -500,23 +527,64 @@ fn workload_referrers(
 async fn reconcile(key: Arc<RolloutKey>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let ctx = &*ctx;
     ctx.workers
-        .reconcile(&ctx.rollouts, rollout_ref(&key), line, |ro| async move {
-            reconcile_inner(&ro, ctx).await
-        })
+        .reconcile(
+            &ctx.rollouts,
+            rollout_ref(&key),
+            |ro| place(ctx, ro),
+            |ro| async move { reconcile_inner(&ro, ctx).await },
+        )
         .await
 }
 
-/// The line a Rollout waits in for a worker: an update is under way once
-/// the status names a new pod template hash beside the stable one (the
-/// update's first write), until the new one is stable. An aborted update
-/// stays in that line too; once scaled down it is rarely reconciled.
-fn line(ro: &Rollout) -> Line {
+/// Where a Rollout's reconcile waits for a worker (see `workers`). Only an
+/// update under way can go first: the status names a new pod template
+/// hash beside the stable one, which the update's first write does. It
+/// goes first when its plan moves it on; one that would only mirror replica
+/// counts waits in the other line until its next step comes due. That plan
+/// is made from the caches, so a Rollout whose snapshot needs more (its
+/// Services, Ingresses, analysis templates, Deployment, pods) is not told
+/// apart: under way, it goes first.
+fn place(ctx: &Context, ro: &Rollout) -> Place {
+    if !underway(ro) {
+        return Place::Other;
+    }
+    let now = Timestamp::now();
+    if !cached_is_whole(ro, now) {
+        return Place::Progress;
+    }
+    let uid = ro.uid().unwrap_or_default();
+    let snapshot = Snapshot::new(ro.clone(), ctx.cached_replica_sets(&uid))
+        .with_analysis(ctx.cached_runs(&uid), Templates::new())
+        .with_rejected(ctx.rejected(ro));
+    place_of(&snapshot, now)
+}
+
+fn underway(ro: &Rollout) -> bool {
     let status = ro.status.as_ref();
     let current = status.and_then(|s| s.current_pod_hash.as_deref());
     let stable = status.and_then(|s| s.stable_rs.as_deref());
-    match (current, stable) {
-        (Some(current), Some(stable)) if current != stable => Line::Underway,
-        _ => Line::Other,
+    matches!((current, stable), (Some(current), Some(stable)) if current != stable)
+}
+
+/// Whether `observe` reads nothing beyond the caches for this Rollout.
+fn cached_is_whole(ro: &Rollout, now: Timestamp) -> bool {
+    Snapshot::service_names(ro).is_empty()
+        && Snapshot::ingress_names(ro).is_empty()
+        && !Snapshot::needs_owned_ingresses(ro)
+        && gates::analyses(ro).is_empty()
+        && workload::deployment_name(ro).is_none()
+        && !needs_restart(ro, now)
+}
+
+/// The place of an update under way whose snapshot is `snapshot`.
+fn place_of(snapshot: &Snapshot, now: Timestamp) -> Place {
+    let plan = plan(snapshot, now);
+    if moves_on(snapshot.rollout.status.as_ref(), &plan) {
+        Place::Progress
+    } else {
+        Place::OtherForNow {
+            recheck: plan.requeue_after,
+        }
     }
 }
 
@@ -935,7 +1003,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_rollout_whose_update_has_begun_waits_in_the_first_line() {
+    fn only_a_rollout_whose_update_has_begun_may_go_first() {
         let with = |current: Option<&str>, stable: Option<&str>| {
             let mut ro = Rollout::new("r", Default::default());
             ro.status = Some(crate::api::rollout::RolloutStatus {
@@ -943,12 +1011,34 @@ mod tests {
                 stable_rs: stable.map(Into::into),
                 ..Default::default()
             });
-            line(&ro)
+            underway(&ro)
         };
-        assert_eq!(line(&Rollout::new("new", Default::default())), Line::Other);
-        assert_eq!(with(Some("a"), None), Line::Other, "first deploy");
-        assert_eq!(with(Some("a"), Some("a")), Line::Other, "settled");
-        assert_eq!(with(Some("b"), Some("a")), Line::Underway);
+        assert!(!underway(&Rollout::new("new", Default::default())));
+        assert!(!with(Some("a"), None), "first deploy");
+        assert!(!with(Some("a"), Some("a")), "settled");
+        assert!(with(Some("b"), Some("a")));
+    }
+
+    /// The place is planned from the caches only when they hold all the
+    /// snapshot would: a Service, an analysis or a workloadRef is read.
+    #[test]
+    fn a_rollout_that_names_what_is_not_cached_is_not_told_apart() {
+        let now = Timestamp::now();
+        let parse = |yaml: &str| -> Rollout {
+            let spec = serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{e}: {yaml}"));
+            Rollout::new("r", spec)
+        };
+        let basic = parse("strategy: {canary: {steps: [{setWeight: 50}, {pause: {duration: 1}}]}}");
+        assert!(cached_is_whole(&basic, now));
+        for names in [
+            "strategy: {canary: {canaryService: c, stableService: s}}",
+            "strategy: {canary: {steps: [{analysis: {templates: [{templateName: t}]}}]}}",
+            "strategy: {canary: {analysis: {templates: [{templateName: t}]}}}",
+            "strategy: {blueGreen: {activeService: a}}",
+            "workloadRef: {apiVersion: apps/v1, kind: Deployment, name: d}\nstrategy: {canary: {}}",
+        ] {
+            assert!(!cached_is_whole(&parse(names), now), "{names}");
+        }
     }
 
     #[test]

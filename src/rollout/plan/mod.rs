@@ -196,6 +196,32 @@ fn chains(ro: &Rollout, plan: &Plan) -> bool {
     plan.actions.is_empty() && old != Some(&plan.status) && !starts_abort
 }
 
+/// Whether `plan` moves the rollout on from the status `before`: it acts
+/// (creates, scales, routes, starts a run...) or changes the status in more
+/// than what mirrors the ReplicaSets (replica counts, the conditions, phase
+/// and message that follow from them). The workers serve such reconciles
+/// of an update under way first; a plan that only mirrors can wait.
+pub fn moves_on(before: Option<&RolloutStatus>, plan: &Plan) -> bool {
+    if !plan.actions.is_empty() {
+        return true;
+    }
+    let Some(before) = before else {
+        return true;
+    };
+    let beyond_mirror = |s: &RolloutStatus| RolloutStatus {
+        replicas: 0,
+        updated_replicas: 0,
+        ready_replicas: 0,
+        available_replicas: 0,
+        hpa_replicas: 0,
+        conditions: Vec::new(),
+        phase: None,
+        message: None,
+        ..s.clone()
+    };
+    beyond_mirror(before) != beyond_mirror(&plan.status)
+}
+
 /// The snapshot a plan leaves behind when it did no more than create the
 /// new ReplicaSet and write the Rollout, with `rollout` and `created` as the
 /// API server returned them. Planning from it is what the next reconcile

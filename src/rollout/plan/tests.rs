@@ -1629,3 +1629,89 @@ mod analysis_gates {
 mod blue_green;
 mod traffic;
 mod workload;
+
+/// The workers serve first the reconciles of an update under way that
+/// move it on (`moves_on`); those that only mirror counts wait. Through
+/// the benchmark's update (setWeight 50, pause 1s, setWeight 100): every
+/// step taken and every scale moves on; a pod that is created but not
+/// available yet only changes counts.
+#[test]
+fn only_plans_that_act_or_take_a_step_move_an_update_on() {
+    let mut w = World::new(bench_rollout());
+    w.settle(false);
+    set_image(&mut w, "nginx:2");
+    let (mut moved, mut mirrored) = (0, 0);
+    for _ in 0..50 {
+        let before = w.ro.status.clone();
+        let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+        let on = super::moves_on(before.as_ref(), &p);
+        let b = before.clone().unwrap_or_default();
+        let stepped = b.current_step_index != p.status.current_step_index
+            || b.pause_conditions != p.status.pause_conditions
+            || b.stable_rs != p.status.stable_rs
+            || b.current_pod_hash != p.status.current_pod_hash;
+        if !p.actions.is_empty() || stepped {
+            assert!(on, "{:?} {:#?}", p.actions, p.status);
+            moved += 1;
+        } else if Some(&p.status) != before.as_ref() {
+            assert!(!on, "only counts changed: {:#?}", p.status);
+            mirrored += 1;
+        } else {
+            assert!(!on, "nothing changed");
+        }
+        w.reconcile();
+        if w.phase() == Some(RolloutPhase::Healthy) && p.actions.is_empty() && !stepped {
+            break;
+        }
+        w.tick();
+    }
+    assert_eq!(w.phase(), Some(RolloutPhase::Healthy));
+    // The create, both scales of each setWeight, the steps; and counts.
+    assert!(moved >= 5, "{moved} plans moved the update on");
+    assert!(mirrored >= 2, "{mirrored} plans only mirrored counts");
+}
+
+#[test]
+fn a_status_that_changes_only_in_counts_does_not_move_on() {
+    use crate::api::rollout::RolloutStatus;
+    let before = RolloutStatus {
+        current_step_index: Some(1),
+        replicas: 2,
+        available_replicas: 1,
+        message: Some("updated replicas are still becoming available".into()),
+        ..Default::default()
+    };
+    let status_only = |status| super::Plan {
+        status,
+        ..Default::default()
+    };
+    let counts = RolloutStatus {
+        available_replicas: 2,
+        ready_replicas: 2,
+        updated_replicas: 1,
+        message: None,
+        phase: Some(RolloutPhase::Progressing),
+        ..before.clone()
+    };
+    assert!(!super::moves_on(
+        Some(&before),
+        &status_only(counts.clone())
+    ));
+    let step = RolloutStatus {
+        current_step_index: Some(2),
+        ..counts.clone()
+    };
+    assert!(super::moves_on(Some(&before), &status_only(step)));
+    let abort = RolloutStatus {
+        abort: true,
+        ..counts.clone()
+    };
+    assert!(super::moves_on(Some(&before), &status_only(abort)));
+    // No status yet: the first one moves on; so does any action.
+    assert!(super::moves_on(None, &status_only(counts.clone())));
+    let mut acting = status_only(before.clone());
+    acting
+        .actions
+        .push(Action::DeleteReplicaSet { name: "x".into() });
+    assert!(super::moves_on(Some(&before), &acting));
+}
