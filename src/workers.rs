@@ -203,6 +203,15 @@ impl Workers {
         }
     }
 
+    /// A worker, if one is free.
+    fn take_free(&self) -> Option<Permit> {
+        let mut lines = lock(&self.lines);
+        (lines.free > 0).then(|| {
+            lines.free -= 1;
+            Permit(self.lines.clone())
+        })
+    }
+
     /// A worker now if one is free, or a place at the end of `line`.
     fn enqueue(&self, line: Line) -> Result<Permit, Waiting> {
         let mut lines = lock(&self.lines);
@@ -239,6 +248,10 @@ impl Workers {
         id: impl FnOnce() -> String,
         place: impl Fn() -> Place,
     ) -> Permit {
+        // Placing may cost a plan: only a reconcile that has to wait is placed.
+        if let Some(permit) = self.take_free() {
+            return permit;
+        }
         let mut placed = place();
         let waiting = match self.enqueue(placed.line()) {
             Ok(permit) => return permit,
@@ -559,5 +572,24 @@ mod tests {
         );
         assert_eq!(*lock_log(&log), [1, 2, 3, 4, 0]);
         assert_eq!(lock(&pool.lines).free, 1);
+    }
+
+    /// Placing plans the Rollout: a reconcile that finds a worker free is
+    /// not placed at all.
+    #[tokio::test]
+    async fn only_a_reconcile_that_waits_is_placed() {
+        let pool = Workers::new(1, Metrics::new(), Queue::Rollouts);
+        let placed = AtomicUsize::new(0);
+        let place = || {
+            placed.fetch_add(1, Ordering::SeqCst);
+            Place::Progress
+        };
+        let first = pool.acquire_placed(|| "ns/a".into(), place).await;
+        assert_eq!(placed.load(Ordering::SeqCst), 0);
+        let mut second = Box::pin(pool.acquire_placed(|| "ns/b".into(), place));
+        assert!(futures::poll!(&mut second).is_pending());
+        assert_eq!(placed.load(Ordering::SeqCst), 1);
+        drop(first);
+        let _second = second.await;
     }
 }
