@@ -252,7 +252,7 @@ impl Workers {
         if let Some(permit) = self.take_free() {
             return permit;
         }
-        let mut placed = place();
+        let placed = place();
         let waiting = match self.enqueue(placed.line()) {
             Ok(permit) => return permit,
             Err(waiting) => waiting,
@@ -263,6 +263,8 @@ impl Workers {
         let listening = self.listen(id());
         // An event between `place()` above and `listen` is missed: the
         // reconcile then moves only at its recheck time or its turn.
+        // Boxed, not pinned on the stack: moving up must drop the old place
+        // before waiting in the new line, not when this function returns.
         let mut turn = Box::pin(waiting.turn());
         loop {
             let timer = async {
@@ -277,8 +279,7 @@ impl Workers {
                 () = listening.nudged.notified() => {}
                 () = timer => {}
             }
-            placed = place();
-            match placed {
+            match place() {
                 Place::OtherForNow { recheck: next } => recheck = next,
                 Place::Other => recheck = None,
                 Place::Progress => break,
