@@ -315,15 +315,6 @@ impl Workers {
         }
     }
 
-    /// Runs `work` once a worker is free. Its future is built, on the heap,
-    /// only then: the many reconciles still waiting stay small.
-    pub async fn run<F: Future>(&self, line: Line, work: impl FnOnce() -> F) -> F::Output {
-        let asked = Instant::now();
-        let _permit = self.acquire(line).await;
-        self.metrics.waited(self.queue, asked.elapsed());
-        Box::pin(work()).await
-    }
-
     /// One reconcile of the object `key` names: waits for a worker where
     /// `place` puts the cached copy, then runs `work` on the latest cached
     /// copy (the wait can be long, and the copy kube-runtime dequeued may
@@ -353,6 +344,8 @@ impl Workers {
         };
         let (ns, name) = (latest.namespace().unwrap_or_default(), latest.name_any());
         let started = Instant::now();
+        // The future is built, on the heap, only now: the many reconciles
+        // still waiting stay small.
         let result = Box::pin(work(latest)).await;
         let ok = result.is_ok();
         self.metrics
@@ -383,14 +376,12 @@ mod tests {
             let (pool, log) = (pool.clone(), log.clone());
             let (running, most) = (running.clone(), most.clone());
             tasks.push(tokio::spawn(async move {
-                pool.run(line, || async move {
-                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(now, Ordering::SeqCst);
-                    lock_log(&log).push(i);
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    running.fetch_sub(1, Ordering::SeqCst);
-                })
-                .await
+                let _permit = pool.acquire(line).await;
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                lock_log(&log).push(i);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
             }));
             // A current-thread runtime: the task runs up to its wait now.
             tokio::task::yield_now().await;
@@ -401,6 +392,24 @@ mod tests {
         }
         let order = lock_log(&log).clone();
         (order, most.load(Ordering::SeqCst))
+    }
+
+    /// Spawns a reconcile of "ns/r{i}" that waits where `place` says and
+    /// logs `i` when its turn comes; returns once it waits.
+    async fn queue_placed(
+        pool: &Workers,
+        log: &Arc<Mutex<Vec<usize>>>,
+        i: usize,
+        place: impl Fn() -> Place + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let (pool, log) = (pool.clone(), log.clone());
+        let task = tokio::spawn(async move {
+            let _permit = pool.acquire_placed(|| format!("ns/r{i}"), place).await;
+            lock_log(&log).push(i);
+        });
+        // A current-thread runtime: the task runs up to its wait now.
+        tokio::task::yield_now().await;
+        task
     }
 
     fn lock_log(log: &Mutex<Vec<usize>>) -> MutexGuard<'_, Vec<usize>> {
@@ -493,21 +502,17 @@ mod tests {
         // 0: other line for good; 1: for now, moved by a nudge; 2: for now,
         // moved by its recheck time; 3: other line for good.
         for i in 0..4usize {
-            let (pool, log, due) = (pool.clone(), log.clone(), due.clone());
-            tasks.push(tokio::spawn(async move {
-                let place = || match i {
-                    1 if due[0].load(Ordering::SeqCst) => Place::Progress,
-                    1 => Place::OtherForNow { recheck: None },
-                    2 if due[1].load(Ordering::SeqCst) => Place::Progress,
-                    2 => Place::OtherForNow {
-                        recheck: Some(Duration::from_millis(20)),
-                    },
-                    _ => Place::Other,
-                };
-                let _permit = pool.acquire_placed(|| format!("ns/r{i}"), place).await;
-                lock_log(&log).push(i);
-            }));
-            tokio::task::yield_now().await;
+            let due = due.clone();
+            let place = move || match i {
+                1 if due[0].load(Ordering::SeqCst) => Place::Progress,
+                1 => Place::OtherForNow { recheck: None },
+                2 if due[1].load(Ordering::SeqCst) => Place::Progress,
+                2 => Place::OtherForNow {
+                    recheck: Some(Duration::from_millis(20)),
+                },
+                _ => Place::Other,
+            };
+            tasks.push(queue_placed(&pool, &log, i, place).await);
         }
         // Nudged while it is not due: nothing moves.
         pool.nudge("ns", "r1");
@@ -543,17 +548,13 @@ mod tests {
         // 0 waits in the other line for now; 1-4 in the first line, so the
         // other line's turn comes after them.
         for i in 0..5usize {
-            let (pool, log, due) = (pool.clone(), log.clone(), due.clone());
-            tasks.push(tokio::spawn(async move {
-                let place = || match i {
-                    0 if due.load(Ordering::SeqCst) => Place::Progress,
-                    0 => Place::OtherForNow { recheck: None },
-                    _ => Place::Progress,
-                };
-                let _permit = pool.acquire_placed(|| format!("ns/r{i}"), place).await;
-                lock_log(&log).push(i);
-            }));
-            tokio::task::yield_now().await;
+            let due = due.clone();
+            let place = move || match i {
+                0 if due.load(Ordering::SeqCst) => Place::Progress,
+                0 => Place::OtherForNow { recheck: None },
+                _ => Place::Progress,
+            };
+            tasks.push(queue_placed(&pool, &log, i, place).await);
         }
         due.store(true, Ordering::SeqCst);
         pool.nudge("ns", "r0");
