@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -69,6 +69,10 @@ struct Args {
     /// Give up after this long in one phase.
     #[arg(long, default_value_t = 3600)]
     timeout_secs: u64,
+    /// Each Rollout names a stable and a canary Service (created with it),
+    /// whose selectors the controller switches.
+    #[arg(long)]
+    services: bool,
     /// How long to wait after each phase before reading the steady RSS.
     #[arg(long, default_value_t = 20)]
     settle_secs: u64,
@@ -105,8 +109,19 @@ async fn main() -> Result<()> {
     stream::iter(names.iter().cloned())
         .map(|(ns, name)| {
             let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
+            let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+            let with_services = args.services;
             async move {
-                let ro: Rollout = serde_json::from_value(rollout(&name, "v1"))?;
+                if with_services {
+                    for role in ["stable", "canary"] {
+                        let svc: Service = serde_json::from_value(service(&name, role))?;
+                        services
+                            .create(&PostParams::default(), &svc)
+                            .await
+                            .with_context(|| format!("creating {ns}/{name}-{role}"))?;
+                    }
+                }
+                let ro: Rollout = serde_json::from_value(rollout(&name, "v1", with_services))?;
                 api.create(&PostParams::default(), &ro)
                     .await
                     .with_context(|| format!("creating {ns}/{name}"))?;
@@ -262,9 +277,20 @@ async fn main() -> Result<()> {
         reconcile_ms_mean: 1000.0 * total.reconcile_seconds / total.reconciles.max(1.0),
         worker_wait_ms_mean_update: 1000.0 * (total.worker_wait.0 - initial.worker_wait.0)
             / (total.worker_wait.1 - initial.worker_wait.1).max(1.0),
+        rollout_patch_ms_p50_update: histogram_percentile(
+            &initial.rollout_patch_buckets,
+            &total.rollout_patch_buckets,
+            50.0,
+        ),
+        rollout_patch_ms_p99_update: histogram_percentile(
+            &initial.rollout_patch_buckets,
+            &total.rollout_patch_buckets,
+            99.0,
+        ),
         controller_qps: args.qps,
         controller_threads: args.threads,
         update_rate: args.update_rate,
+        services: args.services,
         machine: machine(),
         commit: std::env::var("BENCH_COMMIT").unwrap_or_default(),
     };
@@ -311,7 +337,24 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-fn rollout(name: &str, tag: &str) -> serde_json::Value {
+/// The Service `{name}-{role}` a bench Rollout names with `--services`.
+fn service(name: &str, role: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": format!("{name}-{role}")},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}
+    })
+}
+
+fn rollout(name: &str, tag: &str, services: bool) -> serde_json::Value {
+    let mut canary = serde_json::json!({"steps": [
+        {"setWeight": 50}, {"pause": {"duration": "1s"}}, {"setWeight": 100}
+    ]});
+    if services {
+        canary["stableService"] = format!("{name}-stable").into();
+        canary["canaryService"] = format!("{name}-canary").into();
+    }
     serde_json::json!({
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
@@ -324,9 +367,7 @@ fn rollout(name: &str, tag: &str) -> serde_json::Value {
                 "metadata": {"labels": {"app": name, POD_LABEL: "true"}},
                 "spec": {"containers": [{"name": "app", "image": format!("example.com/app:{tag}")}]}
             },
-            "strategy": {"canary": {"steps": [
-                {"setWeight": 50}, {"pause": {"duration": "1s"}}, {"setWeight": 100}
-            ]}}
+            "strategy": {"canary": canary}
         }
     })
 }
@@ -560,6 +601,35 @@ fn latencies(tr: &Tracker) -> Latencies {
     out
 }
 
+/// The p-th percentile (in ms) of what a cumulative histogram counted between
+/// two scrapes, interpolated linearly inside its bucket: as close as the
+/// bucket bounds allow. A percentile in the last, unbounded bucket is given
+/// as that bucket's lower bound.
+fn histogram_percentile(before: &[(f64, f64)], after: &[(f64, f64)], p: f64) -> f64 {
+    let counted = |le: f64| {
+        let at = |b: &[(f64, f64)]| b.iter().find(|(l, _)| *l == le).map_or(0.0, |(_, c)| *c);
+        at(after) - at(before)
+    };
+    let total = after.last().map_or(0.0, |(le, _)| counted(*le));
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = p / 100.0 * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (le, _) in after {
+        let count = counted(*le);
+        if count >= rank {
+            if le.is_infinite() {
+                return 1000.0 * lower;
+            }
+            let share = (rank - below) / (count - below).max(f64::MIN_POSITIVE);
+            return 1000.0 * (lower + (le - lower) * share);
+        }
+        (lower, below) = (*le, count);
+    }
+    1000.0 * lower
+}
+
 fn percentile(values: &[f64], p: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
@@ -628,6 +698,9 @@ struct Counters {
     reconcile_seconds: f64,
     /// Rollout reconciles' wait for a free worker: (seconds, reconciles).
     worker_wait: (f64, f64),
+    /// The answer time of Rollout (status) patches: cumulative histogram
+    /// buckets (upper bound in seconds, requests), by bound.
+    rollout_patch_buckets: Vec<(f64, f64)>,
 }
 
 async fn counters(port: u16) -> Result<Counters> {
@@ -666,8 +739,25 @@ async fn counters(port: u16) -> Result<Counters> {
             (k, (s, c))
         })
         .collect();
+    let mut rollout_patch_buckets: Vec<(f64, f64)> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("controller_clientset_k8s_request_duration_seconds_bucket{"))
+        .filter(|l| l.contains("kind=\"rollouts\"") && l.contains("verb=\"Patch\""))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once(' ')?;
+            let le = labels.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, value.parse().ok()?))
+        })
+        .collect();
+    rollout_patch_buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     let wait = "{name=\"Rollouts\"}";
     Ok(Counters {
+        rollout_patch_buckets,
         by_kind: family("controller_clientset_k8s_request_total{"),
         latency_by_kind,
         requests: sum("controller_clientset_k8s_request_total{"),
@@ -723,10 +813,16 @@ struct Report {
     reconcile_ms_mean: f64,
     /// During the update: how long a Rollout reconcile waited for a worker.
     worker_wait_ms_mean_update: f64,
+    /// During the update: the API server's answer time to a Rollout patch,
+    /// from the controller's histogram (interpolated inside its buckets).
+    rollout_patch_ms_p50_update: f64,
+    rollout_patch_ms_p99_update: f64,
     controller_qps: f64,
     controller_threads: u32,
     /// Image changes per second; 0: all at once.
     update_rate: f64,
+    /// Whether each Rollout named a stable and a canary Service.
+    services: bool,
     machine: String,
     commit: String,
 }
@@ -762,6 +858,7 @@ impl Report {
              rollouts                          {}\n\
              namespaces                        {}\n\
              image changes per second          {}\n\
+             stable and canary Services        {}\n\
              peak RSS (MB)                     {:.1}\n\
              steady RSS after start (MB)       {:.1}\n\
              steady RSS after update (MB)      {:.1}\n\
@@ -775,7 +872,8 @@ impl Report {
              API requests per rollout (start)  {:.1}\n\
              API requests per completed update {:.1}\n\
              reconciles per completed update   {:.1}  (mean {:.1} ms)\n\
-             wait for a worker, update (ms)    {:.1}",
+             wait for a worker, update (ms)    {:.1}\n\
+             Rollout patch answer p50 / p99 (ms) {:.0} / {:.0}  (update; histogram)",
             self.machine,
             self.commit,
             self.rollouts,
@@ -785,6 +883,7 @@ impl Report {
             } else {
                 "all at once".to_string()
             },
+            if self.services { "yes" } else { "no" },
             self.peak_rss_mb,
             self.steady_rss_mb_initial,
             self.steady_rss_mb_updated,
@@ -808,6 +907,43 @@ impl Report {
             self.reconciles_per_completed_rollout,
             self.reconcile_ms_mean,
             self.worker_wait_ms_mean_update,
+            self.rollout_patch_ms_p50_update,
+            self.rollout_patch_ms_p99_update,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::histogram_percentile;
+
+    #[test]
+    fn a_histogram_percentile_counts_only_what_came_between_the_scrapes() {
+        // Bounds 1 ms, 2 ms, 4 ms, +Inf; 10 requests before, 100 after them.
+        let before = [
+            (0.001, 10.0),
+            (0.002, 10.0),
+            (0.004, 10.0),
+            (f64::INFINITY, 10.0),
+        ];
+        let after = [
+            (0.001, 10.0),
+            (0.002, 60.0),
+            (0.004, 110.0),
+            (f64::INFINITY, 110.0),
+        ];
+        // Half of the 100 new ones fell in (1, 2] ms, half in (2, 4] ms.
+        assert!((histogram_percentile(&before, &after, 50.0) - 2.0).abs() < 1e-9);
+        assert!((histogram_percentile(&before, &after, 25.0) - 1.5).abs() < 1e-9);
+        assert!((histogram_percentile(&before, &after, 99.0) - 3.96).abs() < 1e-9);
+        // In the unbounded bucket: its lower bound.
+        let slow = [
+            (0.001, 10.0),
+            (0.002, 60.0),
+            (0.004, 110.0),
+            (f64::INFINITY, 120.0),
+        ];
+        assert!((histogram_percentile(&before, &slow, 99.0) - 4.0).abs() < 1e-9);
+        assert!(histogram_percentile(&before, &before, 50.0).is_nan());
     }
 }

@@ -8,6 +8,7 @@
 #        BENCH_UPDATE_RATE (image changes per second, default 0: all at once),
 #        BENCH_TIMEOUT (seconds allowed per phase, default 3600),
 #        BENCH_THREADS (controller --rollout-threads, default 10),
+#        BENCH_SERVICES=1 (each Rollout names a stable and a canary Service),
 #        ROLLOUTS_BENCH_CLUSTER_DIR (default /tmp/rollouts-bench-cluster)
 set -euo pipefail
 
@@ -37,6 +38,6 @@ for n in "${sizes[@]}"; do
   KUBECONFIG=$kubeconfig BENCH_COMMIT=$commit "$target/release/examples/scale-bench" \
     --rollouts "$n" --namespaces "${BENCH_NAMESPACES:-1}" --qps "${BENCH_QPS:-500}" \
     --update-rate "${BENCH_UPDATE_RATE:-0}" --timeout-secs "${BENCH_TIMEOUT:-3600}" \
-    --threads "${BENCH_THREADS:-10}" \
+    --threads "${BENCH_THREADS:-10}" ${BENCH_SERVICES:+--services} \
     --controller "$target/release/rollouts-controller" --out "$out"
 done

@@ -5,6 +5,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Map, Value, json};
@@ -87,10 +88,10 @@ pub struct Applied {
     pub rollout: Option<Rollout>,
     /// The ReplicaSet the plan created (or found already created by us).
     pub created: Option<ReplicaSet>,
-    /// Each write to a ReplicaSet, in order: its uid, and the version and
-    /// generation the write produced (the cached copy is behind while it
-    /// shows an older one).
-    pub replica_sets: Vec<(String, String, i64)>,
+    /// Each write to a ReplicaSet or a Service, in order: its uid, and the
+    /// version and generation (0 for a Service) the write produced (the
+    /// cached copy is behind while it shows an older one).
+    pub objects: Vec<(String, String, i64)>,
 }
 
 impl Applied {
@@ -112,10 +113,13 @@ impl Applied {
     }
 
     fn wrote_replica_set(&mut self, rs: &ReplicaSet) {
-        let meta = &rs.metadata;
+        self.wrote_object(&rs.metadata);
+    }
+
+    fn wrote_object(&mut self, meta: &ObjectMeta) {
         if let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) {
             let generation = meta.generation.unwrap_or(0);
-            self.replica_sets
+            self.objects
                 .push((uid.clone(), version.clone(), generation));
         }
     }
@@ -279,13 +283,14 @@ pub async fn apply(
                     patch["metadata"] = json!({"annotations": {MANAGED_BY_ANNOTATION: ro_name}});
                 }
                 let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
-                svc_api
+                let patched = svc_api
                     .patch(name, &merge, &Patch::Merge(patch))
                     .await
                     .map_err(|source| ApplyError::PatchService {
                         name: name.clone(),
                         source,
                     })?;
+                applied.wrote_object(&patched.metadata);
                 info!(rollout = %ro_name, service = %name, hash = %hash, "switched Service selector");
             }
             // Our own changes to the Rollout: the status write below must

@@ -1637,7 +1637,23 @@ mod workload;
 /// available yet only changes counts.
 #[test]
 fn only_plans_that_act_or_take_a_step_move_an_update_on() {
-    let mut w = World::new(bench_rollout());
+    // The benchmark's Rollout, and the same with a stable and a canary
+    // Service (whose selectors the plan switches: actions).
+    let mut with_services = bench_rollout();
+    let c = with_services.spec.strategy.canary.as_mut().unwrap();
+    c.stable_service = Some("stable".into());
+    c.canary_service = Some("canary".into());
+    for (ro, services) in [
+        (bench_rollout(), vec![]),
+        (with_services, vec![service("stable"), service("canary")]),
+    ] {
+        let mut w = World::new(ro);
+        w.services = services;
+        walk_an_update_telling_moves_from_mirrors(w);
+    }
+}
+
+fn walk_an_update_telling_moves_from_mirrors(mut w: World) {
     w.settle(false);
     set_image(&mut w, "nginx:2");
     let (mut moved, mut mirrored) = (0, 0);
