@@ -920,29 +920,18 @@ mod tests {
     #[test]
     fn a_histogram_percentile_counts_only_what_came_between_the_scrapes() {
         // Bounds 1 ms, 2 ms, 4 ms, +Inf; 10 requests before, 100 after them.
-        let before = [
-            (0.001, 10.0),
-            (0.002, 10.0),
-            (0.004, 10.0),
-            (f64::INFINITY, 10.0),
-        ];
-        let after = [
-            (0.001, 10.0),
-            (0.002, 60.0),
-            (0.004, 110.0),
-            (f64::INFINITY, 110.0),
-        ];
+        let buckets = |counts: [f64; 4]| {
+            let bounds = [0.001, 0.002, 0.004, f64::INFINITY];
+            std::array::from_fn::<_, 4, _>(|i| (bounds[i], counts[i]))
+        };
+        let before = buckets([10.0, 10.0, 10.0, 10.0]);
+        let after = buckets([10.0, 60.0, 110.0, 110.0]);
         // Half of the 100 new ones fell in (1, 2] ms, half in (2, 4] ms.
         assert!((histogram_percentile(&before, &after, 50.0) - 2.0).abs() < 1e-9);
         assert!((histogram_percentile(&before, &after, 25.0) - 1.5).abs() < 1e-9);
         assert!((histogram_percentile(&before, &after, 99.0) - 3.96).abs() < 1e-9);
         // In the unbounded bucket: its lower bound.
-        let slow = [
-            (0.001, 10.0),
-            (0.002, 60.0),
-            (0.004, 110.0),
-            (f64::INFINITY, 120.0),
-        ];
+        let slow = buckets([10.0, 60.0, 110.0, 120.0]);
         assert!((histogram_percentile(&before, &slow, 99.0) - 4.0).abs() < 1e-9);
         assert!(histogram_percentile(&before, &before, 50.0).is_nan());
     }

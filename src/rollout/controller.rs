@@ -155,14 +155,6 @@ impl Memos {
 }
 
 impl Context {
-    fn rejected(&self, ro: &Rollout) -> Option<(String, String)> {
-        self.memos.rejected(ro)
-    }
-
-    fn remember_rejected(&self, ro: &Rollout, rejected: Option<(String, String)>) {
-        self.memos.remember_rejected(ro, rejected);
-    }
-
     /// The cached ReplicaSets the Rollout with this UID controls.
     fn cached_replica_sets(&self, uid: &str) -> Vec<ReplicaSet> {
         let owned = self.replica_sets_by_owner.group(&self.replica_sets, uid);
@@ -682,7 +674,7 @@ fn place(ctx: &Context, ro: &Rollout) -> Place {
         .with_services(ctx.cached_services(ro))
         .with_analysis(ctx.cached_runs(&uid), Templates::new())
         .with_reads(&reads)
-        .with_rejected(ctx.rejected(ro));
+        .with_rejected(ctx.memos.rejected(ro));
     place_of(&snapshot, now)
 }
 
@@ -761,7 +753,7 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
     let runs = ctx.cached_runs(&uid);
     let snapshot = observe(&ctx.client, (**ro).clone(), cached, services, runs, now)
         .await?
-        .with_rejected(ctx.rejected(ro));
+        .with_rejected(ctx.memos.rejected(ro));
     let reads = Snapshot::needs_reads(ro).then(|| snapshot.reads());
     // What this reconcile wrote or read afresh: until the cache shows the
     // last version of each object, it is behind.
@@ -797,7 +789,7 @@ async fn plan_and_apply_or_reread(
             let ns = ro.namespace().unwrap_or_default();
             let fresh = fresh_snapshot(ctx, ro, &ns, now)
                 .await?
-                .with_rejected(ctx.rejected(ro));
+                .with_rejected(ctx.memos.rejected(ro));
             let read = fresh.rollout.resource_version();
             if read.is_some() && read.as_ref() != written.rollout.last() {
                 written.rollout.extend(read);
@@ -821,7 +813,7 @@ async fn plan_and_apply(
             let ro = &snapshot.rollout;
             warn!(rollout = %ro.name_any(), replicaset = %name, %detail, "the API server refused the ReplicaSet");
             let rejected = Some((hash, detail));
-            ctx.remember_rejected(ro, rejected.clone());
+            ctx.memos.remember_rejected(ro, rejected.clone());
             let known = snapshot.clone().with_rejected(rejected);
             plan_and_apply_once(ctx, &known, now, written).await
         }
