@@ -14,7 +14,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
-use super::common::{AnalysisTemplateRef, DryRun, FieldRef, MeasurementRetention, opaque_object};
+use super::common::{
+    AnalysisTemplateRef, DryRun, FieldRef, MeasurementRetention, is_default, is_none_or_default,
+    opaque_object,
+};
 
 /// Metrics and arguments of an analysis, reusable by Rollouts.
 #[skip_serializing_none]
@@ -151,10 +154,14 @@ pub struct SecretKeyRef {
 pub struct Metric {
     pub name: String,
     /// Duration string between measurements ("30s").
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub interval: Option<String>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub initial_delay: Option<String>,
     pub count: Option<IntOrString>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub success_condition: Option<String>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub failure_condition: Option<String>,
     /// Default 0; -1 disables.
     pub failure_limit: Option<IntOrString>,
@@ -210,7 +217,9 @@ pub struct MetricProvider {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusMetric {
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub address: Option<String>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub query: Option<String>,
     pub authentication: Option<PrometheusAuth>,
     /// Seconds (default 30).
@@ -234,8 +243,11 @@ pub struct PrometheusAuth {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Sigv4Config {
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub region: Option<String>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub profile: Option<String>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub role_arn: Option<String>,
 }
 
@@ -243,8 +255,11 @@ pub struct Sigv4Config {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OAuth2Config {
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub token_url: Option<String>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub client_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
@@ -263,14 +278,18 @@ pub struct BasicAuth {
 #[serde(rename_all = "camelCase")]
 pub struct WebMetric {
     /// GET | POST | PUT (default GET).
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub method: Option<String>,
     pub url: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<WebMetricHeader>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub body: Option<String>,
     /// Default 10.
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub timeout_seconds: Option<i64>,
     /// Default `{$}`.
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub json_path: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
@@ -318,6 +337,7 @@ pub enum AnalysisPhase {
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisRunStatus {
     pub phase: Option<AnalysisPhase>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metric_results: Vec<MetricResult>,
@@ -330,15 +350,15 @@ pub struct AnalysisRunStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub count: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub successful: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub failed: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub inconclusive: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub error: i32,
 }
 
@@ -350,23 +370,25 @@ pub struct MetricResult {
     pub phase: AnalysisPhase,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub measurements: Vec<Measurement>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub message: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub count: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub successful: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub failed: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub inconclusive: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub error: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub consecutive_error: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub consecutive_success: i32,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -375,10 +397,13 @@ pub struct MetricResult {
 #[serde(rename_all = "camelCase")]
 pub struct Measurement {
     pub phase: AnalysisPhase,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub message: Option<String>,
     pub started_at: Option<Time>,
     pub finished_at: Option<Time>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub value: Option<String>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub metadata: Option<BTreeMap<String, String>>,
     pub resume_at: Option<Time>,
 }

@@ -53,6 +53,21 @@ pub struct MeasurementRetention {
     pub limit: i32,
 }
 
+/// Go's `json:",omitempty"` on a number, bool or string held as is: the
+/// field is left out when it holds the zero value (0, false, ""). Fields
+/// without `omitempty` upstream are always written and must not use it.
+pub fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// `omitempty` on a string or map that we hold as an `Option` (upstream's is
+/// a plain `string` or `map`, not a pointer): left out when absent and also
+/// when empty. A pointer upstream (`*string`, `*int32`) is written even when
+/// it points to "" or 0, so it keeps serde's plain `Option` handling.
+pub fn is_none_or_default<T: Default + PartialEq>(v: &Option<T>) -> bool {
+    v.as_ref().is_none_or(is_default)
+}
+
 /// A value of an API field that is either a whole number or a percentage
 /// string ("25%", or upstream's stored default "25").
 pub fn int_or_percent(value: &IntOrString, total: i32, round_up: bool) -> Result<i32, ValueError> {

@@ -3,6 +3,8 @@
 pub mod analysis;
 pub mod common;
 pub mod rollout;
+#[cfg(test)]
+mod shape_tests;
 
 pub use analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 pub use rollout::{Rollout, RolloutSpec, RolloutStatus};

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
 use super::common::{
-    AnalysisTemplateRef, DryRun, FieldRef, MeasurementRetention, PodTemplateMetadata, opaque_object,
+    AnalysisTemplateRef, DryRun, FieldRef, MeasurementRetention, PodTemplateMetadata, is_default,
+    is_none_or_default, opaque_object,
 };
 
 /// Desired state of a Rollout.
@@ -76,7 +77,7 @@ pub struct RolloutSpec {
     pub template: Option<PodTemplateSpec>,
     /// Takes the pod template from an existing workload instead of `template`.
     pub workload_ref: Option<ObjectRef>,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub min_ready_seconds: i32,
     /// The deployment strategy: exactly one of `canary` or `blueGreen`.
     #[serde(default)]
@@ -93,10 +94,6 @@ pub struct RolloutSpec {
     pub restart_at: Option<Time>,
     pub analysis: Option<AnalysisRunStrategy>,
     pub rollback_window: Option<RollbackWindowSpec>,
-}
-
-fn is_zero(v: &i32) -> bool {
-    *v == 0
 }
 
 /// Reference to the workload that carries the pod template.
@@ -145,7 +142,7 @@ pub struct BlueGreenStrategy {
     pub preview_replica_count: Option<i32>,
     /// Default true.
     pub auto_promotion_enabled: Option<bool>,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub auto_promotion_seconds: i32,
     pub max_unavailable: Option<IntOrString>,
     /// Default 30.
@@ -193,7 +190,9 @@ pub struct PingPongSpec {
     pub pong_service: String,
 }
 
-/// One step of a canary; exactly one field is set.
+/// One step of a canary: one of setWeight, pause, experiment and analysis,
+/// or none of them, with setCanaryScale, setHeaderRoute, setMirrorRoute or
+/// plugin beside it (as upstream accepts).
 #[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -407,19 +406,22 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub controller_pause: bool,
     pub aborted_at: Option<Time>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub current_pod_hash: Option<String>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub current_step_hash: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub replicas: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub updated_replicas: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub ready_replicas: i32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub available_replicas: i32,
     pub current_step_index: Option<i32>,
     pub collision_count: Option<i32>,
     /// metadata.generation as a decimal string (upstream's type).
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub observed_generation: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<RolloutCondition>,
@@ -427,16 +429,19 @@ pub struct RolloutStatus {
     pub canary: CanaryStatus,
     #[serde(default)]
     pub blue_green: BlueGreenStatus,
-    #[serde(rename = "HPAReplicas", default)]
+    #[serde(rename = "HPAReplicas", default, skip_serializing_if = "is_default")]
     pub hpa_replicas: i32,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub selector: Option<String>,
-    #[serde(rename = "stableRS")]
+    #[serde(rename = "stableRS", skip_serializing_if = "is_none_or_default")]
     pub stable_rs: Option<String>,
     pub restarted_at: Option<Time>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub promote_full: bool,
     pub phase: Option<RolloutPhase>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub message: Option<String>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub workload_observed_generation: Option<String>,
 }
 
@@ -486,8 +491,10 @@ pub struct RolloutCondition {
 pub struct CanaryStatus {
     pub current_step_analysis_run_status: Option<RolloutAnalysisRunStatus>,
     pub current_background_analysis_run_status: Option<RolloutAnalysisRunStatus>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub current_experiment: Option<String>,
     pub weights: Option<TrafficWeights>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub stable_ping_pong: Option<String>,
 }
 
@@ -495,7 +502,9 @@ pub struct CanaryStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BlueGreenStatus {
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub preview_selector: Option<String>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub active_selector: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub scale_up_preview_check_point: bool,
@@ -509,6 +518,7 @@ pub struct BlueGreenStatus {
 pub struct RolloutAnalysisRunStatus {
     pub name: String,
     pub status: String,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub message: Option<String>,
 }
 
@@ -529,7 +539,9 @@ pub struct TrafficWeights {
 pub struct WeightDestination {
     #[serde(default)]
     pub weight: i32,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub service_name: Option<String>,
+    #[serde(skip_serializing_if = "is_none_or_default")]
     pub pod_template_hash: Option<String>,
 }
 
