@@ -450,3 +450,98 @@ async fn abort_while_paused_scales_preview_down_and_keeps_active() -> Result<()>
     assert_eq!(replica_set(&env, &old).await?.0, 2);
     env.cleanup().await
 }
+
+/// Issue 26: switching a Rollout from blueGreen to canary hands back the
+/// Services it no longer names (no hash selector, no managed-by
+/// annotation), as upstream: the old active Service then selects the
+/// app's pods, canary ones included, instead of staying pinned to one
+/// ReplicaSet. A fast rollback within scaleDownDelaySeconds runs no
+/// pre-promotion analysis.
+#[tokio::test]
+async fn a_switch_to_canary_hands_the_blue_green_services_back() -> Result<()> {
+    let env = TestEnv::new("bg-to-canary").await?;
+    let first = deploy(&env, 2, "      autoPromotionEnabled: true\n").await?;
+    let second = wait_rollout(&env, "web", "nginx:2 promoted", |s| {
+        healthy(s) && s.stable_rs != first.stable_rs
+    })
+    .await?;
+    let patch = json!({"spec": {"strategy": {"blueGreen": null, "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}}});
+    env.api::<rollouts::api::Rollout>()
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await?;
+    for name in ["web-active", "web-preview"] {
+        wait_for(
+            &format!("Service {name} handed back"),
+            Duration::from_secs(30),
+            || async {
+                let svc = env.api::<Service>().get(name).await?;
+                let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+                let managed = svc
+                    .metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .contains_key("argo-rollouts.argoproj.io/managed-by-rollouts");
+                Ok(
+                    (!selector.contains_key("rollouts-pod-template-hash") && !managed)
+                        .then_some(())
+                        .ok_or(format!("selector {selector:?}, managed {managed}")),
+                )
+            },
+        )
+        .await?;
+    }
+    let svc = env.api::<Service>().get("web-active").await?;
+    assert_eq!(
+        svc.spec.and_then(|s| s.selector),
+        Some([("app".to_string(), "web".to_string())].into()),
+        "the user's own selector is kept"
+    );
+    let s = wait_rollout(&env, "web", "still Healthy", healthy).await?;
+    assert_eq!(s.stable_rs, second.stable_rs);
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn a_fast_rollback_runs_no_pre_promotion_analysis() -> Result<()> {
+    let env = TestEnv::new("bg-fast-rollback").await?;
+    let web = TestServer::start(vec![Reply::json(
+        200,
+        json!({"data": {"successRate": 0.99}}),
+    )])
+    .await?;
+    env.apply_yaml(&example(
+        "web-success-rate.yaml",
+        &[("interval: 10s", "interval: 1s"), ("count: 3", "count: 1")],
+    )?)
+    .await?;
+    let first = deploy(
+        &env,
+        2,
+        &format!(
+            "      scaleDownDelaySeconds: 60\n      prePromotionAnalysis:\n        templates: [{{templateName: web-success-rate}}]\n        args: [{{name: service-url, value: \"{}\"}}]\n",
+            web.url()
+        ),
+    )
+    .await?;
+    let second = wait_rollout(&env, "web", "nginx:2 promoted after its analysis", |s| {
+        healthy(s) && s.stable_rs != first.stable_rs
+    })
+    .await?;
+    let runs = env.api::<rollouts::api::analysis::AnalysisRun>();
+    assert_eq!(runs.list(&Default::default()).await?.items.len(), 1);
+    // Back to nginx:1, whose ReplicaSet still runs (scaleDownDelaySeconds).
+    set_image(&env, "nginx:1").await?;
+    let s = wait_rollout(&env, "web", "back on nginx:1", |s| {
+        healthy(s) && s.stable_rs == first.stable_rs
+    })
+    .await?;
+    assert_ne!(s.stable_rs, second.stable_rs);
+    assert_eq!(selector(&env, "web-active").await?, first.stable_rs);
+    let items = runs.list(&Default::default()).await?.items;
+    assert_eq!(items.len(), 1, "no new AnalysisRun for a fast rollback");
+    env.cleanup().await
+}

@@ -348,3 +348,94 @@ async fn prometheus_down_errors_abort_after_the_consecutive_error_limit() -> Res
     );
     env.cleanup().await
 }
+
+/// Issue 26: background analysis turning Inconclusive during a
+/// `pause: {duration}` step pauses the rollout, and it stays paused after
+/// the pause's time (upstream's behaviour) until someone promotes. Argo
+/// CD's resume, which clears only `pauseConditions`, then starts one new
+/// run: when that one is Inconclusive too the rollout pauses again, and
+/// the controller never starts runs in a loop.
+#[tokio::test]
+async fn an_inconclusive_run_holds_a_timed_pause_and_a_resume_starts_one_run() -> Result<()> {
+    let env = TestEnv::new("canary-analysis-inconclusive-timed").await?;
+    let reply = |rate: f64| Reply::json(200, json!({"data": {"successRate": rate}}));
+    // 0.9: neither condition holds, the measurement is Inconclusive.
+    let web = TestServer::start(vec![reply(0.9)]).await?;
+    env.apply_yaml(&example(
+        "web-success-rate.yaml",
+        &[
+            (
+                "    successCondition: result.successRate >= 0.95\n",
+                "    successCondition: result.successRate >= 0.95\n    failureCondition: result.successRate < 0.5\n",
+            ),
+            ("interval: 10s", "interval: 1s"),
+            ("count: 3", "count: 1"),
+        ],
+    )?)
+    .await?;
+    // The background run starts with the timed pause (step 1).
+    let strategy = format!(
+        r#"    canary:
+      analysis:
+        templates: [{{templateName: web-success-rate}}]
+        args: [{{name: service-url, value: "{}"}}]
+        startingStep: 1
+      steps:
+      - setWeight: 34
+      - pause: {{duration: 8s}}
+      - setWeight: 67
+      - pause: {{}}
+"#,
+        web.url()
+    );
+    let first = rollout(&env, &strategy).await?;
+    let s = wait_rollout(&env, "web", "paused on the inconclusive run", |s| {
+        s.pause_conditions
+            .iter()
+            .any(|c| c.reason == "InconclusiveAnalysisRun")
+    })
+    .await?;
+    assert_eq!(s.phase, Some(RolloutPhase::Paused));
+    // Well past the pause's 8 s: still paused, not promoted.
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+    let s = wait_rollout(&env, "web", "still paused", |_| true).await?;
+    assert_eq!(s.phase, Some(RolloutPhase::Paused), "{s:?}");
+    assert_eq!(s.message.as_deref(), Some("InconclusiveAnalysisRun"));
+    assert_eq!(s.stable_rs, first.stable_rs, "not promoted");
+    let runs_api = env.api::<AnalysisRun>();
+    let before = runs_api.list(&Default::default()).await?.items.len();
+    assert_eq!(before, 1);
+
+    // Argo CD's resume: pauseConditions cleared, nothing else.
+    patch_status(&env, "web", json!({"pauseConditions": null})).await?;
+    let s = wait_rollout(&env, "web", "paused again by a new run", |s| {
+        s.pause_conditions
+            .iter()
+            .any(|c| c.reason == "InconclusiveAnalysisRun")
+            && s.canary
+                .current_background_analysis_run_status
+                .as_ref()
+                .is_some_and(|r| r.status == "Inconclusive")
+            && s.controller_pause
+    })
+    .await?;
+    assert_eq!(s.phase, Some(RolloutPhase::Paused));
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let after = runs_api.list(&Default::default()).await?.items;
+    assert_eq!(
+        after.len(),
+        2,
+        "one run per resume: {:?}",
+        run_names(&after)
+    );
+    // A healthy check and another resume finish the update.
+    web.set_replies(vec![reply(0.99)]);
+    patch_status(&env, "web", json!({"pauseConditions": null})).await?;
+    wait_rollout(&env, "web", "Healthy on the new template", |s| {
+        healthy(s) && s.stable_rs != first.stable_rs
+    })
+    .await?;
+    let after = runs_api.list(&Default::default()).await?.items;
+    assert_eq!(after.len(), 3, "{:?}", run_names(&after));
+    env.cleanup().await
+}

@@ -285,6 +285,7 @@ async fn writes_based_on_a_stale_read_are_refused() -> Result<()> {
         from: 2,
         to,
         desired_replicas: 2,
+        clear_deadline: false,
         resource_version,
     };
     let scale = Plan {

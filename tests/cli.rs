@@ -288,3 +288,29 @@ fn offline_verbs_lint_plan_version_completion() -> Result<()> {
     assert!(out.stdout.contains("kubectl-rollouts"));
     Ok(())
 }
+
+/// Issue 26: `promote --full` after an abort clears the abort and promotes
+/// the update fully (upstream does, for canary as for blue-green).
+#[tokio::test]
+async fn promote_full_after_an_abort_promotes_the_canary() -> Result<()> {
+    let env = TestEnv::new("cli-promote-full-aborted").await?;
+    env.apply_yaml(ROLLOUT).await?;
+    let first = wait_rollout(&env, "web", "the first deploy", healthy).await?;
+    ok(&env, &["set", "image", "web", "app=nginx:2"]).await?;
+    wait_rollout(&env, "web", "the pause", paused).await?;
+    ok(&env, &["abort", "web"]).await?;
+    wait_rollout(&env, "web", "aborted", |s| {
+        s.phase == Some(RolloutPhase::Degraded) && s.abort
+    })
+    .await?;
+    ok(&env, &["promote", "web", "--full"]).await?;
+    let s = wait_rollout(&env, "web", "Healthy on nginx:2", |s| {
+        healthy(s) && s.stable_rs != first.stable_rs
+    })
+    .await?;
+    assert!(
+        !s.abort && s.aborted_at.is_none() && !s.promote_full,
+        "{s:?}"
+    );
+    env.cleanup().await
+}

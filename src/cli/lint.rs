@@ -127,15 +127,14 @@ struct TemplateDocument {
     spec: AnalysisTemplateSpec,
 }
 
-/// Every field error of the spec, what the controller would refuse in a
-/// workloadRef without reading the cluster, then what it refuses as not
-/// implemented.
+/// What the controller refuses as not implemented (first, as the
+/// controller reports it), every field error of the spec, then what it
+/// would refuse in a workloadRef without reading the cluster.
 fn lint_rollout(ro: &Rollout) -> Vec<String> {
-    validate(ro)
-        .iter()
-        .map(ToString::to_string)
+    unsupported(ro)
+        .into_iter()
+        .chain(validate(ro).iter().map(ToString::to_string))
         .chain(lint_workload_ref(ro))
-        .chain(unsupported(ro))
         .collect()
 }
 

@@ -362,6 +362,7 @@ impl Sim {
                 name,
                 to,
                 desired_replicas,
+                clear_deadline,
                 ..
             } => {
                 let rs = self.replica_set(name)?;
@@ -371,6 +372,13 @@ impl Sim {
                     DESIRED_REPLICAS_ANNOTATION,
                     Some(desired_replicas.to_string()),
                 );
+                if *clear_deadline {
+                    annotate(
+                        &mut rs.metadata,
+                        crate::rollout::plan::replica_set::SCALE_DOWN_DEADLINE_ANNOTATION,
+                        None,
+                    );
+                }
             }
             Action::EvictPod { name } => {
                 return Err(format!("unexpected eviction of pod {name}"));
@@ -399,6 +407,17 @@ impl Sim {
                     REVISION_ANNOTATION,
                     Some(revision.to_string()),
                 );
+            }
+            Action::ReleaseService { name } => {
+                let svc = self
+                    .services
+                    .iter_mut()
+                    .find(|s| s.metadata.name.as_deref() == Some(name))
+                    .ok_or_else(|| format!("released Service {name} does not exist"))?;
+                if let Some(sel) = svc.spec.as_mut().and_then(|s| s.selector.as_mut()) {
+                    sel.remove(crate::rollout::hash::POD_TEMPLATE_HASH_LABEL);
+                }
+                annotate(&mut svc.metadata, MANAGED_BY_ANNOTATION, None);
             }
             Action::SetServiceSelector { name, hash, adopt } => {
                 let owner = self.ro.metadata.name.clone();

@@ -207,10 +207,16 @@ pub async fn apply(
                 to,
                 desired_replicas,
                 resource_version,
+                clear_deadline,
             } => {
+                let mut annotations =
+                    json!({DESIRED_REPLICAS_ANNOTATION: desired_replicas.to_string()});
+                if *clear_deadline {
+                    annotations[SCALE_DOWN_DEADLINE_ANNOTATION] = Value::Null;
+                }
                 let patch = json!({
                     "metadata": {
-                        "annotations": {DESIRED_REPLICAS_ANNOTATION: desired_replicas.to_string()},
+                        "annotations": annotations,
                         "resourceVersion": resource_version,
                     },
                     "spec": {"replicas": to},
@@ -292,6 +298,26 @@ pub async fn apply(
                     })?;
                 applied.wrote_object(&patched.metadata);
                 info!(rollout = %ro_name, service = %name, hash = %hash, "switched Service selector");
+            }
+            Action::ReleaseService { name } => {
+                let patch = json!({
+                    "metadata": {"annotations": {MANAGED_BY_ANNOTATION: null}},
+                    "spec": {"selector": {POD_TEMPLATE_HASH_LABEL: null}},
+                });
+                let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
+                match svc_api.patch(name, &merge, &Patch::Merge(patch)).await {
+                    Ok(patched) => {
+                        applied.wrote_object(&patched.metadata);
+                        info!(rollout = %ro_name, service = %name, "released Service the spec no longer names");
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(source) => {
+                        return Err(ApplyError::PatchService {
+                            name: name.clone(),
+                            source,
+                        });
+                    }
+                }
             }
             // Our own changes to the Rollout: the status write below must
             // not see them as someone else's.

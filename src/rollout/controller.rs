@@ -69,6 +69,8 @@ struct Context {
     analysis_runs: Store<AnalysisRun>,
     /// Services, slimmed to what the planner reads (`slim_service`).
     services: Store<Service>,
+    /// The Services by the Rollout their managed-by annotation names.
+    services_by_manager: Index<Service>,
     replica_sets_by_owner: Index<ReplicaSet>,
     runs_by_owner: Index<AnalysisRun>,
     recorder: Recorder,
@@ -174,12 +176,21 @@ impl Context {
         }
     }
 
-    /// The cached Services the Rollout names (one not cached is left out).
+    /// The cached Services the Rollout names (one not cached is left out),
+    /// and those it manages (which the planner hands back once the spec no
+    /// longer names them).
     fn cached_services(&self, ro: &Rollout) -> Vec<Service> {
         let ns = ro.namespace().unwrap_or_default();
-        Snapshot::service_names(ro)
+        let named = Snapshot::service_names(ro);
+        let managed = self
+            .services_by_manager
+            .group(&self.services, &object_key(&ns, &ro.name_any()))
             .into_iter()
-            .filter_map(|name| self.services.get(&ObjectRef::new(&name).within(&ns)))
+            .filter(|svc| !named.contains(&svc.name_any()));
+        named
+            .iter()
+            .filter_map(|name| self.services.get(&ObjectRef::new(name).within(&ns)))
+            .chain(managed)
             .map(|svc| (*svc).clone())
             .collect()
     }
@@ -309,12 +320,15 @@ pub async fn run(
     // to a Service reconciles the Rollout that manages it, if any: that
     // also ends the wait of one whose cache was behind our selector patch.
     let (svc_reader, svc_writer) = reflector::store();
+    let svc_index = Index::by(manager_key);
+    let svc_indexer = svc_index.clone();
     let svc_stream = watcher(
         scope.api::<Service>(&client),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
     .modify(slim_service)
+    .inspect_ok(move |ev| svc_indexer.apply(ev))
     .reflect(svc_writer)
     .touched_objects();
 
@@ -340,6 +354,7 @@ pub async fn run(
         replica_sets: rs_reader,
         analysis_runs: ar_reader,
         services: svc_reader,
+        services_by_manager: svc_index,
         replica_sets_by_owner: rs_index,
         runs_by_owner: ar_index,
         backoff: Backoff::default(),
@@ -613,13 +628,16 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// workloadRef names.
 fn workload_key(ro: &Rollout) -> Option<String> {
     let deployment = workload::deployment_name(ro)?;
-    Some(deployment_key(
-        &ro.namespace().unwrap_or_default(),
-        deployment,
-    ))
+    Some(object_key(&ro.namespace().unwrap_or_default(), deployment))
 }
 
-fn deployment_key(namespace: &str, name: &str) -> String {
+/// The Rollout a Service's managed-by annotation names.
+fn manager_key(svc: &Service) -> Option<String> {
+    let rollout = svc.annotations().get(MANAGED_BY_ANNOTATION)?;
+    Some(object_key(&svc.namespace()?, rollout))
+}
+
+fn object_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
@@ -629,7 +647,7 @@ fn workload_referrers(
     rollouts: &Store<Rollout>,
     deployment: &PartialObjectMeta<Deployment>,
 ) -> Vec<ObjectRef<RolloutKey>> {
-    let key = deployment_key(
+    let key = object_key(
         &deployment.namespace().unwrap_or_default(),
         &deployment.name_any(),
     );

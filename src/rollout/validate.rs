@@ -54,6 +54,8 @@ fn required(path: &str, detail: &str) -> FieldError {
     }
 }
 
+const INVALID_STEP: &str = "Step must have one of the following set: experiment, setWeight, setCanaryScale, plugin or pause";
+
 fn invalid(path: &str, value: String, detail: &str) -> FieldError {
     FieldError {
         path: path.into(),
@@ -122,18 +124,37 @@ pub fn invalid_spec_message(rollout: &Rollout) -> Option<String> {
         .map(|e| format!("The Rollout {name:?} is invalid: {e}"))
 }
 
+/// Whether the traffic router needs both Services (upstream's
+/// requireCanaryStableServices): not Istio subset-level routing (a
+/// destinationRule), not ALB or Istio with pingPong, not plugins.
+fn needs_canary_and_stable_services(canary: &CanaryStrategy, tr: &RolloutTrafficRouting) -> bool {
+    let ping_pong = canary.ping_pong.is_some();
+    let istio_host_level = tr
+        .istio
+        .as_ref()
+        .is_some_and(|i| i.get("destinationRule").is_none_or(|d| d.is_null()));
+    ((tr.alb.is_some() || istio_host_level) && !ping_pong)
+        || tr.smi.is_some()
+        || tr.apisix.is_some()
+        || tr.ambassador.is_some()
+        || tr.nginx.is_some()
+        || tr.app_mesh.is_some()
+        || tr.traefik.is_some()
+}
+
 /// Traffic routing: nginx needs exactly one of stableIngress and
-/// stableIngresses, and both Services.
+/// stableIngresses; most routers need both Services.
 fn validate_routing(
     canary: &CanaryStrategy,
     tr: &RolloutTrafficRouting,
     errs: &mut Vec<FieldError>,
 ) {
+    let needs_services = needs_canary_and_stable_services(canary, tr);
     for (field, name) in [
         ("stableService", &canary.stable_service),
         ("canaryService", &canary.canary_service),
     ] {
-        if name.as_deref().unwrap_or_default().is_empty() {
+        if needs_services && name.as_deref().unwrap_or_default().is_empty() {
             errs.push(invalid(
                 &format!("spec.strategy.canary.{field}"),
                 "\"\"".into(),
@@ -454,24 +475,37 @@ fn check(rollout: &Rollout, resolved: bool) -> Vec<FieldError> {
         }
         for (i, step) in canary.steps.iter().enumerate() {
             let path = format!("spec.strategy.canary.steps[{i}]");
-            let set = [
+            // As upstream: at most one of setWeight, pause, experiment and
+            // analysis; setCanaryScale, setHeaderRoute, setMirrorRoute and
+            // plugin may stand beside one of them (or alone, or together).
+            let (weight, pause, experiment, analysis) = (
                 step.set_weight.is_some(),
                 step.pause.is_some(),
                 step.experiment.is_some(),
                 step.analysis.is_some(),
+            );
+            let kinds = [weight, pause, experiment, analysis];
+            if kinds.iter().filter(|b| **b).count() > 1 {
+                errs.push(invalid(
+                    &path,
+                    format!(
+                        "step.Experiment: {experiment} step.Pause: {pause} step.SetWeight: {weight} step.Analysis: {analysis}"
+                    ),
+                    INVALID_STEP,
+                ));
+            }
+            let others = [
                 step.set_canary_scale.is_some(),
                 step.set_header_route.is_some(),
                 step.set_mirror_route.is_some(),
                 step.plugin.is_some(),
-            ]
-            .into_iter()
-            .filter(|b| *b)
-            .count();
-            if set != 1 {
+            ];
+            if !kinds.iter().chain(others.iter()).any(|b| *b) {
+                // Upstream's value says which fields are nil (all of them).
                 errs.push(invalid(
                     &path,
-                    format!("{set} fields"),
-                    "Step must have one of the following set: experiment, setWeight, setCanaryScale, plugin or pause",
+                    "step.Experiment: true step.Pause: true step.SetWeight: true step.Analysis: true step.SetCanaryScale: true step.SetHeaderRoute: true step.SetMirrorRoute: true step.Plugin: true".into(),
+                    INVALID_STEP,
                 ));
             }
             if let Some(w) = step.set_weight

@@ -672,7 +672,7 @@ fn label<'a>(run: &'a AnalysisRun, key: &str) -> Option<&'a String> {
     run.metadata.labels.as_ref()?.get(key)
 }
 
-fn has_pause(status: &RolloutStatus, reason: &str) -> bool {
+pub fn has_pause(status: &RolloutStatus, reason: &str) -> bool {
     status.pause_conditions.iter().any(|c| c.reason == reason)
 }
 

@@ -20,7 +20,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use super::analysis::{self as gates, BlueGreenDue, Due, PAUSE_REASON_INCONCLUSIVE};
 use super::conditions::{conditions, requeue};
 use super::events::{self, Event};
-use super::replica_set::{self, history_cleanup, scale_down_deadline, scale_to};
+use super::replica_set::{self, has_scale_down_deadline, history_cleanup, scale_to};
 use super::status as st;
 use super::steps::PAUSE_REASON_BLUE_GREEN;
 use super::{Action, Plan, restart};
@@ -106,13 +106,15 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let halted = spec.paused || has_pause(&status, PAUSE_REASON_INCONCLUSIVE);
     let stable_is_new = old_status.stable_rs.as_deref() == Some(hash.as_str());
     // Going back to an older ReplicaSet still within its scale-down delay
-    // (or to the stable one) skips the pause and the analyses. (A retried
-    // update's own ReplicaSet may carry an abort deadline: not a rollback.)
+    // (it carries a scale-down deadline, as upstream checks), or to the
+    // stable one, skips the pause and the analyses. The deadline stays on
+    // it until it is stable again, so the rollback cannot turn into a full
+    // update half-way. (A retried update's own ReplicaSet may carry an
+    // abort deadline: not a rollback.)
     let rollback = stable_rs.is_some_and(|s| {
         stable_is_new || new_rs.metadata.creation_timestamp < s.metadata.creation_timestamp
     });
-    let fast_rollback =
-        rollback && (stable_is_new || scale_down_deadline(new_rs).is_some_and(|d| d > now.0));
+    let fast_rollback = rollback && (stable_is_new || has_scale_down_deadline(new_rs));
     let fast_tracked = fast_rollback
         || status.promote_full
         || observed_active.is_none()
@@ -149,13 +151,19 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
             &mut timers,
         )
     } else {
-        scaling.extend(replica_set::clear_deadline(new_rs));
+        if !fast_rollback || stable_is_new {
+            scaling.extend(replica_set::clear_deadline(new_rs));
+        }
         Some(new_target)
     };
     if let Some(to) = new_scale
         && (new_rs.spec_replicas() != to || desired_annotation(new_rs) != Some(replicas))
     {
-        scaling.push(scale_to(new_rs, to, replicas));
+        scaling.push(if delay_on_abort {
+            replica_set::scale_to_keeping_deadline(new_rs, to, replicas)
+        } else {
+            scale_to(new_rs, to, replicas)
+        });
     }
 
     let ready_for_pause = replica_set::all_available(new_rs, new_target);
@@ -247,7 +255,9 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let position = gates::Position {
         hash: &hash,
         revision,
-        promoted: stable_is_new,
+        // A fast rollback runs no analysis, as upstream (which skips them
+        // when the new ReplicaSet has a scale-down deadline).
+        promoted: stable_is_new || fast_rollback,
         blue_green: Some(due),
     };
     let g = gates::plan(snap, &mut status, position, now);

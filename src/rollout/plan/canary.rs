@@ -56,6 +56,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
 
     // A new template or new steps start the steps over; going back to the
     // stable template skips them (fast rollback).
+    let mut skipped_steps = false;
     if old_status.current_pod_hash != status.current_pod_hash
         || old_status.current_step_hash != status.current_step_hash
     {
@@ -65,10 +66,17 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         status.current_step_index = (!steps.is_empty()).then_some(0);
         if !steps.is_empty() && old_status.stable_rs.as_deref() == Some(hash.as_str()) {
             status.current_step_index = Some(step_count);
+            skipped_steps = true;
         }
     }
-    if status.promote_full && !steps.is_empty() {
-        status.current_step_index = Some(step_count);
+    // A full promotion skips what is left of the update, and ends an abort
+    // and any pause (upstream's promote --full, which also works after an abort).
+    if status.promote_full {
+        status.abort = false;
+        status.pause_conditions.clear();
+        if !steps.is_empty() {
+            status.current_step_index = Some(step_count);
+        }
     }
 
     let new_rs = snap.replica_set(Some(&hash));
@@ -76,6 +84,12 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let max_revision = all.iter().map(|rs| rs.revision()).max().unwrap_or(0);
     let mut actions = Vec::new();
     let mut events = Vec::new();
+    if skipped_steps {
+        events.push(Event::normal(
+            events::SKIP_STEPS,
+            "Rollback to stable ReplicaSets".into(),
+        ));
+    }
 
     // A restart goes first; a plan that evicts pods does nothing else.
     let restart_wait = match restart::gate(
@@ -232,7 +246,11 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
             .and_then(|d| d.parse::<i32>().ok())
             .is_some_and(|d| d != replicas)
     });
-    let scaling = if spec.paused && !scaling_event {
+    // An Inconclusive analysis halts the update as a manual pause does
+    // (upstream's haltProgress): the pods stay where they are until someone
+    // promotes, whatever the steps say meanwhile.
+    let halted = spec.paused || gates::has_pause(&status, gates::PAUSE_REASON_INCONCLUSIVE);
+    let scaling = if halted && !scaling_event {
         vec![]
     } else if let Some(r) = routing {
         scale_routed(r, all, &status, &desired, replicas, now.0, &mut timers)
@@ -290,11 +308,9 @@ fn advance_step(
     let ro = &snap.rollout;
     let canary = ro.spec.strategy.canary.as_ref()?;
     let step = steps::current(&canary.steps, status.current_step_index)?;
-    let done = if step.set_weight.is_some() || step.set_canary_scale.is_some() {
-        desired.reached(snap, status)
-    } else if step.set_header_route.is_some() {
-        true // the Ingress patch goes with the step's completion
-    } else if step.pause.is_some() {
+    // A step may combine keys (setCanaryScale with setHeaderRoute, ...): it
+    // is done when the first of them, in upstream's order, is.
+    let done = if step.pause.is_some() {
         match steps::pause(step, status, now) {
             Pause::Start { until } => {
                 status.pause_conditions.push(PauseCondition {
@@ -307,6 +323,8 @@ fn advance_step(
             Pause::Waiting { until } => return until,
             Pause::Done => true,
         }
+    } else if step.set_canary_scale.is_some() || step.set_weight.is_some() {
+        desired.reached(snap, status)
     } else if step.analysis.is_some() {
         // The gates keep the current step's run in the status.
         status
@@ -315,13 +333,16 @@ fn advance_step(
             .as_ref()
             .is_some_and(|r| r.status == "Successful")
     } else {
-        false // other step kinds are refused before planning (unsupported)
+        // setHeaderRoute alone: the Ingress patch goes with the step's
+        // completion. Other kinds are refused before planning (unsupported).
+        step.set_header_route.is_some()
     };
     if done {
+        // controllerPause stays while another pause (an Inconclusive run)
+        // holds the rollout; `plan` clears it once no pause is left.
         status
             .pause_conditions
             .retain(|c| c.reason != PAUSE_REASON_CANARY);
-        status.controller_pause = false;
         let index = status.current_step_index.unwrap_or(0) + 1;
         status.current_step_index = Some(index);
         events.push(Event::normal(
@@ -446,8 +467,9 @@ fn scale_routed(
         }
     }
     let aborted = status.abort && separate_stable.is_some();
+    let delayed = aborted && r.delays_abort_scale_down();
     let new_to = match r.abort_delay() {
-        Some(delay) if aborted && r.delays_abort_scale_down() => {
+        Some(delay) if delayed => {
             let stable_ready = separate_stable.is_some_and(|s| s.available() >= replicas);
             replica_set::abort_scale_down(new_rs, stable_ready, delay, now, &mut out, timers)
         }
@@ -460,7 +482,11 @@ fn scale_routed(
     if let Some(to) = new_to
         && new_rs.spec_replicas() != to
     {
-        out.push(scale_to(new_rs, to, replicas));
+        out.push(if delayed {
+            replica_set::scale_to_keeping_deadline(new_rs, to, replicas)
+        } else {
+            scale_to(new_rs, to, replicas)
+        });
         return out;
     }
     let promoted = status.stable_rs.as_deref() == new_rs.pod_hash();
@@ -482,24 +508,45 @@ fn scale_routed(
     out
 }
 
-/// A step as upstream names it in events ("setWeight: 20", "pause: 30s").
+/// A step as upstream names it in events ("setWeight: 20", "pause: 30s"),
+/// by its first key in upstream's order.
 fn step_string(step: &CanaryStep) -> String {
     if let Some(w) = step.set_weight {
         return format!("setWeight: {w}");
     }
-    if step.set_canary_scale.is_some() {
-        return "setCanaryScale".into();
+    if let Some(p) = &step.pause {
+        return match &p.duration {
+            Some(IntOrString::Int(d)) => format!("pause: {d}"),
+            Some(IntOrString::String(d)) => format!("pause: {d}"),
+            None => "pause".into(),
+        };
     }
-    if step.set_header_route.is_some() {
-        return "setHeaderRoute".into();
+    if step.experiment.is_some() {
+        return "experiment".into();
     }
-    match step.pause.as_ref().and_then(|p| p.duration.as_ref()) {
-        Some(IntOrString::Int(d)) => format!("pause: {d}"),
-        Some(IntOrString::String(d)) => format!("pause: {d}"),
-        None if step.pause.is_some() => "pause".into(),
-        None if step.analysis.is_some() => "analysis".into(),
-        None => "invalid".into(),
+    if step.analysis.is_some() {
+        return "analysis".into();
     }
+    if let Some(scale) = &step.set_canary_scale {
+        if let Some(w) = scale.weight {
+            return format!("setCanaryScale{{weight: {w}}}");
+        } else if scale.match_traffic_weight {
+            return "setCanaryScale{matchTrafficWeight: true}".into();
+        } else if let Some(r) = scale.replicas {
+            return format!("setCanaryScale{{replicas: {r}}}");
+        }
+    }
+    if let Some(p) = &step.plugin {
+        let name = p.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        return format!("plugin: {name}");
+    }
+    if let Some(h) = &step.set_header_route {
+        return format!("setHeaderRoute: {}", h.name);
+    }
+    if let Some(m) = &step.set_mirror_route {
+        return format!("setMirrorRoute: {}", m.name);
+    }
+    "invalid".into()
 }
 
 /// A setWeight step is complete when both ReplicaSets have exactly the pods

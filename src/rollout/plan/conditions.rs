@@ -124,8 +124,13 @@ pub fn conditions(
             ),
             now,
         );
-    } else if !timed_out
-        && !paused
+    } else if timed_out {
+        // progressDeadlineAbort turned on after the deadline passed: the
+        // update is aborted now, as upstream does.
+        if spec.progress_deadline_abort && !waits_without_deadline(ro, old, status) {
+            status.abort = true;
+        }
+    } else if !waits_without_deadline(ro, old, status)
         && st::deadline(&status.conditions, spec).is_some_and(|d| d <= now.0)
     {
         // A pause step is not a lack of progress.
@@ -195,6 +200,18 @@ pub fn conditions(
     }
 }
 
+/// Whether the rollout waits on something that takes as long as it takes,
+/// which is not a lack of progress (upstream's isIndefiniteStep): a pause,
+/// or a canary step that is a pause, an analysis or an experiment.
+pub fn waits_without_deadline(ro: &Rollout, old: &RolloutStatus, status: &RolloutStatus) -> bool {
+    let paused_before = st::find(&old.conditions, st::PAUSED).is_some_and(|c| c.status == "True");
+    let on_open_step = ro.spec.strategy.canary.as_ref().is_some_and(|c| {
+        super::steps::current(&c.steps, status.current_step_index)
+            .is_some_and(|s| s.pause.is_some() || s.analysis.is_some() || s.experiment.is_some())
+    });
+    ro.spec.paused || !status.pause_conditions.is_empty() || paused_before || on_open_step
+}
+
 /// Look again when a timer ends (a timed pause, a scale-down deadline), the
 /// progress deadline would pass, a future restartAt comes, or pods still
 /// wait to be restarted.
@@ -205,8 +222,9 @@ pub fn requeue(
     timers: &[Timestamp],
     restart_wait: Option<Duration>,
 ) -> Option<Duration> {
-    let paused = ro.spec.paused || !status.pause_conditions.is_empty();
-    let deadline = st::deadline(&status.conditions, &ro.spec).filter(|_| !paused);
+    let old = ro.status.clone().unwrap_or_default();
+    let deadline = st::deadline(&status.conditions, &ro.spec)
+        .filter(|_| !waits_without_deadline(ro, &old, status));
     let restart_at = ro
         .spec
         .restart_at

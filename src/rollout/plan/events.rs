@@ -6,6 +6,9 @@
 use crate::api::rollout::RolloutStatus;
 use crate::rollout::plan::status as st;
 use crate::rollout::plan::{Action, Plan};
+use kube::ResourceExt;
+
+use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::snapshot::{REVISION_ANNOTATION, ReplicaSetExt, Snapshot};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +38,11 @@ pub const ABORTED: &str = "RolloutAborted";
 pub const COMPLETED: &str = "RolloutCompleted";
 pub const POD_RESTARTED: &str = "PodRestarted";
 pub const TRAFFIC_WEIGHT_UPDATED: &str = "TrafficWeightUpdated";
+pub const SWITCH_SERVICE: &str = "SwitchService";
+pub const NOT_COMPLETED: &str = "RolloutNotCompleted";
+pub const SKIP_STEPS: &str = "SkipSteps";
+pub const CREATING_CANARY_INGRESS: &str = "CreatingCanaryIngress";
+pub const PATCHING_CANARY_INGRESS: &str = "PatchingCanaryIngress";
 
 /// Events for the actions of `plan` and for its status transitions,
 /// appended after those the strategy recorded while deciding (step
@@ -43,8 +51,37 @@ pub fn derive(snap: &Snapshot, plan: &mut Plan) {
     let old = snap.rollout.status.clone().unwrap_or_default();
     let mut out = for_actions(snap, &plan.actions);
     out.extend(transitions(&old, &plan.status));
+    out.extend(not_completed(snap, plan));
     out.extend(weight_change(&old, &plan.status));
     plan.events.extend(out);
+}
+
+/// Upstream's RolloutNotCompleted, when the Completed condition turns (or
+/// first is) False: an update starts.
+fn not_completed(snap: &Snapshot, plan: &Plan) -> Option<Event> {
+    let old = snap.rollout.status.as_ref();
+    let completed =
+        |c: Option<&crate::api::rollout::RolloutCondition>| c.map(|c| c.status == "True");
+    let before = completed(old.and_then(|s| st::find(&s.conditions, st::COMPLETED)));
+    let after = completed(st::find(&plan.status.conditions, st::COMPLETED));
+    if after != Some(false) || before == Some(false) {
+        return None;
+    }
+    // The Rollout's revision as this plan leaves it.
+    let revision = plan
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SetRolloutRevision { revision } => Some(revision.to_string()),
+            _ => None,
+        })
+        .or_else(|| snap.rollout.annotations().get(REVISION_ANNOTATION).cloned())
+        .unwrap_or_else(|| "0".into());
+    let hash = plan.status.current_pod_hash.as_deref().unwrap_or_default();
+    Some(Event::normal(
+        NOT_COMPLETED,
+        format!("Rollout not completed, started update to revision {revision} ({hash})"),
+    ))
 }
 
 /// The events reporting these actions (done by applying a plan), in order.
@@ -90,12 +127,62 @@ fn for_action(snap: &Snapshot, action: &Action) -> Option<Event> {
                 ),
             )
         }
+        Action::SetServiceSelector { name, hash, .. } => {
+            let from = snap
+                .services
+                .get(name)
+                .and_then(|svc| {
+                    svc.spec
+                        .as_ref()?
+                        .selector
+                        .as_ref()?
+                        .get(POD_TEMPLATE_HASH_LABEL)
+                })
+                .map_or("", String::as_str);
+            Event::normal(
+                SWITCH_SERVICE,
+                format!("Switched selector for service '{name}' from '{from}' to '{hash}'"),
+            )
+        }
+        Action::CreateIngress(ingress) => Event::normal(
+            CREATING_CANARY_INGRESS,
+            format!(
+                "Creating canary ingress `{}` with weight `{}`",
+                ingress.name_any(),
+                canary_weight(ingress.metadata.annotations.as_ref()).unwrap_or(0)
+            ),
+        ),
+        Action::PatchIngress { name, patch } => {
+            // The weight the patch sets, or the one the Ingress keeps.
+            let patched = patch
+                .pointer("/metadata/annotations")
+                .and_then(|a| serde_json::from_value(a.clone()).ok());
+            let current = snap
+                .ingresses
+                .get(name)
+                .and_then(|i| i.metadata.annotations.as_ref());
+            let weight = canary_weight(patched.as_ref())
+                .or_else(|| canary_weight(current))
+                .unwrap_or(0);
+            Event::normal(
+                PATCHING_CANARY_INGRESS,
+                format!("Updating Ingress `{name}` to desiredWeight '{weight}'"),
+            )
+        }
         Action::EvictPod { name } => Event::normal(
             POD_RESTARTED,
             format!("Restarting pod {name}: it is older than spec.restartAt"),
         ),
         _ => return None,
     })
+}
+
+/// The `<prefix>/canary-weight` annotation's value.
+fn canary_weight(annotations: Option<&std::collections::BTreeMap<String, String>>) -> Option<i32> {
+    annotations?
+        .iter()
+        .find(|(k, _)| k.ends_with("/canary-weight"))
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 /// Upstream's TrafficWeightUpdated: "Traffic weight updated from 0 to 20".

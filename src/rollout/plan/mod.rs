@@ -48,12 +48,15 @@ pub enum Action {
     /// Set spec.replicas (and the desired-replicas annotation), only if the
     /// ReplicaSet is still at `resource_version`: a scale decided on a stale
     /// view is refused by the API server (409) and decided again.
+    /// `clear_deadline`: also take off its `scale-down-deadline` (a
+    /// ReplicaSet scaled down to nothing has no deadline left to wait for).
     ScaleReplicaSet {
         name: String,
         from: i32,
         to: i32,
         desired_replicas: i32,
         resource_version: Option<String>,
+        clear_deadline: bool,
     },
     /// Evict a pod older than spec.restartAt (its ReplicaSet replaces it).
     EvictPod { name: String },
@@ -74,6 +77,9 @@ pub enum Action {
         hash: String,
         adopt: bool,
     },
+    /// Hand a Service back: take off the hash selector and the managed-by
+    /// annotation of a Service this Rollout adopted and no longer names.
+    ReleaseService { name: String },
     /// Put (Some, RFC 3339) or take off (None) a ReplicaSet's
     /// `scale-down-deadline` annotation.
     SetScaleDownDeadline {
@@ -285,8 +291,11 @@ fn plan_at(snapshot: &Snapshot, now: Time) -> Plan {
     });
     let snapshot = resolved.as_ref().unwrap_or(snapshot);
     let ro = &snapshot.rollout;
-    let message = invalid_spec_message(ro)
-        .or_else(|| unsupported(ro))
+    // What this version does not implement is said first: the rest of the
+    // spec is validated as the feature it names would need, which is not
+    // always how the features implemented need it.
+    let message = unsupported(ro)
+        .or_else(|| invalid_spec_message(ro))
         .or_else(|| service_problem(snapshot))
         .or_else(|| traffic::problem(snapshot))
         .or_else(|| analysis_problem(snapshot))
@@ -302,6 +311,16 @@ fn plan_at(snapshot: &Snapshot, now: Time) -> Plan {
     } else {
         canary::plan(snapshot, status, &now)
     };
+    // As upstream, the controller's pause lasts exactly as long as a pause
+    // condition does. A client that resumed by clearing the conditions only
+    // (Argo CD, upstream's plugin) left controllerPause set: the plan that
+    // reacts to the resume (a step done, a fresh analysis run) clears it, so
+    // the next plan does not take the same resume again.
+    if plan.status.pause_conditions.is_empty() {
+        plan.status.controller_pause = false;
+    }
+    let released = released_services(snapshot);
+    plan.actions.splice(0..0, released);
     finish(ro, &mut plan.status);
     events::derive(snapshot, &mut plan);
     // After the phase is known: `scaleDown: onsuccess` waits for Healthy.
@@ -452,6 +471,32 @@ pub fn rejection_detail(code: u16, message: &str) -> String {
     format!(
         "spec.template: Invalid value: the API server cannot create a ReplicaSet from it: {why}"
     )
+}
+
+/// Services this Rollout adopted (their managed-by annotation names it) that
+/// its spec no longer names: after a switch from blueGreen to canary, or a
+/// Service renamed in the spec. As upstream's Service controller does, they
+/// lose the hash selector (which would pin them to one ReplicaSet's pods,
+/// soon none) and the annotation, and select the app's pods again.
+fn released_services(snapshot: &Snapshot) -> Vec<Action> {
+    let ro = &snapshot.rollout;
+    let name = ro.metadata.name.as_deref().unwrap_or_default();
+    let named = Snapshot::service_names(ro);
+    snapshot
+        .services
+        .iter()
+        .filter(|(svc_name, _)| !named.contains(svc_name))
+        .filter(|(_, svc)| {
+            svc.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(MANAGED_BY_ANNOTATION))
+                .is_some_and(|m| m == name)
+        })
+        .map(|(svc_name, _)| Action::ReleaseService {
+            name: svc_name.clone(),
+        })
+        .collect()
 }
 
 /// A Service named by the spec that cannot be used, in upstream's wording:

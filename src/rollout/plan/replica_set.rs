@@ -246,13 +246,32 @@ pub fn sync_revision(
 }
 
 /// Scale `rs` to `to`, guarded by the resourceVersion it was observed at.
+/// Scaled to 0, it loses its `scale-down-deadline` too, as upstream (see
+/// `scale_to_keeping_deadline` for the one exception).
 pub fn scale_to(rs: &ReplicaSet, to: i32, desired_replicas: i32) -> Action {
+    scale(
+        rs,
+        to,
+        desired_replicas,
+        to == 0 && has_scale_down_deadline(rs),
+    )
+}
+
+/// `scale_to`, keeping the deadline: an aborted update's ReplicaSet scaled
+/// down after abortScaleDownDelaySeconds keeps it, as upstream, so that
+/// the next plan knows its delay is over (and does not start another).
+pub fn scale_to_keeping_deadline(rs: &ReplicaSet, to: i32, desired_replicas: i32) -> Action {
+    scale(rs, to, desired_replicas, false)
+}
+
+fn scale(rs: &ReplicaSet, to: i32, desired_replicas: i32, clear_deadline: bool) -> Action {
     Action::ScaleReplicaSet {
         name: rs.metadata.name.clone().unwrap_or_default(),
         from: rs.spec_replicas(),
         to,
         desired_replicas,
         resource_version: rs.metadata.resource_version.clone(),
+        clear_deadline,
     }
 }
 

@@ -84,6 +84,8 @@ struct World {
     /// Pod hashes whose pods never become available.
     broken: Vec<String>,
     now: i64,
+    /// Every event the plans published, oldest first.
+    events: Vec<events::Event>,
 }
 
 impl World {
@@ -98,6 +100,7 @@ impl World {
             deployment: None,
             broken: vec![],
             now: 1_700_000_000,
+            events: vec![],
         }
     }
 
@@ -140,8 +143,18 @@ impl World {
                         Some(Time(Timestamp::from_second(self.now).unwrap()));
                     self.rss.push(rs);
                 }
-                Action::ScaleReplicaSet { name, to, .. } => {
-                    self.rs_mut(name).spec.as_mut().unwrap().replicas = Some(*to);
+                Action::ScaleReplicaSet {
+                    name,
+                    to,
+                    clear_deadline,
+                    ..
+                } => {
+                    let rs = self.rs_mut(name);
+                    rs.spec.as_mut().unwrap().replicas = Some(*to);
+                    if *clear_deadline {
+                        let a = rs.metadata.annotations.get_or_insert_with(Default::default);
+                        a.remove(SCALE_DOWN_DEADLINE_ANNOTATION);
+                    }
                 }
                 Action::DeleteReplicaSet { name } => self
                     .rss
@@ -175,6 +188,19 @@ impl World {
                             "argo-rollouts.argoproj.io/managed-by-rollouts".into(),
                             "demo".into(),
                         );
+                    }
+                }
+                Action::ReleaseService { name } => {
+                    let svc = self
+                        .services
+                        .iter_mut()
+                        .find(|s| s.metadata.name.as_deref() == Some(name))
+                        .expect("released Service exists");
+                    if let Some(sel) = svc.spec.as_mut().and_then(|s| s.selector.as_mut()) {
+                        sel.remove("rollouts-pod-template-hash");
+                    }
+                    if let Some(a) = svc.metadata.annotations.as_mut() {
+                        a.remove("argo-rollouts.argoproj.io/managed-by-rollouts");
                     }
                 }
                 Action::SetRolloutRevision { revision } => {
@@ -286,6 +312,7 @@ impl World {
             }
         }
         self.ro.status = Some(p.status);
+        self.events.extend(p.events);
         p.actions
     }
 
@@ -1103,6 +1130,241 @@ fn promote_full_skips_the_remaining_steps() {
     assert!(!s.promote_full);
 }
 
+/// Upstream clears the abort on `promote --full` and promotes the update
+/// fully (canary as blue-green).
+#[test]
+fn promote_full_after_an_abort_promotes_the_update() {
+    let mut w = stepped_world();
+    set_image(&mut w, "app:2");
+    w.run_until("the first pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    let canary = w.status().current_pod_hash;
+    w.ro.status.as_mut().unwrap().abort = true;
+    w.run_until("the abort done", |w| {
+        w.phase() == Some(RolloutPhase::Degraded) && w.pods_of(&w.status().current_pod_hash) == 0
+    });
+    // kubectl rollouts promote --full
+    let p = crate::cli::patches::promote(&w.ro, true).expect("something to promote");
+    assert_eq!(
+        p.status,
+        Some(serde_json::json!({"status": {"promoteFull": true}}))
+    );
+    w.ro.status.as_mut().unwrap().promote_full = true;
+    w.run_until("Healthy", |w| w.phase() == Some(RolloutPhase::Healthy));
+    let s = w.status();
+    assert_eq!(s.stable_rs, canary);
+    assert!(!s.abort && s.aborted_at.is_none() && !s.promote_full);
+    assert_eq!(w.pods_of(&canary), 5);
+}
+
+/// Upstream's step kinds may share a step: one of setWeight, pause,
+/// experiment and analysis, with setCanaryScale, setHeaderRoute,
+/// setMirrorRoute or plugin beside it. Two of the first four are refused.
+#[test]
+fn steps_with_two_keys_are_accepted_as_upstream_does() {
+    let mut ro = rollout(1, "x", None, None);
+    ro.spec.strategy.canary.as_mut().unwrap().steps = vec![CanaryStep {
+        set_weight: Some(20),
+        pause: Some(RolloutPause { duration: None }),
+        ..Default::default()
+    }];
+    assert_eq!(
+        invalid_message(&ro),
+        "The Rollout \"demo\" is invalid: spec.strategy.canary.steps[0]: Invalid value: step.Experiment: false step.Pause: true step.SetWeight: true step.Analysis: false: Step must have one of the following set: experiment, setWeight, setCanaryScale, plugin or pause"
+    );
+    ro.spec.strategy.canary.as_mut().unwrap().steps = vec![CanaryStep::default()];
+    assert!(invalid_message(&ro).contains(
+        "steps[0]: Invalid value: step.Experiment: true step.Pause: true step.SetWeight: true step.Analysis: true step.SetCanaryScale: true step.SetHeaderRoute: true step.SetMirrorRoute: true step.Plugin: true: Step must have one"
+    ));
+    // A pause with a setCanaryScale beside it (needs routing: checked
+    // further on, not refused as a step shape).
+    ro.spec.strategy.canary.as_mut().unwrap().steps = vec![CanaryStep {
+        pause: Some(RolloutPause { duration: None }),
+        set_canary_scale: Some(crate::api::rollout::SetCanaryScale {
+            replicas: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let msg = invalid_message(&ro);
+    assert!(!msg.contains("Step must have"), "{msg}");
+}
+
+/// What this version does not implement is said first, and the rest is
+/// validated as that feature needs it: Istio subset-level routing (a
+/// destinationRule) needs no canary and stable Services.
+#[test]
+fn a_feature_not_implemented_is_named_before_other_errors() {
+    let mut ro = rollout(1, "x", None, None);
+    let c = ro.spec.strategy.canary.as_mut().unwrap();
+    c.traffic_routing = Some(crate::api::rollout::RolloutTrafficRouting {
+        istio: Some(serde_json::json!({
+            "virtualService": {"name": "rollouts-demo-vsvc", "routes": ["primary"]},
+            "destinationRule": {"name": "rollouts-demo-destrule", "canarySubsetName": "canary", "stableSubsetName": "stable"}
+        })),
+        ..Default::default()
+    });
+    assert_eq!(
+        invalid_message(&ro),
+        "The Rollout \"demo\" uses trafficRouting.istio, which this version of the controller does not implement yet"
+    );
+    assert_eq!(crate::rollout::validate::invalid_spec_message(&ro), None);
+    // Host-level Istio routing does need them, as upstream checks.
+    let tr = ro
+        .spec
+        .strategy
+        .canary
+        .as_mut()
+        .unwrap()
+        .traffic_routing
+        .as_mut()
+        .unwrap();
+    tr.istio = Some(serde_json::json!({"virtualService": {"name": "v"}}));
+    assert!(
+        crate::rollout::validate::invalid_spec_message(&ro)
+            .is_some_and(|m| m.contains("Canary service and Stable service must to be set"))
+    );
+    // Still, what is not implemented is what the status says.
+    assert!(
+        invalid_message(&ro).contains("uses trafficRouting.istio"),
+        "{}",
+        invalid_message(&ro)
+    );
+}
+
+/// progressDeadlineAbort set after the deadline passed aborts at once, as
+/// upstream; a deadline does not run out on an analysis step (upstream's
+/// isIndefiniteStep).
+#[test]
+fn progress_deadline_abort_turned_on_after_the_deadline_aborts() {
+    let mut w = World::new(rollout(2, "nginx:1", None, None));
+    w.ro.spec.progress_deadline_seconds = Some(30);
+    w.settle(false);
+    let stable = w.status().stable_rs;
+    set_image(&mut w, "nginx:2");
+    w.reconcile();
+    w.now += 31; // the new pods never become available
+    w.reconcile();
+    let s = w.status();
+    assert_eq!(s.phase, Some(RolloutPhase::Degraded));
+    assert!(!s.abort, "no abort asked for yet");
+    w.ro.spec.progress_deadline_abort = true;
+    w.ro.metadata.generation = Some(w.ro.metadata.generation.unwrap() + 1);
+    w.reconcile();
+    assert!(w.status().abort, "{:#?}", w.status());
+    for _ in 0..10 {
+        w.reconcile();
+        w.tick();
+    }
+    let s = w.status();
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("RolloutAborted: ")
+    );
+    assert_eq!(
+        w.pods_of(&s.current_pod_hash),
+        0,
+        "the canary is scaled down"
+    );
+    assert_eq!(w.pods_of(&stable), 2);
+}
+
+#[test]
+fn the_progress_deadline_does_not_run_out_on_an_analysis_step() {
+    let mut ro = rollout(
+        2,
+        "nginx:1",
+        Some(IntOrString::Int(1)),
+        Some(IntOrString::Int(0)),
+    );
+    ro.spec.progress_deadline_seconds = Some(30);
+    ro.spec.progress_deadline_abort = true;
+    ro.spec.strategy.canary.as_mut().unwrap().steps = vec![
+        weight(50),
+        CanaryStep {
+            analysis: Some(crate::api::rollout::RolloutAnalysis {
+                templates: vec![crate::api::common::AnalysisTemplateRef {
+                    template_name: "check".into(),
+                    cluster_scope: false,
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    let mut w = World::new(ro);
+    w.templates
+        .insert((false, "check".into()), check_template());
+    w.settle(false);
+    set_image(&mut w, "nginx:2");
+    for _ in 0..50 {
+        if w.status().current_step_index == Some(1) {
+            break;
+        }
+        w.reconcile();
+        w.tick();
+    }
+    assert_eq!(
+        w.status().current_step_index,
+        Some(1),
+        "at the analysis step"
+    );
+    w.now += 600; // a long analysis
+    w.reconcile();
+    let s = w.status();
+    assert!(!s.abort, "{s:#?}");
+    assert_ne!(s.phase, Some(RolloutPhase::Degraded));
+}
+
+/// Upstream's SwitchService (each Service selector switch, with the hash it
+/// had) and RolloutNotCompleted (an update starts), which its notification
+/// triggers and dashboards read.
+#[test]
+fn service_switches_and_a_new_update_are_reported_as_upstream() {
+    let mut w = stepped_world();
+    let stable = w.status().stable_rs.unwrap();
+    let switched: Vec<String> = w
+        .events
+        .iter()
+        .filter(|e| e.reason == events::SWITCH_SERVICE)
+        .map(|e| e.message.clone())
+        .collect();
+    assert_eq!(
+        switched,
+        [
+            format!("Switched selector for service 'stable' from '' to '{stable}'"),
+            format!("Switched selector for service 'canary' from '' to '{stable}'"),
+        ]
+    );
+    assert!(
+        !w.events.iter().any(|e| e.reason == events::NOT_COMPLETED),
+        "the first deploy completes at once: {:?}",
+        w.events
+    );
+    w.events.clear();
+    set_image(&mut w, "app:2");
+    w.run_until("the first pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    let canary = w.status().current_pod_hash.unwrap();
+    let not_completed: Vec<&events::Event> = w
+        .events
+        .iter()
+        .filter(|e| e.reason == events::NOT_COMPLETED)
+        .collect();
+    assert_eq!(not_completed.len(), 1, "{:?}", w.events);
+    assert_eq!(
+        not_completed[0].message,
+        format!("Rollout not completed, started update to revision 2 ({canary})")
+    );
+    assert!(w.events.iter().any(|e| e.reason == events::SWITCH_SERVICE
+        && e.message
+            == format!("Switched selector for service 'canary' from '{stable}' to '{canary}'")));
+}
+
 #[test]
 fn going_back_to_the_stable_template_skips_the_steps() {
     let mut w = stepped_world();
@@ -1112,10 +1374,18 @@ fn going_back_to_the_stable_template_skips_the_steps() {
         w.phase() == Some(RolloutPhase::Paused)
     });
     set_image(&mut w, "app:1");
+    w.events.clear();
     w.run_until("Healthy", |w| w.phase() == Some(RolloutPhase::Healthy));
     let s = w.status();
     assert_eq!(s.stable_rs, first, "back on the original ReplicaSet");
     assert_eq!(s.current_step_index, Some(6));
+    let skips: Vec<_> = w
+        .events
+        .iter()
+        .filter(|e| e.reason == events::SKIP_STEPS)
+        .collect();
+    assert_eq!(skips.len(), 1, "{:?}", w.events);
+    assert_eq!(skips[0].message, "Rollback to stable ReplicaSets");
 }
 
 #[test]
@@ -1627,6 +1897,7 @@ mod analysis_gates {
 }
 
 mod blue_green;
+mod pauses;
 mod traffic;
 mod workload;
 

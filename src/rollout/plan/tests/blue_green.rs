@@ -841,3 +841,155 @@ fn a_fast_rollback_with_preview_replica_count_returns_at_full_size() {
         w.selector(ACTIVE) == first && w.phase() == Some(RolloutPhase::Healthy)
     });
 }
+
+/// Going back to the previous ReplicaSet while it is still up (within its
+/// scaleDownDelaySeconds) is a fast rollback: as upstream, no pre- or
+/// post-promotion analysis runs, and the active Service switches back as
+/// soon as it can.
+#[test]
+fn a_fast_rollback_runs_no_analysis() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            pre_promotion_analysis: Some(analysis()),
+            post_promotion_analysis: Some(analysis()),
+            scale_down_delay_seconds: Some(30),
+            ..Default::default()
+        },
+    );
+    let first = w.status().stable_rs;
+    set_image(&mut w, "app:2");
+    drive(&mut w, "the pre-promotion run", |w| {
+        bg_run(w, true).is_some()
+    });
+    let pre = bg_run(&w, true).unwrap();
+    finish(&mut w, &pre, AnalysisPhase::Successful, "");
+    drive(&mut w, "the post-promotion run", |w| {
+        bg_run(w, false).is_some()
+    });
+    let post = bg_run(&w, false).unwrap();
+    finish(&mut w, &post, AnalysisPhase::Successful, "");
+    drive(&mut w, "promoted, the old pods within their delay", |w| {
+        w.phase() == Some(RolloutPhase::Healthy)
+            && w.status().stable_rs != first
+            && w.rss.iter().any(|rs| {
+                rs.pod_hash() == first.as_deref()
+                    && crate::rollout::plan::replica_set::has_scale_down_deadline(rs)
+            })
+    });
+    let runs = w.runs.len();
+    assert_eq!(runs, 2);
+    assert_eq!(w.pods_of(&first), 2, "within its scale-down delay");
+    set_image(&mut w, "app:1");
+    for _ in 0..4 {
+        w.reconcile();
+        eprintln!(
+            "DBG {:?} {:?}",
+            w.rss
+                .iter()
+                .map(|r| (
+                    r.pod_hash().map(str::to_string),
+                    r.metadata.annotations.clone(),
+                    r.metadata.creation_timestamp.clone()
+                ))
+                .collect::<Vec<_>>(),
+            w.status().message
+        );
+        w.tick();
+    }
+    drive(&mut w, "rolled back", |w| {
+        w.selector(ACTIVE) == first && w.phase() == Some(RolloutPhase::Healthy)
+    });
+    assert_eq!(w.status().stable_rs, first);
+    assert_eq!(
+        w.runs.len(),
+        runs,
+        "no new AnalysisRun: {:?}",
+        w.runs.iter().map(|r| r.name_any()).collect::<Vec<_>>()
+    );
+    let rs = w
+        .rss
+        .iter()
+        .find(|r| r.pod_hash() == first.as_deref())
+        .unwrap();
+    assert!(
+        !rs.metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .contains_key("scale-down-deadline"),
+        "the rolled-back-to ReplicaSet is in use again: no deadline"
+    );
+}
+
+/// Switching a Rollout from blueGreen to canary hands the Services it no
+/// longer names back, as upstream: without the hash selector they select
+/// the app's pods again instead of one ReplicaSet's.
+#[test]
+fn services_no_longer_named_are_handed_back() {
+    let mut w = bg_world(2, BlueGreenStrategy::default());
+    let stable = w.status().stable_rs;
+    assert_eq!(w.selector(ACTIVE), stable);
+    w.services.push(service("stable"));
+    w.ro.spec.strategy = RolloutStrategy {
+        blue_green: None,
+        canary: Some(crate::api::rollout::CanaryStrategy {
+            stable_service: Some("stable".into()),
+            ..Default::default()
+        }),
+    };
+    w.ro.metadata.generation = Some(w.ro.metadata.generation.unwrap() + 1);
+    let actions = w.reconcile();
+    let released: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ReleaseService { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, [ACTIVE, PREVIEW]);
+    assert_eq!(w.selector(ACTIVE), None);
+    assert_eq!(w.selector(PREVIEW), None);
+    assert_eq!(w.selector("stable"), stable);
+    assert!(
+        w.reconcile()
+            .iter()
+            .all(|a| !matches!(a, Action::ReleaseService { .. })),
+        "once"
+    );
+}
+
+/// An old ReplicaSet scaled down after its scaleDownDelaySeconds loses its
+/// scale-down-deadline with its pods, as upstream.
+#[test]
+fn a_replica_set_scaled_down_loses_its_deadline() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            scale_down_delay_seconds: Some(5),
+            ..Default::default()
+        },
+    );
+    let first = w.status().stable_rs;
+    set_image(&mut w, "app:2");
+    drive(&mut w, "promoted", |w| {
+        w.phase() == Some(RolloutPhase::Healthy) && w.status().stable_rs != first
+    });
+    w.reconcile();
+    w.now += 6;
+    drive(&mut w, "old pods gone", |w| w.pods_of(&first) == 0);
+    let rs = w
+        .rss
+        .iter()
+        .find(|r| r.pod_hash() == first.as_deref())
+        .unwrap();
+    assert!(
+        !rs.metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .contains_key("scale-down-deadline"),
+        "{:?}",
+        rs.metadata.annotations
+    );
+}

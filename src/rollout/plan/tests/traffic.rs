@@ -297,6 +297,11 @@ fn weights_follow_the_steps_and_return_to_zero_at_completion() {
     let start = w.now;
     drive(&mut w, "old stable scaled down", |w| w.pods_of(&old) == 0);
     assert!(w.now - start >= 30, "kept for scaleDownDelaySeconds");
+    assert_eq!(
+        replica_set_deadline(&old_rs(&w)),
+        None,
+        "scaled down, it has no deadline left (as upstream)"
+    );
     w.settle(false);
 }
 
@@ -430,6 +435,17 @@ fn abort_sends_all_traffic_to_stable_at_once_and_scales_the_canary_down_after_th
     drive(&mut w, "canary scaled down", |w| w.pods_of(&new) == 0);
     assert!(w.now - start >= 5, "not before abortScaleDownDelaySeconds");
     assert_eq!(w.pods_of(&old), 5);
+    // As upstream, the aborted canary keeps its deadline: its delay is over.
+    let canary_rs = w
+        .rss
+        .iter()
+        .find(|r| r.pod_hash() == new.as_deref())
+        .unwrap();
+    assert!(replica_set_deadline(canary_rs).is_some());
+    for _ in 0..3 {
+        assert!(w.reconcile().is_empty(), "settled after the abort");
+        w.tick();
+    }
 
     // Retry starts over; weight moves again once the pods are back.
     w.ro.status.as_mut().unwrap().abort = false;
@@ -942,4 +958,34 @@ proptest! {
         });
         prop_assert_eq!(w.status().stable_rs, w.status().current_pod_hash);
     }
+}
+
+/// Upstream's nginx events: CreatingCanaryIngress when the canary Ingress
+/// is made, PatchingCanaryIngress at each change of it.
+#[test]
+fn canary_ingress_changes_are_reported_as_upstream() {
+    let mut w = routed(vec![weight(40), pause_for(None)], |_| {});
+    let created: Vec<_> = w
+        .events
+        .iter()
+        .filter(|e| e.reason == events::CREATING_CANARY_INGRESS)
+        .map(|e| e.message.clone())
+        .collect();
+    assert_eq!(
+        created,
+        [format!(
+            "Creating canary ingress `{CANARY_INGRESS}` with weight `0`"
+        )]
+    );
+    set_image(&mut w, "app:2");
+    drive(&mut w, "the pause", paused);
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.reason == events::PATCHING_CANARY_INGRESS
+                && e.message
+                    == format!("Updating Ingress `{CANARY_INGRESS}` to desiredWeight '40'")),
+        "{:?}",
+        w.events
+    );
 }
