@@ -1,8 +1,8 @@
-//! Cached objects grouped by a key computed from each one: the UID of their
+//! Cached objects grouped by keys computed from each one: the UID of their
 //! controller owner, so a reconcile finds one Rollout's ReplicaSets and
-//! AnalysisRuns, or the Deployment a Rollout's workloadRef names, so a
-//! Deployment change finds its Rollouts, without walking (and cloning)
-//! every cached object. With 10,000 Rollouts a scan per reconcile costs
+//! AnalysisRuns, or the objects a Rollout names (an object may be in many
+//! groups), so a change to a Service or a template finds its Rollouts,
+//! without walking (and cloning) every cached object. With 10,000 Rollouts a scan per reconcile costs
 //! more than the reconcile itself.
 //!
 //! The index follows the same watch events as the reflector store and, like
@@ -24,9 +24,36 @@ use kube::runtime::watcher::Event;
 /// An object's group, or None to leave it out.
 pub type GroupOf<K> = fn(&K) -> Option<String>;
 
+/// An object's groups (none: left out).
+pub type GroupsOf<K> = fn(&K) -> Vec<String>;
+
+/// How an index groups its objects: by one key or by several.
+enum Grouping<K> {
+    One(GroupOf<K>),
+    Many(GroupsOf<K>),
+}
+
+// Not derived: derive would require K: Copy, and fn pointers are Copy anyway.
+impl<K> Clone for Grouping<K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Grouping<K> {}
+
+impl<K> Grouping<K> {
+    fn groups(self, obj: &K) -> Vec<String> {
+        match self {
+            Grouping::One(f) => f(obj).into_iter().collect(),
+            Grouping::Many(f) => f(obj),
+        }
+    }
+}
+
 pub struct Index<K: Lookup<DynamicType = ()> + Resource + 'static> {
     inner: Arc<RwLock<Inner<K>>>,
-    group_of: GroupOf<K>,
+    group_of: Grouping<K>,
 }
 
 impl<K: Lookup<DynamicType = ()> + Resource + 'static> Clone for Index<K> {
@@ -46,7 +73,7 @@ struct Inner<K: Lookup<DynamicType = ()> + Resource + 'static> {
 
 struct Groups<K: Lookup<DynamicType = ()> + Resource + 'static> {
     members: HashMap<String, HashSet<ObjectRef<K>>>,
-    group_of: HashMap<ObjectRef<K>, String>,
+    group_of: HashMap<ObjectRef<K>, Vec<String>>,
 }
 
 impl<K: Lookup<DynamicType = ()> + Resource + 'static> Default for Groups<K> {
@@ -63,26 +90,32 @@ where
     K: Lookup<DynamicType = ()> + Resource + 'static,
 {
     fn remove(&mut self, key: &ObjectRef<K>) {
-        if let Some(group) = self.group_of.remove(key)
-            && let Some(set) = self.members.get_mut(&group)
-        {
-            set.remove(key);
-            if set.is_empty() {
-                self.members.remove(&group);
+        for group in self.group_of.remove(key).unwrap_or_default() {
+            if let Some(set) = self.members.get_mut(&group) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.members.remove(&group);
+                }
             }
         }
     }
 
-    fn insert(&mut self, obj: &K, group_of: GroupOf<K>) {
+    fn insert(&mut self, obj: &K, grouping: Grouping<K>) {
         let key = ObjectRef::from_obj(obj);
         self.remove(&key);
-        if let Some(group) = group_of(obj) {
+        let mut groups = grouping.groups(obj);
+        groups.sort();
+        groups.dedup();
+        if groups.is_empty() {
+            return;
+        }
+        for group in &groups {
             self.members
                 .entry(group.clone())
                 .or_default()
                 .insert(key.clone());
-            self.group_of.insert(key, group);
         }
+        self.group_of.insert(key, groups);
     }
 }
 
@@ -106,6 +139,15 @@ where
     }
 
     pub fn by(group_of: GroupOf<K>) -> Self {
+        Index::with(Grouping::One(group_of))
+    }
+
+    /// Puts each object in every group `groups_of` names.
+    pub fn by_each(groups_of: GroupsOf<K>) -> Self {
+        Index::with(Grouping::Many(groups_of))
+    }
+
+    fn with(group_of: Grouping<K>) -> Self {
         Index {
             inner: Arc::new(RwLock::new(Inner {
                 live: Groups::default(),
@@ -151,7 +193,7 @@ where
         };
         keys.iter()
             .filter_map(|k| store.get(k))
-            .filter(|obj| (self.group_of)(obj).as_deref() == Some(group))
+            .filter(|obj| self.group_of.groups(obj).iter().any(|g| g == group))
             .collect()
     }
 }
@@ -228,5 +270,42 @@ mod tests {
         // The store has seen the adoption, the index not yet.
         writer.apply_watcher_event(&Event::Apply(rs("a", Some("u2"))));
         assert!(index.group(&store, "u1").is_empty());
+    }
+
+    #[test]
+    fn an_object_in_several_groups_is_found_in_each_until_it_leaves_them() {
+        fn labels(rs: &ReplicaSet) -> Vec<String> {
+            rs.metadata
+                .labels
+                .iter()
+                .flatten()
+                .map(|(k, _)| k.clone())
+                .collect()
+        }
+        let labelled = |name: &str, keys: &[&str]| {
+            let mut r = rs(name, None);
+            r.metadata.labels = Some(
+                keys.iter()
+                    .map(|k| (k.to_string(), String::new()))
+                    .collect(),
+            );
+            r
+        };
+        let (store, mut writer) = reflector::store::<ReplicaSet>();
+        let index = Index::by_each(labels);
+        let mut feed = |ev: Event<ReplicaSet>| {
+            writer.apply_watcher_event(&ev);
+            index.apply(&ev);
+        };
+        feed(Event::Apply(labelled("a", &["x", "y"])));
+        feed(Event::Apply(labelled("b", &["y"])));
+        assert_eq!(names(index.group(&store, "x")), ["a"]);
+        assert_eq!(names(index.group(&store, "y")), ["a", "b"]);
+        feed(Event::Apply(labelled("a", &["z"])));
+        assert!(index.group(&store, "x").is_empty());
+        assert_eq!(names(index.group(&store, "y")), ["b"]);
+        assert_eq!(names(index.group(&store, "z")), ["a"]);
+        feed(Event::Delete(labelled("a", &["z"])));
+        assert!(index.group(&store, "z").is_empty());
     }
 }

@@ -428,8 +428,17 @@ async fn an_inconclusive_run_holds_a_timed_pause_and_a_resume_starts_one_run() -
         "one run per resume: {:?}",
         run_names(&after)
     );
-    // A healthy check and another resume finish the update.
+    // A healthy check and another resume take it on to the last step, an
+    // indefinite pause; a promotion there finishes the update.
     web.set_replies(vec![reply(0.99)]);
+    patch_status(&env, "web", json!({"pauseConditions": null})).await?;
+    wait_rollout(&env, "web", "the last pause", |s| {
+        s.current_step_index == Some(3)
+            && s.pause_conditions
+                .iter()
+                .any(|c| c.reason == "CanaryPauseStep")
+    })
+    .await?;
     patch_status(&env, "web", json!({"pauseConditions": null})).await?;
     wait_rollout(&env, "web", "Healthy on the new template", |s| {
         healthy(s) && s.stable_rs != first.stable_rs

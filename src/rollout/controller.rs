@@ -1,12 +1,13 @@
 //! kube-runtime wiring: watch Rollouts and the ReplicaSets they own (and the
-//! Deployments a workloadRef names), build a snapshot from the caches, plan,
+//! objects they name: Services, Ingresses, analysis templates, the
+//! Deployment a workloadRef names), build a snapshot from the caches, plan,
 //! apply. Errors are logged and retried.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service, ServiceSpec};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -22,7 +23,10 @@ use tracing::{debug, info, warn};
 
 use crate::analysis::template::{self, Templates};
 use crate::api::Rollout;
-use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
+use crate::api::analysis::{
+    AnalysisRun, AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate,
+    ClusterAnalysisTemplateSpec,
+};
 use crate::api::rollout::RolloutStatus;
 use crate::controller::{Backoff, Settings, requeue_since};
 use crate::index::Index;
@@ -36,6 +40,7 @@ use crate::rollout::plan::events;
 use crate::rollout::plan::restart::needs_restart;
 use crate::rollout::plan::workload;
 use crate::rollout::plan::{Plan, after_create, moves_on, plan};
+use crate::rollout::references;
 use crate::rollout::snapshot::{MANAGED_BY_ANNOTATION, Reads, Snapshot};
 use crate::workers::{Place, Workers};
 
@@ -218,6 +223,7 @@ pub async fn run(
             e => Error::Api(e),
         })?;
 
+    let recorder = Recorder::start(client.clone());
     // Cached objects drop what the controller never reads (slim_*).
     let (ro_reader, ro_writer) = reflector::store::<Rollout>();
     let owned = watcher::Config::default()
@@ -227,14 +233,17 @@ pub async fn run(
     // deleted one is never reconciled again to forget it.
     let ahead = Arc::new(Ahead::default());
     let memos = Arc::new(Memos::default());
+    let announced = Arc::new(Announced::default());
     let forget_gone = {
         let (ahead, memos, store) = (ahead.clone(), memos.clone(), ro_reader.clone());
+        let announced = announced.clone();
         move |ev: &watcher::Event<Rollout>| {
             let live: std::collections::HashSet<String> = match ev {
                 watcher::Event::Delete(ro) => {
                     let uid = ro.uid().unwrap_or_default();
                     ahead.forget(&uid);
                     memos.forget(&uid);
+                    announced.forget(&uid);
                     return;
                 }
                 // A relist: deletions during a watch gap come as absences.
@@ -245,6 +254,31 @@ pub async fn run(
             };
             ahead.retain(&live);
             memos.retain(&live);
+            announced.retain(&live);
+        }
+    };
+    // Upstream's RolloutAddedToInformer: once per Rollout per controller
+    // start (upstream's informer add), which its notifications can use.
+    let announce = {
+        let (recorder, metrics) = (recorder.clone(), settings.metrics.clone());
+        move |ev: &watcher::Event<Rollout>| {
+            if let watcher::Event::Apply(ro) | watcher::Event::InitApply(ro) = ev
+                && announced.first_sight(ro)
+            {
+                let message = format!(
+                    "Rollout resource added to informer: {}/{}",
+                    ro.namespace().unwrap_or_default(),
+                    ro.name_any()
+                );
+                let event = events::Event::normal(events::ADDED_TO_INFORMER, message);
+                recorder.publish(ro, std::slice::from_ref(&event));
+                metrics.rollout_event(
+                    &ro.namespace().unwrap_or_default(),
+                    &ro.name_any(),
+                    false,
+                    event.reason,
+                );
+            }
         }
     };
     // kube-runtime's runner holds the copy of the object it dequeued until
@@ -264,16 +298,17 @@ pub async fn run(
         Queue::Rollouts,
     );
     let nudges = workers.clone();
-    // The Rollouts by the Deployment their workloadRef names, so that a
-    // Deployment change does not walk every Rollout.
-    let by_workload = Index::by(workload_key);
-    let workload_indexer = by_workload.clone();
+    // The Rollouts by the objects they name, so that a change to one of
+    // them does not walk every Rollout.
+    let by_reference = Index::by_each(references::of_rollout);
+    let reference_indexer = by_reference.clone();
     let ro_stream = watcher(rollouts, owned.clone())
         .default_backoff()
         .modify(slim_rollout)
-        .inspect_ok(move |ev| workload_indexer.apply(ev))
+        .inspect_ok(move |ev| reference_indexer.apply(ev))
         .reflect(ro_writer)
         .inspect_ok(forget_gone)
+        .inspect_ok(announce)
         .map_ok(key_event)
         .reflect(key_writer)
         .touched_objects()
@@ -317,8 +352,9 @@ pub async fn run(
     // Services, slimmed: a reconcile takes the ones its Rollout names from
     // this cache rather than asking the API server each time (two reads
     // per reconcile of a canary with Services tripled its time). A change
-    // to a Service reconciles the Rollout that manages it, if any: that
-    // also ends the wait of one whose cache was behind our selector patch.
+    // to a Service reconciles the Rollout that manages it, if any (that
+    // also ends the wait of one whose cache was behind our selector patch),
+    // and those that name it (one created after its Rollout).
     let (svc_reader, svc_writer) = reflector::store();
     let svc_index = Index::by(manager_key);
     let svc_indexer = svc_index.clone();
@@ -334,19 +370,72 @@ pub async fn run(
 
     // Deployments, metadata only (observe reads the one a Rollout names): a
     // `kubectl set image deployment/...` on a workloadRef starts an update.
-    let deploy_stream = watcher(
-        scope.api::<PartialObjectMeta<Deployment>>(&client),
+    let deploy_stream = metadata_changes::<Deployment>(scope.api(&client));
+    // Ingresses, likewise (observe reads those the nginx routing names):
+    // the stable Ingress created after its Rollout, or changed.
+    let ingress_stream = metadata_changes::<Ingress>(scope.api(&client));
+
+    // Analysis templates, slimmed to the templates they nest (observe reads
+    // those a Rollout names): one created after its Rollout, or changed,
+    // reconciles the Rollouts that name it or a template nesting it.
+    // ClusterAnalysisTemplates only when every namespace is watched (a
+    // namespace install may not read them; its Rollouts wait for the retry).
+    let (at_reader, at_writer) = reflector::store();
+    let at_index = Index::by_each(references::of_analysis_template);
+    let at_indexer = at_index.clone();
+    let at_stream = watcher(
+        scope.api::<AnalysisTemplate>(&client),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
-    .modify(|d| d.managed_fields_mut().clear())
+    .modify(|t: &mut AnalysisTemplate| {
+        t.metadata = slim_meta(&t.metadata);
+        t.spec = AnalysisTemplateSpec {
+            templates: std::mem::take(&mut t.spec.templates),
+            ..Default::default()
+        };
+    })
+    .inspect_ok(move |ev| at_indexer.apply(ev))
+    .reflect(at_writer)
     .touched_objects()
-    // Only spec changes (a new template) matter, not status updates.
     .predicate_filter(predicates::generation, Default::default());
-    let referenced = ro_reader.clone();
+    let (cat_reader, cat_writer) = reflector::store();
+    let cat_index = Index::by_each(references::of_cluster_analysis_template);
+    let cat_indexer = cat_index.clone();
+    let cat_stream = watcher(
+        Api::<ClusterAnalysisTemplate>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(|t: &mut ClusterAnalysisTemplate| {
+        t.metadata = slim_meta(&t.metadata);
+        t.spec = ClusterAnalysisTemplateSpec {
+            template: AnalysisTemplateSpec {
+                templates: std::mem::take(&mut t.spec.template.templates),
+                ..Default::default()
+            },
+        };
+    })
+    .inspect_ok(move |ev| cat_indexer.apply(ev))
+    .reflect(cat_writer)
+    .touched_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let cat_stream = if scope.namespace.is_none() {
+        cat_stream.boxed()
+    } else {
+        futures::stream::empty().boxed()
+    };
+    let referrers = Referrers {
+        by_reference,
+        rollouts: ro_reader.clone(),
+        templates: at_reader,
+        templates_by_nested: at_index,
+        cluster_templates: cat_reader,
+        cluster_templates_by_nested: cat_index,
+    };
 
     let ctx = Arc::new(Context {
-        recorder: Recorder::start(client.clone()),
+        recorder,
         ahead,
         client,
         workers,
@@ -379,13 +468,25 @@ pub async fn run(
         use crate::controller::is_synced;
         is_synced(&caches.0) && is_synced(&caches.1) && is_synced(&caches.2) && is_synced(&caches.3)
     };
+    let (r1, r2, r3, r4, r5) = (
+        referrers.clone(),
+        referrers.clone(),
+        referrers.clone(),
+        referrers.clone(),
+        referrers,
+    );
     let results = Controller::for_stream(ro_stream, key_reader)
         .owns_stream(rs_stream)
         .owns_stream(ar_stream)
-        .watches_stream(deploy_stream, move |d| {
-            workload_referrers(&by_workload, &referenced, &d)
+        .watches_stream(deploy_stream, move |d| r1.of(references::key_of(&d)))
+        .watches_stream(ingress_stream, move |i| r2.of(references::key_of(&i)))
+        .watches_stream(svc_stream, move |svc| {
+            let mut woken = r3.of(references::key_of(&svc));
+            woken.extend(managing_rollout(&svc));
+            woken
         })
-        .watches_stream(svc_stream, |svc| managing_rollout(&svc))
+        .watches_stream(at_stream, move |t| r4.of(references::key_of(&t)))
+        .watches_stream(cat_stream, move |t| r5.of(references::key_of(&t)))
         // Unbounded here: `Workers` limits the reconciles, in turn.
         .with_config(controller::Config::default())
         .graceful_shutdown_on(shutdown.clone())
@@ -624,13 +725,6 @@ fn slim_service(svc: &mut Service) {
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// The group of a Rollout in the workload index: the Deployment its
-/// workloadRef names.
-fn workload_key(ro: &Rollout) -> Option<String> {
-    let deployment = workload::deployment_name(ro)?;
-    Some(object_key(&ro.namespace().unwrap_or_default(), deployment))
-}
-
 /// The Rollout a Service's managed-by annotation names.
 fn manager_key(svc: &Service) -> Option<String> {
     let rollout = svc.annotations().get(MANAGED_BY_ANNOTATION)?;
@@ -641,21 +735,87 @@ fn object_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
-/// The Rollouts whose workloadRef names this Deployment.
-fn workload_referrers(
-    by_workload: &Index<Rollout>,
-    rollouts: &Store<Rollout>,
-    deployment: &PartialObjectMeta<Deployment>,
-) -> Vec<ObjectRef<RolloutKey>> {
-    let key = object_key(
-        &deployment.namespace().unwrap_or_default(),
-        &deployment.name_any(),
-    );
-    by_workload
-        .group(rollouts, &key)
-        .iter()
-        .map(|ro| ObjectRef::new(&ro.name_any()).within(&ro.namespace().unwrap_or_default()))
-        .collect()
+/// A watch of an object kind's metadata: its creations and spec changes
+/// (not status updates, which do not change the generation).
+fn metadata_changes<K>(
+    api: Api<PartialObjectMeta<K>>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    PartialObjectMeta<K>: Resource<DynamicType = ()>,
+{
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .touched_objects()
+        .predicate_filter(predicates::generation, Default::default())
+}
+
+/// Identity only: what an index and a wake-up need of a watched object.
+fn slim_meta(meta: &ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        generation: meta.generation,
+        ..ObjectMeta::default()
+    }
+}
+
+/// Finds the Rollouts that name an object, or a template nesting it.
+#[derive(Clone)]
+struct Referrers {
+    by_reference: Index<Rollout>,
+    rollouts: Store<Rollout>,
+    templates: Store<AnalysisTemplate>,
+    templates_by_nested: Index<AnalysisTemplate>,
+    cluster_templates: Store<ClusterAnalysisTemplate>,
+    cluster_templates_by_nested: Index<ClusterAnalysisTemplate>,
+}
+
+impl Referrers {
+    /// The Rollouts to reconcile when the object with this key
+    /// (`references::key`) appears or changes.
+    fn of(&self, key: String) -> Vec<ObjectRef<RolloutKey>> {
+        let keys = references::with_nesting(key, |k| {
+            let nesting = self.templates_by_nested.group(&self.templates, k);
+            let cluster_nesting = self
+                .cluster_templates_by_nested
+                .group(&self.cluster_templates, k);
+            nesting
+                .iter()
+                .map(|t| references::key_of(&**t))
+                .chain(cluster_nesting.iter().map(|t| references::key_of(&**t)))
+                .collect()
+        });
+        let mut woken: Vec<ObjectRef<RolloutKey>> = keys
+            .iter()
+            .flat_map(|k| self.by_reference.group(&self.rollouts, k))
+            .map(|ro| ObjectRef::new(&ro.name_any()).within(&ro.namespace().unwrap_or_default()))
+            .collect();
+        woken.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        woken.dedup();
+        woken
+    }
+}
+
+/// The Rollouts already announced (RolloutAddedToInformer) by this
+/// process, by UID; a deleted Rollout's goes with it.
+#[derive(Default)]
+struct Announced(Mutex<std::collections::HashSet<String>>);
+
+impl Announced {
+    /// True the first time this Rollout is seen.
+    fn first_sight(&self, ro: &Rollout) -> bool {
+        ro.uid().is_some_and(|uid| lock(&self.0).insert(uid))
+    }
+    fn forget(&self, uid: &str) {
+        lock(&self.0).remove(uid);
+    }
+    fn retain(&self, live: &std::collections::HashSet<String>) {
+        lock(&self.0).retain(|uid| live.contains(uid));
+    }
 }
 
 async fn reconcile(key: Arc<RolloutKey>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -1276,9 +1436,16 @@ mod tests {
     }
 
     #[test]
-    fn a_deployment_wakes_only_the_rollouts_that_name_it() {
-        use crate::api::rollout::ObjectRef as WorkloadRef;
-        let rollout = |ns: &str, name: &str, deployment: Option<&str>| {
+    fn a_change_wakes_only_the_rollouts_that_name_it_or_a_template_nesting_it() {
+        use crate::api::common::AnalysisTemplateRef;
+        use crate::api::rollout::{
+            CanaryStrategy, ObjectRef as WorkloadRef, RolloutAnalysis, RolloutAnalysisBackground,
+        };
+        let tref = |name: &str, cluster_scope: bool| AnalysisTemplateRef {
+            template_name: name.into(),
+            cluster_scope,
+        };
+        let rollout = |ns: &str, name: &str, deployment: Option<&str>, template: Option<&str>| {
             let mut ro = Rollout::new(name, Default::default());
             ro.metadata.namespace = Some(ns.into());
             ro.spec.workload_ref = deployment.map(|d| WorkloadRef {
@@ -1286,6 +1453,16 @@ mod tests {
                 kind: Some("Deployment".into()),
                 name: Some(d.into()),
                 scale_down: None,
+            });
+            ro.spec.strategy.canary = Some(CanaryStrategy {
+                analysis: template.map(|t| RolloutAnalysisBackground {
+                    analysis: RolloutAnalysis {
+                        templates: vec![tref(t, false)],
+                        ..Default::default()
+                    },
+                    starting_step: None,
+                }),
+                ..Default::default()
             });
             ro
         };
@@ -1295,32 +1472,88 @@ mod tests {
             d.metadata.name = Some(name.into());
             d
         };
+        let template = |name: &str, nested: Vec<AnalysisTemplateRef>| {
+            let mut t = AnalysisTemplate::new(name, Default::default());
+            t.metadata.namespace = Some("a".into());
+            t.spec.templates = nested;
+            t
+        };
         let (store, mut writer) = reflector::store::<Rollout>();
-        let index = Index::by(workload_key);
+        let (templates, mut template_writer) = reflector::store::<AnalysisTemplate>();
+        let referrers = Referrers {
+            by_reference: Index::by_each(references::of_rollout),
+            rollouts: store,
+            templates,
+            templates_by_nested: Index::by_each(references::of_analysis_template),
+            cluster_templates: reflector::store().0,
+            cluster_templates_by_nested: Index::by_each(references::of_cluster_analysis_template),
+        };
         let mut feed = |ev: watcher::Event<Rollout>| {
-            index.apply(&ev);
+            referrers.by_reference.apply(&ev);
             writer.apply_watcher_event(&ev);
         };
-        feed(watcher::Event::Apply(rollout("a", "one", Some("web"))));
-        feed(watcher::Event::Apply(rollout("a", "two", Some("web"))));
-        feed(watcher::Event::Apply(rollout("b", "three", Some("web"))));
-        feed(watcher::Event::Apply(rollout("a", "inline", None)));
-        let woken = |ns: &str, name: &str| {
-            let mut names: Vec<String> = workload_referrers(&index, &store, &deployment(ns, name))
+        feed(watcher::Event::Apply(rollout(
+            "a",
+            "one",
+            Some("web"),
+            None,
+        )));
+        feed(watcher::Event::Apply(rollout(
+            "a",
+            "two",
+            Some("web"),
+            Some("outer"),
+        )));
+        feed(watcher::Event::Apply(rollout(
+            "b",
+            "three",
+            Some("web"),
+            None,
+        )));
+        feed(watcher::Event::Apply(rollout(
+            "a",
+            "inline",
+            None,
+            Some("inner"),
+        )));
+        for t in [
+            template("outer", vec![tref("middle", false)]),
+            template("middle", vec![tref("inner", false), tref("shared", true)]),
+        ] {
+            let ev = watcher::Event::Apply(t);
+            referrers.templates_by_nested.apply(&ev);
+            template_writer.apply_watcher_event(&ev);
+        }
+        let woken = |key: String| {
+            let mut names: Vec<String> = referrers
+                .of(key)
                 .into_iter()
                 .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
                 .collect();
             names.sort();
             names
         };
-        assert_eq!(woken("a", "web"), ["a/one", "a/two"]);
-        assert_eq!(woken("b", "web"), ["b/three"]);
-        assert!(woken("a", "other").is_empty());
+        let deployment_key = |ns, name| references::key_of(&deployment(ns, name));
+        assert_eq!(woken(deployment_key("a", "web")), ["a/one", "a/two"]);
+        assert_eq!(woken(deployment_key("b", "web")), ["b/three"]);
+        assert!(woken(deployment_key("a", "other")).is_empty());
+        // Named directly, or nested two levels down.
+        let template_key = |name| references::key("AnalysisTemplate", Some("a"), name);
+        assert_eq!(woken(template_key("outer")), ["a/two"]);
+        assert_eq!(woken(template_key("inner")), ["a/inline", "a/two"]);
+        let shared = references::key("ClusterAnalysisTemplate", None, "shared");
+        assert_eq!(woken(shared), ["a/two"]);
 
         // A Rollout that points elsewhere is no longer woken by the old one.
-        feed(watcher::Event::Apply(rollout("a", "two", Some("api"))));
-        assert_eq!(woken("a", "web"), ["a/one"]);
-        assert_eq!(woken("a", "api"), ["a/two"]);
+        feed(watcher::Event::Apply(rollout(
+            "a",
+            "two",
+            Some("api"),
+            None,
+        )));
+        assert_eq!(woken(deployment_key("a", "web")), ["a/one"]);
+        assert_eq!(woken(deployment_key("a", "api")), ["a/two"]);
+        assert_eq!(woken(template_key("inner")), ["a/inline"]);
     }
 
     #[test]

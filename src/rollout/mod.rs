@@ -4,5 +4,6 @@ pub mod apply;
 pub mod controller;
 pub mod hash;
 pub mod plan;
+pub mod references;
 pub mod snapshot;
 pub mod validate;

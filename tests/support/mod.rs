@@ -147,10 +147,15 @@ impl TestEnv {
     }
 
     pub fn start_controller(&mut self) {
+        self.start_controller_in(rollouts::controller::Scope::namespace(&self.ns));
+    }
+
+    /// Starts the controller on `scope` (a cluster-wide one should carry an
+    /// instance id of its own, so it leaves the other tests' Rollouts alone).
+    pub fn start_controller_in(&mut self, scope: rollouts::controller::Scope) {
         let (tx, rx) = oneshot::channel::<()>();
         let client = self.client.clone();
-        let settings =
-            rollouts::controller::Settings::new(rollouts::controller::Scope::namespace(&self.ns));
+        let settings = rollouts::controller::Settings::new(scope);
         let ns = self.ns.clone();
         self.controller = Some(tokio::spawn(async move {
             let shutdown = async move {

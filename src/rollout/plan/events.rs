@@ -43,6 +43,7 @@ pub const NOT_COMPLETED: &str = "RolloutNotCompleted";
 pub const SKIP_STEPS: &str = "SkipSteps";
 pub const CREATING_CANARY_INGRESS: &str = "CreatingCanaryIngress";
 pub const PATCHING_CANARY_INGRESS: &str = "PatchingCanaryIngress";
+pub const ADDED_TO_INFORMER: &str = "RolloutAddedToInformer";
 
 /// Events for the actions of `plan` and for its status transitions,
 /// appended after those the strategy recorded while deciding (step
