@@ -474,25 +474,7 @@ async fn a_switch_to_canary_hands_the_blue_green_services_back() -> Result<()> {
         )
         .await?;
     for name in ["web-active", "web-preview"] {
-        wait_for(
-            &format!("Service {name} handed back"),
-            Duration::from_secs(30),
-            || async {
-                let svc = env.api::<Service>().get(name).await?;
-                let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
-                let managed = svc
-                    .metadata
-                    .annotations
-                    .unwrap_or_default()
-                    .contains_key("argo-rollouts.argoproj.io/managed-by-rollouts");
-                Ok(
-                    (!selector.contains_key("rollouts-pod-template-hash") && !managed)
-                        .then_some(())
-                        .ok_or(format!("selector {selector:?}, managed {managed}")),
-                )
-            },
-        )
-        .await?;
+        handed_back(&env, name).await?;
     }
     let svc = env.api::<Service>().get("web-active").await?;
     assert_eq!(
@@ -503,6 +485,51 @@ async fn a_switch_to_canary_hands_the_blue_green_services_back() -> Result<()> {
     let s = wait_rollout(&env, "web", "still Healthy", healthy).await?;
     assert_eq!(s.stable_rs, second.stable_rs);
     env.cleanup().await
+}
+
+/// As upstream, deleting a Rollout hands its Services back: they select
+/// the app's pods again, not the hash of ReplicaSets about to go.
+#[tokio::test]
+async fn deleting_a_rollout_hands_its_services_back() -> Result<()> {
+    let env = TestEnv::new("bg-delete").await?;
+    deploy(&env, 2, "      autoPromotionEnabled: true\n").await?;
+    let svc = env.api::<Service>().get("web-active").await?;
+    let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert!(
+        selector.contains_key("rollouts-pod-template-hash"),
+        "{selector:?}"
+    );
+    env.api::<rollouts::api::Rollout>()
+        .delete("web", &kube::api::DeleteParams::default())
+        .await?;
+    for name in ["web-active", "web-preview"] {
+        handed_back(&env, name).await?;
+    }
+    env.cleanup().await
+}
+
+/// Waits until the Service has neither our hash selector nor our
+/// managed-by annotation.
+async fn handed_back(env: &TestEnv, name: &str) -> Result<()> {
+    wait_for(
+        &format!("Service {name} handed back"),
+        Duration::from_secs(30),
+        || async {
+            let svc = env.api::<Service>().get(name).await?;
+            let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+            let managed = svc
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key("argo-rollouts.argoproj.io/managed-by-rollouts");
+            Ok(
+                (!selector.contains_key("rollouts-pod-template-hash") && !managed)
+                    .then_some(())
+                    .ok_or(format!("selector {selector:?}, managed {managed}")),
+            )
+        },
+    )
+    .await
 }
 
 #[tokio::test]

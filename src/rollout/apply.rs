@@ -299,26 +299,19 @@ pub async fn apply(
                 applied.wrote_object(&patched.metadata);
                 info!(rollout = %ro_name, service = %name, hash = %hash, "switched Service selector");
             }
-            Action::ReleaseService { name } => {
-                let patch = json!({
-                    "metadata": {"annotations": {MANAGED_BY_ANNOTATION: null}},
-                    "spec": {"selector": {POD_TEMPLATE_HASH_LABEL: null}},
-                });
-                let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
-                match svc_api.patch(name, &merge, &Patch::Merge(patch)).await {
-                    Ok(patched) => {
-                        applied.wrote_object(&patched.metadata);
-                        info!(rollout = %ro_name, service = %name, "released Service the spec no longer names");
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(source) => {
-                        return Err(ApplyError::PatchService {
-                            name: name.clone(),
-                            source,
-                        });
-                    }
+            Action::ReleaseService { name } => match release_service(client, &ns, name).await {
+                Ok(Some(patched)) => {
+                    applied.wrote_object(&patched);
+                    info!(rollout = %ro_name, service = %name, "released Service the spec no longer names");
                 }
-            }
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(ApplyError::PatchService {
+                        name: name.clone(),
+                        source,
+                    });
+                }
+            },
             // Our own changes to the Rollout: the status write below must
             // not see them as someone else's.
             Action::SetRolloutRevision { revision } => {
@@ -532,6 +525,28 @@ pub async fn apply(
 
 /// Sets (or, with null, removes) one annotation of the Rollout; returns it
 /// as written.
+/// Hands a Service back: takes off the hash selector and the managed-by
+/// annotation. Returns its new metadata, or None when it is gone.
+pub async fn release_service(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<ObjectMeta>, kube::Error> {
+    let patch = json!({
+        "metadata": {"annotations": {MANAGED_BY_ANNOTATION: null}},
+        "spec": {"selector": {POD_TEMPLATE_HASH_LABEL: null}},
+    });
+    let svc_api: Api<Service> = Api::namespaced(client.clone(), ns);
+    match svc_api
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(patched) => Ok(Some(patched.metadata)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 async fn annotate(
     api: &Api<Rollout>,
     name: &str,

@@ -234,9 +234,14 @@ pub async fn run(
     let ahead = Arc::new(Ahead::default());
     let memos = Arc::new(Memos::default());
     let announced = Arc::new(Announced::default());
+    // Services, by the Rollout that manages them (see `svc_stream`).
+    let (svc_reader, svc_writer) = reflector::store();
+    let svc_index = Index::by(manager_key);
     let forget_gone = {
         let (ahead, memos, store) = (ahead.clone(), memos.clone(), ro_reader.clone());
         let announced = announced.clone();
+        let (client, services, by_manager) =
+            (client.clone(), svc_reader.clone(), svc_index.clone());
         move |ev: &watcher::Event<Rollout>| {
             let live: std::collections::HashSet<String> = match ev {
                 watcher::Event::Delete(ro) => {
@@ -244,6 +249,7 @@ pub async fn run(
                     ahead.forget(&uid);
                     memos.forget(&uid);
                     announced.forget(&uid);
+                    release_services_of(&client, &services, &by_manager, ro);
                     return;
                 }
                 // A relist: deletions during a watch gap come as absences.
@@ -355,8 +361,6 @@ pub async fn run(
     // to a Service reconciles the Rollout that manages it, if any (that
     // also ends the wait of one whose cache was behind our selector patch),
     // and those that name it (one created after its Rollout).
-    let (svc_reader, svc_writer) = reflector::store();
-    let svc_index = Index::by(manager_key);
     let svc_indexer = svc_index.clone();
     let svc_stream = watcher(
         scope.api::<Service>(&client),
@@ -724,6 +728,42 @@ fn slim_service(svc: &mut Service) {
 }
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// As upstream, the Services a deleted Rollout managed are handed back
+/// (hash selector and managed-by annotation off), so they select the
+/// app's pods again rather than none. In the background: a failure is
+/// logged (the Service then stays as it was, as after a deletion missed
+/// while the controller was down).
+fn release_services_of(
+    client: &Client,
+    services: &Store<Service>,
+    by_manager: &Index<Service>,
+    ro: &Rollout,
+) {
+    let ns = ro.namespace().unwrap_or_default();
+    let rollout = ro.name_any();
+    let managed: Vec<String> = by_manager
+        .group(services, &object_key(&ns, &rollout))
+        .iter()
+        .map(|svc| svc.name_any())
+        .collect();
+    if managed.is_empty() {
+        return;
+    }
+    let client = client.clone();
+    tokio::spawn(async move {
+        for service in managed {
+            match crate::rollout::apply::release_service(&client, &ns, &service).await {
+                Ok(_) => {
+                    info!(namespace = %ns, %rollout, %service, "released Service of a deleted Rollout")
+                }
+                Err(error) => {
+                    warn!(namespace = %ns, %rollout, %service, %error, "could not release Service of a deleted Rollout")
+                }
+            }
+        }
+    });
+}
 
 /// The Rollout a Service's managed-by annotation names.
 fn manager_key(svc: &Service) -> Option<String> {
