@@ -32,6 +32,17 @@ spec:
     )
 }
 
+/// The run's status as stored, as JSON.
+async fn raw_status(env: &TestEnv, name: &str) -> Result<serde_json::Value> {
+    let resource = kube::api::ApiResource::erase::<AnalysisRun>(&());
+    let api = kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        env.client.clone(),
+        &env.ns,
+        &resource,
+    );
+    Ok(api.get(name).await?.data["status"].clone())
+}
+
 fn phase(run: &AnalysisRun) -> Option<AnalysisPhase> {
     run.status.as_ref().and_then(|s| s.phase)
 }
@@ -72,6 +83,17 @@ async fn web_checks_pass_and_fail_with_upstreams_messages() -> Result<()> {
     assert_eq!(good.requests().len(), 2);
     let summary = status.run_summary.clone().unwrap_or_default();
     assert_eq!((summary.count, summary.successful), (1, 1));
+    // The stored JSON has upstream's shape: zero counters are left out.
+    let raw = raw_status(&env, "good").await?;
+    let result = &raw["metricResults"][0];
+    for zero in ["failed", "inconclusive", "error", "consecutiveError"] {
+        assert!(result.get(zero).is_none(), "{zero} written: {result}");
+    }
+    assert_eq!(
+        (&result["count"], &result["successful"]),
+        (&json!(2), &json!(2))
+    );
+    assert_eq!(raw["runSummary"], json!({"count": 1, "successful": 1}));
 
     let run = wait_run_completed(&env, "bad").await?;
     let status = run.status.clone().unwrap_or_default();
