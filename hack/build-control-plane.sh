@@ -16,6 +16,33 @@ cache=${ROLLOUTS_CACHE:-$HOME/.cache/rollouts}
 die() { echo "build-control-plane: $*" >&2; exit 1; }
 log() { echo "build-control-plane: $*" >&2; }
 
+# run_logged WHAT EXPECTED COMMAND...: runs COMMAND with its output (the
+# `go: downloading` lines, compiler output) in a log file, and says every
+# 30 s what is being built and for how long, against the EXPECTED time.
+run_logged() {
+  local what=$1 expected=$2
+  shift 2
+  mkdir -p "$cache/logs"
+  local logfile=$cache/logs/build-${what// /-}.log
+  log "building $what (expected: $expected; full log: $logfile)"
+  local began=$SECONDS
+  "$@" >"$logfile" 2>&1 &
+  local pid=$! ticks=0
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    ticks=$((ticks + 1))
+    if [ $((ticks % 30)) = 0 ]; then
+      local t=$((SECONDS - began))
+      log "  $what: $((t / 60))m$((t % 60))s so far (expected: $expected)"
+    fi
+  done
+  if ! wait "$pid"; then
+    tail -n 20 "$logfile" >&2
+    die "building $what failed after $((SECONDS - began))s (full log: $logfile)"
+  fi
+  log "  $what: done in $((SECONDS - began))s"
+}
+
 check_go() {
   command -v go >/dev/null 2>&1 ||
     die "Go is not installed (need go >= $GO_MIN_VERSION on PATH; see https://go.dev/doc/install or 'apt-get install golang-go' if new enough)"
@@ -44,11 +71,11 @@ build_kubernetes() {
   for b in "${bins[@]}"; do [ -x "$out/$b" ] || missing=1; done
   if [ $missing = 0 ]; then log "kubernetes $K8S_VERSION cached in $out"; return; fi
 
-  log "building kubernetes $K8S_VERSION (cold build: 10-25 min on 2 cores)"
   local mod=$cache/build/k8s-$K8S_VERSION
   new_module "$mod" rollouts-build/k8s
   cd "$mod"
   local gomod
+  log "downloading k8s.io/kubernetes@$K8S_VERSION from the module proxy"
   gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')
   [ -f "$gomod" ] || die "could not download k8s.io/kubernetes@$K8S_VERSION from the module proxy"
   # Kubernetes v1.Y.Z ships its staging modules as v0.Y.Z; read the list of
@@ -72,7 +99,8 @@ build_kubernetes() {
   mkdir -p "$out.tmp"
   local pkgs=()
   for b in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
-  CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$out.tmp/" "${pkgs[@]}"
+  CGO_ENABLED=0 GOFLAGS=-mod=mod run_logged "kubernetes $K8S_VERSION" "8-20 min cold on 2 cores" \
+    go build -trimpath -ldflags "$ldflags" -o "$out.tmp/" "${pkgs[@]}"
   rm -rf "$out"
   mv "$out.tmp" "$out"
   log "kubernetes $K8S_VERSION built into $out"
@@ -81,13 +109,13 @@ build_kubernetes() {
 build_etcd() {
   local out=$cache/etcd-$ETCD_VERSION/bin
   if [ -x "$out/etcd" ]; then log "etcd $ETCD_VERSION cached in $out"; return; fi
-  log "building etcd $ETCD_VERSION"
   local mod=$cache/build/etcd-$ETCD_VERSION
   new_module "$mod" rollouts-build/etcd
   cd "$mod"
   go mod edit -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   mkdir -p "$out.tmp"
-  CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3
+  CGO_ENABLED=0 GOFLAGS=-mod=mod run_logged "etcd $ETCD_VERSION" "1-3 min cold on 2 cores" \
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3
   rm -rf "$out"
   mv "$out.tmp" "$out"
   log "etcd $ETCD_VERSION built into $out"
@@ -96,9 +124,9 @@ build_etcd() {
 build_kwok() {
   local out=$cache/kwok-$KWOK_VERSION/bin
   if [ -x "$out/kwok" ]; then log "kwok $KWOK_VERSION cached in $out"; return; fi
-  log "building kwok $KWOK_VERSION"
   mkdir -p "$out.tmp"
-  CGO_ENABLED=0 GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  CGO_ENABLED=0 GOBIN="$out.tmp" run_logged "kwok $KWOK_VERSION" "1-3 min cold on 2 cores" \
+    go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   rm -rf "$out"
   mv "$out.tmp" "$out"
   log "kwok $KWOK_VERSION built into $out"
@@ -106,6 +134,10 @@ build_kwok() {
 
 check_go
 mkdir -p "$cache"
+# One build at a time: two would remove each other's module directories
+# (new_module) and race on the output directories.
+exec 9>"$cache/build-control-plane.lock"
+if command -v flock >/dev/null; then flock 9; fi
 start=$(date +%s)
 build_etcd
 build_kwok

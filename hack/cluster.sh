@@ -19,6 +19,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 state=${ROLLOUTS_CLUSTER_DIR:-${TMPDIR:-/tmp}/rollouts-cluster}
 nodes=${ROLLOUTS_NODES:-3}
 # Client QPS of the controller-manager and scheduler: their defaults (20 and
@@ -80,12 +82,7 @@ start_saved() { # name: start it with the command line saved in $state/<name>.cm
 }
 
 wait_for() { # description, timeout seconds, command...
-  local what=$1 timeout=$2; shift 2
-  local deadline=$(( $(date +%s) + timeout ))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || die "timed out after ${timeout}s waiting for $what (logs in $state/logs)"
-    sleep 0.3
-  done
+  wait_until "$@" || die "gave up on $1 (logs in $state/logs)"
 }
 
 gen_pki() {
@@ -153,6 +150,11 @@ EOF
 }
 
 up() {
+  # Two `up` at once (test binaries, a demo beside the tests) would both
+  # start a cluster in the same state directory: one waits for the other.
+  mkdir -p "$(dirname "$state")"
+  exec 8>"$state.lock"
+  if command -v flock >/dev/null; then flock 8; fi
   if running; then
     log "already running (state in $state)"
     echo "$state/kubeconfig"
@@ -236,8 +238,12 @@ EOF
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip=127.0.0.1 --cidr=10.244.0.1/16
   nodes_yaml | "${kubectl[@]}" apply -f - >/dev/null
-  wait_for "$nodes ready nodes" 60 bash -c \
-    "[ \"\$('$bin/kubectl' --kubeconfig='$kc' get nodes --no-headers 2>/dev/null | grep -cw Ready)\" -ge $nodes ]"
+  nodes_ready() {
+    local ready
+    ready=$("${kubectl[@]}" get nodes --no-headers 2>&1 | grep -cw Ready || true)
+    [ "$ready" -ge "$nodes" ] || { echo "$ready of $nodes nodes Ready"; return 1; }
+  }
+  wait_for "$nodes ready nodes" 60 nodes_ready
   wait_for "the default service account" 60 "${kubectl[@]}" get serviceaccount default -n default
   running || die "a component exited during start-up (logs in $state/logs)"
   log "cluster ready: export KUBECONFIG=$kc"
@@ -261,7 +267,7 @@ restart() { # component
 
 case "${1:-}" in
   up) up ;;
-  down) stop; rm -rf "$state"; log "stopped" ;;
+  down) stop; rm -rf "$state" "$state.lock"; log "stopped" ;;
   status) if running; then echo "running: KUBECONFIG=$state/kubeconfig"; else echo "not running"; exit 1; fi ;;
   kubeconfig) echo "$state/kubeconfig" ;;
   restart) restart "${2:-}" ;;

@@ -560,7 +560,23 @@ async fn a_fast_rollback_runs_no_pre_promotion_analysis() -> Result<()> {
     .await?;
     let runs = env.api::<rollouts::api::analysis::AnalysisRun>();
     assert_eq!(runs.list(&Default::default()).await?.items.len(), 1);
-    // Back to nginx:1, whose ReplicaSet still runs (scaleDownDelaySeconds).
+    // nginx:1's ReplicaSet keeps running for scaleDownDelaySeconds: it gets
+    // its deadline right after the switch (as upstream, one reconcile later).
+    let old = first.stable_rs.clone().unwrap_or_default();
+    wait_for(
+        "the old ReplicaSet's scale-down deadline",
+        Duration::from_secs(30),
+        || async {
+            let (_, _, annotations) = replica_set(&env, &old).await?;
+            Ok(annotations
+                .iter()
+                .any(|a| a == "scale-down-deadline")
+                .then_some(())
+                .ok_or(format!("annotations {annotations:?}")))
+        },
+    )
+    .await?;
+    // Back to nginx:1, whose ReplicaSet still runs.
     set_image(&env, "nginx:1").await?;
     let s = wait_rollout(&env, "web", "back on nginx:1", |s| {
         healthy(s) && s.stable_rs == first.stable_rs

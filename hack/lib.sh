@@ -1,0 +1,43 @@
+# Shared by the scripts in hack/ (source it): waits that poll with a
+# deadline and say what they waited for and what they last saw.
+
+# wait_until DESCRIPTION TIMEOUT_SECONDS COMMAND...
+# Runs COMMAND every half second until it succeeds. On timeout, prints the
+# description and COMMAND's last output (stdout and stderr) and returns 1.
+# COMMAND exiting with 42 means it will never succeed: no more waiting.
+wait_until() {
+  local what=$1 timeout=$2
+  shift 2
+  local deadline=$(($(date +%s) + timeout)) last code
+  while true; do
+    code=0
+    last=$("$@" 2>&1) || code=$?
+    if [ "$code" = 0 ]; then
+      return 0
+    fi
+    if [ "$code" = 42 ]; then
+      echo "gave up waiting for $what: ${last:-<no output>}" >&2
+      return 1
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "timed out after ${timeout}s waiting for $what; last seen: ${last:-<no output>}" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# crd_established KUBECTL... -- NAME
+# Succeeds when the CRD's Established condition is True. A CRD the API
+# server has just created has no status yet: that is "not yet", not an
+# error (kubectl wait fails on it).
+crd_established() {
+  local args=() name
+  while [ "$1" != -- ]; do args+=("$1"); shift; done
+  name=$2
+  local status
+  status=$("${args[@]}" get crd "$name" -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}') || return 1
+  if [ "$status" = True ]; then return 0; fi
+  echo "crd/$name Established=${status:-<no status yet>}"
+  return 1
+}
