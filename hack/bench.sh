@@ -23,7 +23,14 @@ export ROLLOUTS_CLUSTER_DIR=${ROLLOUTS_BENCH_CLUSTER_DIR:-${TMPDIR:-/tmp}/rollou
 export ROLLOUTS_NODES=${ROLLOUTS_NODES:-10}
 export ROLLOUTS_KWOK_WORKERS=${ROLLOUTS_KWOK_WORKERS:-32}
 kubeconfig=$(bash hack/cluster.sh up | tail -n1)
-"$(cat "$ROLLOUTS_CLUSTER_DIR/bin")/kubectl" --kubeconfig="$kubeconfig" apply --server-side -k crds/ >/dev/null
+kubectl=("$(cat "$ROLLOUTS_CLUSTER_DIR/bin")/kubectl" --kubeconfig="$kubeconfig")
+"${kubectl[@]}" apply --server-side -k crds/ >/dev/null
+# shellcheck source=lib.sh
+source hack/lib.sh
+for crd in rollouts analysisruns analysistemplates clusteranalysistemplates; do
+  wait_until "crd/$crd.argoproj.io Established" 60 crd_established "${kubectl[@]}" -- "$crd.argoproj.io" ||
+    { echo "bench: the CRDs were not accepted" >&2; exit 1; }
+done
 
 cargo build --release --locked --bin rollouts-controller --example scale-bench
 target=$(cargo metadata --format-version 1 --no-deps |

@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod fuzzing;
+pub mod go_json;
 pub mod index;
 pub mod kube_client;
 pub mod leader;

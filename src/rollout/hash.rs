@@ -1,5 +1,6 @@
-//! Names derived from content: the pod-template hash that names ReplicaSets,
-//! the steps hash, and the label-selector string of `status.selector`.
+//! Names derived from content: the pod-template hash that names ReplicaSets
+//! (upstream's, over Go's JSON: see `crate::go_json`), the steps hash, and
+//! the label-selector string of `status.selector`.
 
 use std::collections::BTreeMap;
 
@@ -10,21 +11,50 @@ use serde::Serialize;
 /// Label carrying the pod-template hash on ReplicaSets, pods and Services.
 pub const POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
 
-/// FNV-1a (32-bit) over the JSON of the template, plus the collision count
-/// (as upstream: little-endian u32 in eight bytes), rendered like Kubernetes'
-/// `rand.SafeEncodeString` so it is safe in names and label values.
-///
-/// Upstream hashes Go's JSON encoding; ours is serde's, so hashes differ from
-/// an Argo Rollouts controller's for the same template. ReplicaSets are found
-/// by this label, so the effect of a migration is one new ReplicaSet per
-/// Rollout (see "Switching from Argo Rollouts" in docs/canary.md).
+/// The pod-template hash that names the ReplicaSet of a template, as
+/// upstream Argo Rollouts (v1.10) computes it: FNV-1a (32-bit) over Go's
+/// JSON of the template (`crate::go_json`), plus the collision count
+/// (little-endian u32 in eight bytes), rendered like Kubernetes'
+/// `rand.SafeEncodeString` so it is safe in names and label values. The
+/// same template gets the same ReplicaSet under either controller.
 pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
+    pod_template_hashes(template, collision_count)[0].clone()
+}
+
+/// Every hash an existing ReplicaSet of this template may carry, the one
+/// to create first: upstream v1.10's; upstream's before Go's `omitzero`
+/// (v1.9 and older write `"creationTimestamp":null`); this controller's
+/// before it matched upstream (serde's JSON). A ReplicaSet found under any
+/// of them is the template's, so switching controllers, or upgrading this
+/// one, replaces no pods.
+pub fn pod_template_hashes(
+    template: &PodTemplateSpec,
+    collision_count: Option<i32>,
+) -> Vec<String> {
+    let value = serde_json::to_value(template).unwrap_or_default();
+    let legacy = serde_json::to_vec(template).unwrap_or_default();
+    let go = |dialect| crate::go_json::pod_template(&value, dialect).map(String::into_bytes);
+    // A template Go could not read (a malformed quantity): upstream could
+    // not handle it either; serde's bytes still name it.
+    let mut out: Vec<String> = [
+        go(crate::go_json::Dialect::OmitZero).unwrap_or_else(|_| legacy.clone()),
+        go(crate::go_json::Dialect::BeforeOmitZero).unwrap_or_else(|_| legacy.clone()),
+        legacy,
+    ]
+    .iter()
+    .map(|bytes| hash_bytes(bytes, collision_count))
+    .collect();
+    out.dedup();
+    out
+}
+
+fn hash_bytes(bytes: &[u8], collision_count: Option<i32>) -> String {
     let mut h = Fnv32a::new();
-    h.write_json(template);
+    h.write(bytes);
     if let Some(c) = collision_count {
-        let mut bytes = [0u8; 8];
-        bytes[..4].copy_from_slice(&(c as u32).to_le_bytes());
-        h.write(&bytes);
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&(c as u32).to_le_bytes());
+        h.write(&b);
     }
     safe_encode(&h.0.to_string())
 }

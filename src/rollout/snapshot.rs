@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
 
 use crate::analysis::template::Templates;
 use crate::api::Rollout;
 use crate::api::analysis::AnalysisRun;
-use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
+use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, pod_template_hashes};
 use crate::traffic::nginx::{canary_ingress_name, stable_ingresses};
 
 #[derive(Clone, Debug)]
@@ -51,6 +51,19 @@ impl Snapshot {
         self.replica_sets
             .iter()
             .find(|rs| rs.pod_hash() == Some(hash))
+    }
+
+    /// The pod-template hash of `template`: that of its ReplicaSet if one
+    /// exists under any hash it may carry (upstream's, an older upstream's,
+    /// this controller's before it matched upstream), else upstream's, for
+    /// the ReplicaSet to create. See `hash::pod_template_hashes`.
+    pub fn pod_hash(&self, template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
+        let hashes = pod_template_hashes(template, collision_count);
+        hashes
+            .iter()
+            .find(|h| self.replica_set(Some(h)).is_some())
+            .unwrap_or(&hashes[0])
+            .clone()
     }
 
     /// Keeps only the ReplicaSets controlled by `rollout` (by owner UID).

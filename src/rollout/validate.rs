@@ -488,8 +488,9 @@ fn check(rollout: &Rollout, resolved: bool) -> Vec<FieldError> {
             if kinds.iter().filter(|b| **b).count() > 1 {
                 errs.push(invalid(
                     &path,
+                    // A string value, quoted as Kubernetes' field errors quote it.
                     format!(
-                        "step.Experiment: {experiment} step.Pause: {pause} step.SetWeight: {weight} step.Analysis: {analysis}"
+                        "\"step.Experiment: {experiment} step.Pause: {pause} step.SetWeight: {weight} step.Analysis: {analysis}\""
                     ),
                     INVALID_STEP,
                 ));
@@ -504,7 +505,7 @@ fn check(rollout: &Rollout, resolved: bool) -> Vec<FieldError> {
                 // Upstream's value says which fields are nil (all of them).
                 errs.push(invalid(
                     &path,
-                    "step.Experiment: true step.Pause: true step.SetWeight: true step.Analysis: true step.SetCanaryScale: true step.SetHeaderRoute: true step.SetMirrorRoute: true step.Plugin: true".into(),
+                    "\"step.Experiment: true step.Pause: true step.SetWeight: true step.Analysis: true step.SetCanaryScale: true step.SetHeaderRoute: true step.SetMirrorRoute: true step.Plugin: true\"".into(),
                     INVALID_STEP,
                 ));
             }

@@ -28,7 +28,7 @@ use crate::api::analysis::AnalysisPhase;
 use crate::api::rollout::{
     BlueGreenStrategy, PauseCondition, RolloutAnalysisRunStatus, RolloutStatus,
 };
-use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, format_selector, pod_template_hash};
+use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, format_selector};
 use crate::rollout::snapshot::{
     DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, ReplicaSetExt, Snapshot,
 };
@@ -46,7 +46,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let bg = spec.strategy.blue_green.clone().unwrap_or_default();
     let template = spec.template.clone().unwrap_or_default();
     let replicas = spec.replicas_or_default();
-    let hash = pod_template_hash(&template, old_status.collision_count);
+    let hash = snap.pod_hash(&template, old_status.collision_count);
     status.current_pod_hash = Some(hash.clone());
     status.current_step_hash = None;
     status.current_step_index = None;

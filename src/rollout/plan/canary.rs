@@ -21,7 +21,7 @@ use super::traffic::{self, Routing};
 use super::{Action, Plan, restart};
 use crate::api::Rollout;
 use crate::api::rollout::{CanaryStep, PauseCondition, RolloutStatus, TrafficWeights};
-use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, pod_template_hash, steps_hash};
+use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, steps_hash};
 use crate::rollout::snapshot::{
     DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, ReplicaSetExt, Snapshot,
 };
@@ -48,7 +48,7 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         max_surge: 0,
         max_unavailable: 1,
     });
-    let hash = pod_template_hash(&template, old_status.collision_count);
+    let hash = snap.pod_hash(&template, old_status.collision_count);
     let routing = traffic::routing(ro);
     let observed_weights = old_status.canary.weights.as_ref();
     status.current_pod_hash = Some(hash.clone());

@@ -433,7 +433,7 @@ fn analysis_problem(snapshot: &Snapshot) -> Option<String> {
     let ro = &snapshot.rollout;
     let template = ro.spec.template.as_ref()?;
     let collisions = ro.status.as_ref().and_then(|s| s.collision_count);
-    let hash = crate::rollout::hash::pod_template_hash(template, collisions);
+    let hash = snapshot.pod_hash(template, collisions);
     analysis::problem(snapshot, &hash)
 }
 
@@ -446,7 +446,7 @@ fn rejected_problem(snapshot: &Snapshot) -> Option<String> {
     let ro = &snapshot.rollout;
     let template = ro.spec.template.as_ref()?;
     let collisions = ro.status.as_ref().and_then(|s| s.collision_count);
-    let current = crate::rollout::hash::pod_template_hash(template, collisions);
+    let current = snapshot.pod_hash(template, collisions);
     if &current != hash || snapshot.replica_set(Some(hash)).is_some() {
         return None;
     }

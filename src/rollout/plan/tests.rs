@@ -1171,11 +1171,11 @@ fn steps_with_two_keys_are_accepted_as_upstream_does() {
     }];
     assert_eq!(
         invalid_message(&ro),
-        "The Rollout \"demo\" is invalid: spec.strategy.canary.steps[0]: Invalid value: step.Experiment: false step.Pause: true step.SetWeight: true step.Analysis: false: Step must have one of the following set: experiment, setWeight, setCanaryScale, plugin or pause"
+        "The Rollout \"demo\" is invalid: spec.strategy.canary.steps[0]: Invalid value: \"step.Experiment: false step.Pause: true step.SetWeight: true step.Analysis: false\": Step must have one of the following set: experiment, setWeight, setCanaryScale, plugin or pause"
     );
     ro.spec.strategy.canary.as_mut().unwrap().steps = vec![CanaryStep::default()];
     assert!(invalid_message(&ro).contains(
-        "steps[0]: Invalid value: step.Experiment: true step.Pause: true step.SetWeight: true step.Analysis: true step.SetCanaryScale: true step.SetHeaderRoute: true step.SetMirrorRoute: true step.Plugin: true: Step must have one"
+        "steps[0]: Invalid value: \"step.Experiment: true step.Pause: true step.SetWeight: true step.Analysis: true step.SetCanaryScale: true step.SetHeaderRoute: true step.SetMirrorRoute: true step.Plugin: true\": Step must have one"
     ));
     // A pause with a setCanaryScale beside it (needs routing: checked
     // further on, not refused as a step shape).
@@ -2001,4 +2001,59 @@ fn a_status_that_changes_only_in_counts_does_not_move_on() {
         .actions
         .push(Action::DeleteReplicaSet { name: "x".into() });
     assert!(super::moves_on(Some(&before), &acting));
+}
+
+/// A ReplicaSet made under an older hash of the same template (upstream
+/// before Go's omitzero, or this controller before it matched upstream) is
+/// the template's: found and kept, no new ReplicaSet, no pod replaced.
+#[test]
+fn a_replica_set_under_an_older_hash_of_the_template_is_reused() {
+    let template = rollout(2, "nginx:1", None, None).spec.template.unwrap();
+    let hashes = crate::rollout::hash::pod_template_hashes(&template, None);
+    assert_eq!(hashes.len(), 3, "three distinct hashes: {hashes:?}");
+    for older in &hashes[1..] {
+        let mut w = World::new(rollout(2, "nginx:1", None, None));
+        w.settle(false);
+        let current = w.status().current_pod_hash.unwrap();
+        assert_eq!(current, hashes[0], "a new template gets upstream's hash");
+        // As the older controller left it.
+        let rs = &mut w.rss[0];
+        let relabel = |labels: &mut Option<std::collections::BTreeMap<String, String>>| {
+            if let Some(l) = labels.as_mut() {
+                l.insert(POD_TEMPLATE_HASH_LABEL.into(), older.clone());
+            }
+        };
+        relabel(&mut rs.metadata.labels);
+        let spec = rs.spec.as_mut().unwrap();
+        relabel(&mut spec.selector.match_labels);
+        relabel(
+            &mut spec
+                .template
+                .as_mut()
+                .unwrap()
+                .metadata
+                .as_mut()
+                .unwrap()
+                .labels,
+        );
+        rs.metadata.name = Some(format!("demo-{older}"));
+        let status = w.ro.status.as_mut().unwrap();
+        status.current_pod_hash = Some(older.clone());
+        status.stable_rs = Some(older.clone());
+        for _ in 0..5 {
+            let actions = w.reconcile();
+            assert!(
+                !actions
+                    .iter()
+                    .any(|a| matches!(a, Action::CreateReplicaSet(_))),
+                "{actions:?}"
+            );
+            w.tick();
+        }
+        assert_eq!(w.rss.len(), 1);
+        let s = w.status();
+        assert_eq!(s.current_pod_hash.as_deref(), Some(older.as_str()));
+        assert_eq!(s.stable_rs.as_deref(), Some(older.as_str()));
+        assert_eq!(w.phase(), Some(RolloutPhase::Healthy));
+    }
 }
