@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use http::{Method, Request, Response, Uri};
 use kube::client::ClientBuilder;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tower::limit::RateLimitLayer;
 use tower::{Layer, Service};
@@ -30,21 +31,68 @@ pub enum Error {
         "no Kubernetes configuration found (set KUBECONFIG, use ~/.kube/config, or run in a cluster): {0}"
     )]
     Config(#[from] kube::config::InferConfigError),
+    #[error("cannot use the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        source: kube::config::KubeconfigError,
+    },
     #[error("cannot build a Kubernetes client from the configuration: {0}")]
     Build(#[from] kube::Error),
     #[error("--qps must be above 0 and --burst at least 1 (got qps {qps}, burst {burst})")]
     Limit { qps: f32, burst: u32 },
 }
 
+/// Where the configuration comes from: kubectl's `--kubeconfig`,
+/// `--context`, `--cluster` and `--user` (upstream's controller takes
+/// them too); with none, KUBECONFIG, ~/.kube/config or in-cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Source {
+    pub kubeconfig: Option<String>,
+    pub context: Option<String>,
+    pub cluster: Option<String>,
+    pub user: Option<String>,
+}
+
+impl Source {
+    async fn config(&self) -> Result<Config, Error> {
+        let options = KubeConfigOptions {
+            context: self.context.clone(),
+            cluster: self.cluster.clone(),
+            user: self.user.clone(),
+        };
+        let kubeconfig_error = |path: &str| {
+            let path = path.to_string();
+            move |source| Error::Kubeconfig { path, source }
+        };
+        match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = Kubeconfig::read_from(path).map_err(kubeconfig_error(path))?;
+                Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(kubeconfig_error(path))
+            }
+            None if options.context.is_some()
+                || options.cluster.is_some()
+                || options.user.is_some() =>
+            {
+                Config::from_kubeconfig(&options)
+                    .await
+                    .map_err(kubeconfig_error("(KUBECONFIG or ~/.kube/config)"))
+            }
+            None => Ok(Config::infer().await?),
+        }
+    }
+}
+
 /// A client with the rate limit and the request counter.
-pub async fn client(limit: RateLimit, metrics: Metrics) -> Result<Client, Error> {
+pub async fn client(source: &Source, limit: RateLimit, metrics: Metrics) -> Result<Client, Error> {
     if !(limit.qps > 0.0 && limit.qps.is_finite()) || limit.burst == 0 {
         return Err(Error::Limit {
             qps: limit.qps,
             burst: limit.burst,
         });
     }
-    let config = Config::infer().await?;
+    let config = source.config().await?;
     // `burst` requests per window of burst/qps seconds: on average `qps`,
     // and up to `burst` back to back after a quiet spell.
     let window = Duration::from_secs_f64(f64::from(limit.burst) / f64::from(limit.qps));
