@@ -73,7 +73,31 @@ async fn api_server_serves_the_kinds_with_upstream_names_and_columns() -> Result
         .map(|c| c.name.clone())
         .collect();
     assert_eq!(columns, ["Status", "Age"]);
-    Ok(())
+    // As upstream's: no status subresource, the status is written through
+    // the main resource (upstream's controller does so; so does ours).
+    assert!(
+        ar.spec.versions[0].subresources.is_none(),
+        "{:?}",
+        ar.spec.versions[0].subresources
+    );
+    let env = TestEnv::without_controller("crd-ar-status").await?;
+    env.apply_yaml(
+        "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisRun\nmetadata: {name: r}\nspec:\n  metrics: [{name: m, provider: {web: {url: 'http://127.0.0.1:1'}}}]\n",
+    )
+    .await?;
+    let runs = env.api::<rollouts::api::AnalysisRun>();
+    runs.patch(
+        "r",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"status": {"phase": "Successful"}})),
+    )
+    .await?;
+    let phase = runs.get("r").await?.status.and_then(|s| s.phase);
+    assert_eq!(
+        phase,
+        Some(rollouts::api::analysis::AnalysisPhase::Successful)
+    );
+    env.cleanup().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -549,6 +549,7 @@ async fn cluster_install_grants_what_a_rollout_needs() -> Result<()> {
     for rule in &rules {
         assert!(!wildcard(rule), "wildcard in the ClusterRole: {rule:?}");
     }
+    aggregated_roles_reach_rollouts(&env).await?;
     let deploy = Api::<Deployment>::namespaced(env.client.clone(), "rollouts")
         .get("rollouts-controller")
         .await?;
@@ -617,6 +618,79 @@ async fn cluster_install_grants_what_a_rollout_needs() -> Result<()> {
         .await;
     result?;
     env.cleanup().await
+}
+
+/// Upstream's aggregate roles: a user bound to the built-in `view` role in
+/// a namespace may read Rollouts there but not change them; one bound to
+/// `edit` or `admin` may change them (Kubernetes' aggregation controller
+/// adds the rules; its answer is awaited).
+async fn aggregated_roles_reach_rollouts(env: &TestEnv) -> Result<()> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+    let bindings = Api::<RoleBinding>::namespaced(env.client.clone(), &env.ns);
+    for role in ["view", "edit", "admin"] {
+        let binding = RoleBinding {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{role}-user")),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: role.into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "User".into(),
+                name: format!("{role}-user"),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                ..Default::default()
+            }]),
+        };
+        bindings.create(&Default::default(), &binding).await?;
+    }
+    let reviews = Api::<SubjectAccessReview>::all(env.client.clone());
+    let allowed = |user: &str, verb: &str, resource: &str| {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.into()),
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(env.ns.clone()),
+                    group: Some("argoproj.io".into()),
+                    resource: Some(resource.into()),
+                    verb: Some(verb.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let reviews = reviews.clone();
+        async move {
+            let answer = reviews.create(&Default::default(), &review).await?;
+            Ok::<bool, kube::Error>(answer.status.is_some_and(|s| s.allowed))
+        }
+    };
+    for (user, verb, resource, want) in [
+        ("view-user", "list", "rollouts", true),
+        ("view-user", "get", "analysisruns", true),
+        ("view-user", "patch", "rollouts", false),
+        ("edit-user", "patch", "rollouts", true),
+        ("edit-user", "update", "rollouts/status", true),
+        ("admin-user", "delete", "analysisruns", true),
+    ] {
+        support::wait_for(
+            &format!("{user} {verb} {resource}: {want}"),
+            Duration::from_secs(30),
+            || async {
+                let got = allowed(user, verb, resource).await?;
+                Ok((got == want).then_some(()).ok_or(format!("allowed: {got}")))
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The path from directory `from` to `to`, both absolute: kustomize takes

@@ -314,7 +314,9 @@ async fn write(
         });
         let api: Api<AnalysisRun> =
             Api::namespaced(client.clone(), &run.namespace().unwrap_or_default());
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+        // The main resource, as upstream: its CRD has no status
+        // subresource, and neither has ours (src/api/mod.rs).
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map_err(|source| match source {
                 kube::Error::Api(e) if e.code == 409 => Error::Conflict(name.clone()),

@@ -28,8 +28,21 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
             "cluster-analysis-template-crd.yaml",
             trim(ClusterAnalysisTemplate::crd()),
         ),
-        ("analysis-run-crd.yaml", trim(AnalysisRun::crd())),
+        (
+            "analysis-run-crd.yaml",
+            without_status_subresource(trim(AnalysisRun::crd())),
+        ),
     ]
+}
+
+/// Upstream's AnalysisRun CRD has no status subresource: its controller
+/// writes the status through the main resource. Ours does too, so a run
+/// started by either controller finishes under the other, on either CRD.
+fn without_status_subresource(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        version.subresources = None;
+    }
+    crd
 }
 
 /// Two edits to the derived schemas:
