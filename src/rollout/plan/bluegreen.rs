@@ -111,8 +111,10 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     // it until it is stable again, so the rollback cannot turn into a full
     // update half-way. (A retried update's own ReplicaSet may carry an
     // abort deadline: not a rollback.)
+    // Creation times have one-second resolution: a ReplicaSet made in the
+    // same second as the stable one (a quick rollback) counts as older.
     let rollback = stable_rs.is_some_and(|s| {
-        stable_is_new || new_rs.metadata.creation_timestamp < s.metadata.creation_timestamp
+        stable_is_new || new_rs.metadata.creation_timestamp <= s.metadata.creation_timestamp
     });
     let fast_rollback = rollback && (stable_is_new || has_scale_down_deadline(new_rs));
     let fast_tracked = fast_rollback

@@ -880,6 +880,17 @@ fn a_fast_rollback_runs_no_analysis() {
     let runs = w.runs.len();
     assert_eq!(runs, 2);
     assert_eq!(w.pods_of(&first), 2, "within its scale-down delay");
+    // Both ReplicaSets made within one second (creation times have
+    // one-second resolution), as in a quick test on a real cluster.
+    let created = w
+        .rss
+        .iter()
+        .map(|rs| rs.metadata.creation_timestamp.clone())
+        .max()
+        .flatten();
+    for rs in &mut w.rss {
+        rs.metadata.creation_timestamp = created.clone();
+    }
     set_image(&mut w, "app:1");
     for _ in 0..4 {
         w.reconcile();
