@@ -94,7 +94,24 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
         let wait = (timers.as_slice(), restart_wait);
         return replica_set::create_plan(snap, &old_status, so_far, wait, now);
     };
-    let revision = replica_set::sync_revision(ro, new_rs, max_revision, &mut actions);
+    let stable_is_new = old_status.stable_rs.as_deref() == Some(hash.as_str());
+    // Going back to an older ReplicaSet still within its scale-down delay
+    // (it carries a scale-down deadline, as upstream checks), or to the
+    // stable one, skips the pause and the analyses. The deadline stays on
+    // it until it is stable again, so the rollback cannot turn into a full
+    // update half-way. (A retried update's own ReplicaSet may carry an
+    // abort deadline: it is newer than the stable one, not a rollback.)
+    let rollback = stable_rs.is_some_and(|s| stable_is_new || older(new_rs, s));
+    let fast_rollback = rollback && (stable_is_new || has_scale_down_deadline(new_rs));
+    let mut revision_actions = Vec::new();
+    let revision = replica_set::sync_revision(ro, new_rs, max_revision, &mut revision_actions);
+    // A fast rollback's ReplicaSet becomes the newest revision once it is
+    // stable: until then its lower revision is what tells it from a newer
+    // ReplicaSet made in the same second (see `older`).
+    revision_actions.retain(|a| {
+        !(fast_rollback && !stable_is_new && matches!(a, Action::SetReplicaSetRevision { .. }))
+    });
+    actions.extend(revision_actions);
 
     let active_svc = snap.services.get(&bg.active_service);
     let preview_svc = bg
@@ -104,19 +121,6 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let observed_active = selector_hash(active_svc);
     let observed_preview = selector_hash(preview_svc);
     let halted = spec.paused || has_pause(&status, PAUSE_REASON_INCONCLUSIVE);
-    let stable_is_new = old_status.stable_rs.as_deref() == Some(hash.as_str());
-    // Going back to an older ReplicaSet still within its scale-down delay
-    // (it carries a scale-down deadline, as upstream checks), or to the
-    // stable one, skips the pause and the analyses. The deadline stays on
-    // it until it is stable again, so the rollback cannot turn into a full
-    // update half-way. (A retried update's own ReplicaSet may carry an
-    // abort deadline: not a rollback.)
-    // Creation times have one-second resolution: a ReplicaSet made in the
-    // same second as the stable one (a quick rollback) counts as older.
-    let rollback = stable_rs.is_some_and(|s| {
-        stable_is_new || new_rs.metadata.creation_timestamp <= s.metadata.creation_timestamp
-    });
-    let fast_rollback = rollback && (stable_is_new || has_scale_down_deadline(new_rs));
     let fast_tracked = fast_rollback
         || status.promote_full
         || observed_active.is_none()
@@ -548,6 +552,17 @@ fn switch(svc: &Service, hash: Option<&str>) -> Option<Action> {
         hash: hash.to_string(),
         adopt: !managed,
     })
+}
+
+/// Whether `rs` is older than `other`: made before it or, as creation
+/// times have one-second resolution, in the same second with a lower
+/// revision.
+fn older(rs: &ReplicaSet, other: &ReplicaSet) -> bool {
+    let (a, b) = (
+        &rs.metadata.creation_timestamp,
+        &other.metadata.creation_timestamp,
+    );
+    a < b || (a == b && rs.revision() < other.revision())
 }
 
 /// Upstream's scale-down of old ReplicaSets, newest first: each still up

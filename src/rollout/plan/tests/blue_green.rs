@@ -1004,3 +1004,43 @@ fn a_replica_set_scaled_down_loses_its_deadline() {
         rs.metadata.annotations
     );
 }
+
+/// A retried update whose ReplicaSet still carries its abort deadline, made
+/// in the same second as the stable one (creation times have one-second
+/// resolution), is not a rollback: its pre-promotion analysis runs again.
+#[test]
+fn a_retry_in_the_same_second_runs_its_analysis_again() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            pre_promotion_analysis: Some(analysis()),
+            abort_scale_down_delay_seconds: Some(30),
+            ..Default::default()
+        },
+    );
+    set_image(&mut w, "app:2");
+    drive(&mut w, "pre-promotion run", |w| bg_run(w, true).is_some());
+    let name = bg_run(&w, true).unwrap();
+    finish(&mut w, &name, AnalysisPhase::Failed, "failed");
+    drive(&mut w, "aborted, the preview within its abort delay", |w| {
+        w.status().abort
+            && w.rss.iter().any(|rs| {
+                rs.pod_hash() != w.status().stable_rs.as_deref()
+                    && crate::rollout::plan::replica_set::has_scale_down_deadline(rs)
+            })
+    });
+    let created = w
+        .rss
+        .iter()
+        .map(|rs| rs.metadata.creation_timestamp.clone())
+        .max()
+        .flatten();
+    for rs in &mut w.rss {
+        rs.metadata.creation_timestamp = created.clone();
+    }
+    w.ro.status.as_mut().unwrap().abort = false; // kubectl rollouts retry
+    drive(&mut w, "a fresh pre-promotion run", |w| {
+        bg_run(w, true).is_some_and(|r| r != name)
+    });
+    assert_eq!(bg_run(&w, true), Some(format!("{name}.1")));
+}
