@@ -27,7 +27,7 @@ kubectl=("$(cat "$ROLLOUTS_CLUSTER_DIR/bin")/kubectl" --kubeconfig="$kubeconfig"
 "${kubectl[@]}" apply --server-side -k crds/ >/dev/null
 # shellcheck source=lib.sh
 source hack/lib.sh
-for crd in rollouts analysisruns analysistemplates clusteranalysistemplates; do
+for crd in rollouts analysisruns analysistemplates clusteranalysistemplates experiments; do
   wait_until "crd/$crd.argoproj.io Established" 60 crd_established "${kubectl[@]}" -- "$crd.argoproj.io" ||
     { echo "bench: the CRDs were not accepted" >&2; exit 1; }
 done

@@ -58,7 +58,7 @@ kubectl=("$(cat "$state/bin")/kubectl")
 
 say "CRDs"
 "${kubectl[@]}" apply --server-side -k crds/
-for crd in rollouts analysisruns analysistemplates clusteranalysistemplates; do
+for crd in rollouts analysisruns analysistemplates clusteranalysistemplates experiments; do
   wait_until "crd/$crd.argoproj.io Established" 60 crd_established "${kubectl[@]}" -- "$crd.argoproj.io" ||
     die "the CRDs were not accepted"
 done

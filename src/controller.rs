@@ -100,10 +100,16 @@ pub async fn run(
 ) -> Result<(), Error> {
     let shutdown = shutdown.shared();
     let rollouts = rollout::controller::run(client.clone(), settings.clone(), shutdown.clone());
-    let analysis = analysis::controller::run(client, settings, shutdown);
-    futures::try_join!(async { rollouts.await.map_err(Error::from) }, async {
-        analysis.await.map_err(Error::from)
-    },)?;
+    let analysis = analysis::controller::run(client.clone(), settings.clone(), shutdown.clone());
+    let experiments = crate::experiment::run(client, settings, shutdown);
+    futures::try_join!(
+        async { rollouts.await.map_err(Error::from) },
+        async { analysis.await.map_err(Error::from) },
+        async {
+            experiments.await;
+            Ok(())
+        },
+    )?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod experiment;
 pub mod fuzzing;
 pub mod go_json;
 pub mod index;

@@ -2,6 +2,7 @@
 
 pub mod analysis;
 pub mod common;
+pub mod experiment;
 pub mod rollout;
 #[cfg(test)]
 mod shape_tests;
@@ -32,12 +33,17 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
             "analysis-run-crd.yaml",
             without_status_subresource(trim(AnalysisRun::crd())),
         ),
+        (
+            "experiment-crd.yaml",
+            without_status_subresource(trim(experiment::Experiment::crd())),
+        ),
     ]
 }
 
-/// Upstream's AnalysisRun CRD has no status subresource: its controller
-/// writes the status through the main resource. Ours does too, so a run
-/// started by either controller finishes under the other, on either CRD.
+/// Upstream's AnalysisRun and Experiment CRDs have no status subresource:
+/// its controller writes the status through the main resource. Ours does
+/// too, so a run started by either controller finishes under the other, on
+/// either CRD.
 fn without_status_subresource(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
         version.subresources = None;
