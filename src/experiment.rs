@@ -74,9 +74,12 @@ pub async fn run(
 }
 
 async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let Some(patch) = status_patch(&exp) else {
+    let Some(mut patch) = status_patch(&exp) else {
         return Ok(Requeue::await_change());
     };
+    // Only onto the version read: a status written meanwhile (upstream's
+    // controller finishing it) is not overwritten; a conflict re-reads.
+    patch["metadata"] = json!({"resourceVersion": exp.metadata.resource_version});
     let name = exp.name_any();
     let ns = exp.namespace().unwrap_or_default();
     Api::<Experiment>::namespaced(ctx.client.clone(), &ns)
