@@ -341,3 +341,101 @@ async fn job_metrics_follow_their_jobs() -> Result<()> {
     );
     env.cleanup().await
 }
+
+/// `provider.web.authentication`: upstream's OAuth2 client credentials (a
+/// token fetched from the token endpoint the test serves, sent as a Bearer
+/// token) and basicAuth reach the metric's server.
+#[tokio::test]
+async fn web_authentication_reaches_the_server() -> Result<()> {
+    let env = TestEnv::new("analysis-web-auth").await?;
+    let tokens = TestServer::start(vec![Reply::json(
+        200,
+        json!({"access_token": "t0k3n", "token_type": "bearer", "expires_in": 3600}),
+    )])
+    .await?;
+    let metrics = TestServer::start(vec![Reply::json(200, json!({"rate": 0.99}))]).await?;
+    let oauth = format!(
+        "        authentication:\n          oauth2: {{tokenUrl: \"{}/oauth/token\", clientId: rollouts, clientSecret: s3cret, scopes: [metrics]}}\n",
+        tokens.url()
+    );
+    env.apply_yaml(&web_run("oauth", &metrics.url(), &oauth))
+        .await?;
+    let run = wait_run_completed(&env, "oauth").await?;
+    assert_eq!(
+        phase(&run),
+        Some(AnalysisPhase::Successful),
+        "{:?}",
+        run.status
+    );
+    let token_requests = tokens.requests();
+    assert!(!token_requests.is_empty());
+    assert_eq!(token_requests[0].path, "/oauth/token");
+    assert!(
+        token_requests[0]
+            .body
+            .contains("grant_type=client_credentials")
+    );
+    let seen: Vec<Option<String>> = metrics
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").map(str::to_string))
+        .collect();
+    assert_eq!(seen, vec![Some("Bearer t0k3n".to_string()); 2]);
+    // The secret is nowhere in the run's status.
+    let status = serde_json::to_string(&run.status)?;
+    assert!(!status.contains("s3cret"), "{status}");
+
+    let basic = TestServer::start(vec![Reply::json(200, json!({"rate": 0.99}))]).await?;
+    let credentials =
+        "        authentication:\n          basicAuth: {username: reader, password: pa55}\n";
+    env.apply_yaml(&web_run("basic", &basic.url(), credentials))
+        .await?;
+    let run = wait_run_completed(&env, "basic").await?;
+    assert_eq!(
+        phase(&run),
+        Some(AnalysisPhase::Successful),
+        "{:?}",
+        run.status
+    );
+    // base64("reader:pa55")
+    assert_eq!(
+        basic.requests()[0].header("authorization"),
+        Some("Basic cmVhZGVyOnBhNTU=")
+    );
+
+    // A token endpoint that refuses: the measurement errors, saying why.
+    let refusing = TestServer::start(vec![Reply::json(
+        401,
+        json!({"error": "invalid_client", "error_description": "unknown client"}),
+    )])
+    .await?;
+    let oauth = format!(
+        "        authentication:\n          oauth2: {{tokenUrl: \"{}/token\", clientId: nobody, clientSecret: x}}\n",
+        refusing.url()
+    );
+    env.apply_yaml(&web_run("refused", &metrics.url(), &oauth))
+        .await?;
+    let runs = env.api::<AnalysisRun>();
+    let message = wait_for(
+        "the refused run's first measurement",
+        Duration::from_secs(30),
+        || async {
+            let status = runs.get("refused").await?.status.unwrap_or_default();
+            let first = status
+                .metric_results
+                .first()
+                .and_then(|r| r.measurements.first())
+                .cloned();
+            Ok(match first {
+                Some(m) if m.phase == AnalysisPhase::Error => Ok(m.message.unwrap_or_default()),
+                other => Err(format!("{other:?}")),
+            })
+        },
+    )
+    .await?;
+    assert!(
+        message.contains("invalid_client: unknown client"),
+        "{message}"
+    );
+    env.cleanup().await
+}

@@ -230,6 +230,8 @@ pub struct PrometheusMetric {
     pub headers: Vec<WebMetricHeader>,
 }
 
+/// How a provider authenticates (upstream's `Authentication`, plus
+/// `basicAuth`): used by the prometheus and web providers.
 #[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -296,9 +298,9 @@ pub struct WebMetric {
     #[serde(default)]
     #[schemars(schema_with = "any_json")]
     pub json_body: Option<serde_json::Value>,
-    #[serde(default)]
-    #[schemars(schema_with = "opaque_object")]
-    pub authentication: Option<serde_json::Value>,
+    /// Upstream's `oauth2` (client credentials) and `sigv4` (refused: not
+    /// implemented), and, beyond upstream, `basicAuth`.
+    pub authentication: Option<PrometheusAuth>,
 }
 
 /// `jsonBody` is any JSON value (object, array, scalar).

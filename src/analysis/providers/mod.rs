@@ -2,6 +2,7 @@
 //! arguments, secrets included, already substituted) and returns it.
 
 pub mod job;
+pub mod oauth2;
 pub mod prometheus;
 pub mod web;
 

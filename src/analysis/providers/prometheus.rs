@@ -59,8 +59,15 @@ async fn query(prom: &PrometheusMetric, env_address: Option<&str>) -> Result<Ans
         Some(s) if s > 0 => Duration::from_secs(s.unsigned_abs()),
         _ => DEFAULT_TIMEOUT,
     };
-    let headers = headers(prom)?;
+    let mut headers = headers(prom)?;
     let client = http_client(timeout, prom.insecure).map_err(|e| chain(&e))?;
+    let oauth = prom.authentication.as_ref().and_then(|a| a.oauth2.as_ref());
+    if let Some(cfg) = oauth.filter(|c| super::oauth2::configured(Some(c))) {
+        headers.insert(
+            AUTHORIZATION,
+            super::oauth2::authorization(&client, cfg).await?,
+        );
+    }
     let client = prometheus_http_query::Client::from(client, address).map_err(|e| chain(&e))?;
     let now = Timestamp::now().as_millisecond();
     let mut request = client.query(promql).query(
@@ -124,15 +131,17 @@ fn address<'a>(metric: Option<&'a str>, env: Option<&'a str>) -> Result<&'a str,
 }
 
 /// Basic auth and the metric's headers (a header named like one set before
-/// replaces it). OAuth2 and SigV4 are refused rather than silently skipped.
+/// replaces it). SigV4 is refused rather than silently skipped; an OAuth2
+/// token is added by `query`.
 fn headers(prom: &PrometheusMetric) -> Result<HeaderMap, String> {
     let mut out = HeaderMap::new();
     if let Some(auth) = &prom.authentication {
         let set = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
         if let Some(o) = &auth.oauth2
-            && (set(&o.token_url) || set(&o.client_id) || set(&o.client_secret))
+            && !super::oauth2::configured(Some(o))
+            && (set(&o.client_id) || set(&o.client_secret))
         {
-            return Err("prometheus oauth2 authentication is not supported: use basicAuth or an Authorization header".into());
+            return Err("missing mandatory parameter in metric for OAuth2 setup".into());
         }
         if let Some(s) = &auth.sigv4
             && (set(&s.region) || set(&s.profile) || set(&s.role_arn))
@@ -554,10 +563,10 @@ mod tests {
             }),
             ..base.clone()
         };
-        assert!(
-            error_message(&oauth)
-                .await
-                .contains("oauth2 authentication is not supported")
+        // A token URL without the client: upstream's message.
+        assert_eq!(
+            error_message(&oauth).await,
+            "missing mandatory parameter in metric for OAuth2 setup"
         );
         let sigv4 = PrometheusMetric {
             authentication: Some(PrometheusAuth {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{error, http_client, judged};
 use crate::analysis::condition::to_expr;
-use crate::api::analysis::{Measurement, Metric, WebMetric};
+use crate::api::analysis::{Measurement, Metric, PrometheusAuth, WebMetric};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,6 +53,9 @@ async fn request(web: &WebMetric) -> Result<String, String> {
         .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(s.unsigned_abs()));
     let client = http_client(timeout, web.insecure).map_err(|e| e.to_string())?;
     let mut req = client.request(method, &web.url);
+    if let Some(auth) = &web.authentication {
+        req = authenticate(&client, req, auth).await?;
+    }
     for h in &web.headers {
         req = req.header(&h.key, &h.value);
     }
@@ -74,6 +77,39 @@ async fn request(web: &WebMetric) -> Result<String, String> {
     resp.text()
         .await
         .map_err(|e| format!("Received no bytes in response: {}", describe(&e)))
+}
+
+/// Upstream's OAuth2 client credentials (a Bearer token per measurement),
+/// and basicAuth; SigV4 is refused rather than skipped.
+async fn authenticate(
+    client: &reqwest::Client,
+    req: reqwest::RequestBuilder,
+    auth: &PrometheusAuth,
+) -> Result<reqwest::RequestBuilder, String> {
+    let set = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+    if let Some(s) = &auth.sigv4
+        && (set(&s.region) || set(&s.profile) || set(&s.role_arn))
+    {
+        return Err("web sigv4 authentication is not supported: use oauth2, basicAuth or an Authorization header".into());
+    }
+    if let Some(cfg) = &auth.oauth2 {
+        if super::oauth2::configured(Some(cfg)) {
+            let value = super::oauth2::authorization(client, cfg).await?;
+            return Ok(req.header(reqwest::header::AUTHORIZATION, value));
+        }
+        if set(&cfg.client_id) || set(&cfg.client_secret) {
+            return Err("missing mandatory parameter in metric for OAuth2 setup".into());
+        }
+    }
+    if let Some(basic) = &auth.basic_auth
+        && (set(&basic.username) || set(&basic.password))
+    {
+        return Ok(req.basic_auth(
+            basic.username.clone().unwrap_or_default(),
+            basic.password.clone(),
+        ));
+    }
+    Ok(req)
 }
 
 /// reqwest's error with its causes ("error sending request: connection
