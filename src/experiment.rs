@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::FutureExt;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::watcher;
@@ -55,9 +55,15 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let shutdown = shutdown.shared();
     let scope = &settings.scope;
     let api: Api<Experiment> = scope.api(&client);
-    if let Err(e) = api.list(&ListParams::default().limit(1)).await {
+    let one = ListParams::default().limit(1);
+    let probe = tokio::select! {
+        probe = api.list(&one) => probe,
+        () = shutdown.clone() => return,
+    };
+    if let Err(e) = probe {
         warn!(error = %e, "Experiments are not watched (is the Experiment CRD installed? kubectl apply --server-side -k crds/)");
         return;
     }
@@ -66,11 +72,17 @@ pub async fn run(
         recorder: Recorder::start(client.clone()),
         client,
     });
-    Controller::new(api, config)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+    let controller = Controller::new(api, config);
+    let store = controller.store();
+    let results =
+        controller
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, ctx);
+    // The same bounded stop as the other controllers.
+    crate::controller::drive("experiments", results, shutdown, move || {
+        crate::controller::is_synced(&store)
+    })
+    .await;
 }
 
 async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
