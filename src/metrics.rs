@@ -22,7 +22,9 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::api::analysis::{AnalysisPhase, AnalysisRun, Metric};
+use crate::api::analysis::{
+    AnalysisPhase, AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, Metric,
+};
 use crate::api::rollout::Rollout;
 
 /// Upstream's reconcile histogram buckets (seconds).
@@ -170,6 +172,17 @@ impl Metrics {
         }
     }
 
+    /// The template caches (the cluster one only when every namespace is
+    /// watched), for `analysis_template_info` and
+    /// `analysis_template_metric_info`.
+    pub fn watch_templates(
+        &self,
+        templates: Store<AnalysisTemplate>,
+        cluster_templates: Option<Store<ClusterAnalysisTemplate>>,
+    ) {
+        *lock(&self.inner.state.templates) = Some((templates, cluster_templates));
+    }
+
     pub fn watch_analysis_runs(&self, store: Store<AnalysisRun>) {
         if let Ok(mut s) = self.inner.state.runs.lock() {
             *s = Some(store);
@@ -307,9 +320,15 @@ impl<'a> Page<'a> {
 struct State {
     rollouts: Mutex<Option<Store<Rollout>>>,
     runs: Mutex<Option<Store<AnalysisRun>>>,
+    templates: Mutex<Option<TemplateStores>>,
     rollout_figures: PerObject,
     run_figures: PerObject,
 }
+
+type TemplateStores = (
+    Store<AnalysisTemplate>,
+    Option<Store<ClusterAnalysisTemplate>>,
+);
 
 /// Per-object reconcile and Event figures, kept compactly: the prometheus
 /// crate's vectors held about 5.6 KB per Rollout (a series per Event
@@ -479,10 +498,12 @@ const RUN_INFO: usize = 6;
 const RUN_PHASE: usize = 7;
 const METRIC_TYPE: usize = 8;
 const METRIC_PHASE: usize = 9;
+const TEMPLATE_INFO: usize = 10;
+const TEMPLATE_METRIC: usize = 11;
 
 /// The scrape-time gauge families (indexed by the constants above): name,
 /// help and label names, as upstream.
-const FAMILIES: [(&str, &str, &[&str]); 10] = [
+const FAMILIES: [(&str, &str, &[&str]); 12] = [
     (
         "rollout_info",
         "Information about rollout.",
@@ -532,6 +553,16 @@ const FAMILIES: [(&str, &str, &[&str]); 10] = [
         "analysis_run_metric_phase",
         "Information on the duration of a specific metric in the Analysis Run",
         &["namespace", "name", "metric", "type", "dry_run", "phase"],
+    ),
+    (
+        "analysis_template_info",
+        "Information about analysis templates.",
+        &["namespace", "name"],
+    ),
+    (
+        "analysis_template_metric_info",
+        "Information on metrics in analysis templates.",
+        &["namespace", "name", "type", "metric"],
     ),
 ];
 
@@ -607,7 +638,8 @@ impl State {
             // Few beside the Rollouts: their series are built once, then
             // written family by family.
             let series: Vec<Series> = runs.iter().flat_map(|r| run_series(r)).collect();
-            for (family, (name, help, _)) in FAMILIES.iter().enumerate().skip(RUN_INFO) {
+            let run_families = FAMILIES.iter().enumerate().take(METRIC_PHASE + 1);
+            for (family, (name, help, _)) in run_families.skip(RUN_INFO) {
                 let mut samples = series.iter().filter(|s| s.0 == family).peekable();
                 if samples.peek().is_some() {
                     page.header(name, help, "gauge");
@@ -618,6 +650,32 @@ impl State {
                 }
             }
             self.run_figures.retain(&live(runs));
+        }
+        let templates = lock(&self.templates).clone();
+        if let Some((templates, cluster)) = templates.filter(|(t, _)| ready(t)) {
+            let namespaced = templates.state().into_iter().map(|t| {
+                let ns = t.namespace().unwrap_or_default();
+                (ns, t.name_any(), t.spec.metrics.clone())
+            });
+            let cluster = cluster.filter(ready).map(|c| c.state()).unwrap_or_default();
+            let cluster = cluster
+                .into_iter()
+                .map(|t| (String::new(), t.name_any(), t.spec.template.metrics.clone()));
+            let series: Vec<Series> = namespaced
+                .chain(cluster)
+                .flat_map(template_series)
+                .collect();
+            for family in [TEMPLATE_INFO, TEMPLATE_METRIC] {
+                let (name, help, _) = FAMILIES[family];
+                let mut samples = series.iter().filter(|s| s.0 == family).peekable();
+                if samples.peek().is_some() {
+                    page.header(name, help, "gauge");
+                }
+                for (_, labels, value) in samples {
+                    write_sample(&mut page.text, family, labels, *value);
+                    page.flush_if_full();
+                }
+            }
         }
         if !page.open {
             return;
@@ -814,6 +872,25 @@ fn metric_type(m: &Metric) -> &'static str {
     } else {
         "Unknown"
     }
+}
+
+/// Upstream's template series: one per template, one per metric (the
+/// cluster templates' namespace is "").
+fn template_series((ns, name, metrics): (String, String, Vec<Metric>)) -> Vec<Series> {
+    let mut out = vec![(TEMPLATE_INFO, vec![ns.clone(), name.clone()], 1.0)];
+    for m in &metrics {
+        out.push((
+            TEMPLATE_METRIC,
+            vec![
+                ns.clone(),
+                name.clone(),
+                metric_type(m).into(),
+                m.name.clone(),
+            ],
+            1.0,
+        ));
+    }
+    out
 }
 
 fn run_series(run: &AnalysisRun) -> Vec<Series> {

@@ -234,6 +234,30 @@ spec:
             >= 1.0
     );
 
+    // Upstream's template metrics: one series per template and per metric.
+    assert_eq!(
+        sample(
+            &page,
+            "analysis_template_info",
+            &[("namespace", ns), ("name", "check")]
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(
+            &page,
+            "analysis_template_metric_info",
+            &[
+                ("namespace", ns),
+                ("name", "check"),
+                ("type", "Web"),
+                ("metric", "up")
+            ]
+        ),
+        Some(1.0)
+    );
+
     // The background run, named <rollout>-<hash>-<revision>.
     let run_name = page
         .lines()

@@ -379,9 +379,10 @@ pub async fn run(
     // the stable Ingress created after its Rollout, or changed.
     let ingress_stream = metadata_changes::<Ingress>(scope.api(&client));
 
-    // Analysis templates, slimmed to the templates they nest (observe reads
-    // those a Rollout names): one created after its Rollout, or changed,
-    // reconciles the Rollouts that name it or a template nesting it.
+    // Analysis templates, slimmed to the templates they nest and their
+    // metrics (observe reads those a Rollout names; the metrics feed
+    // analysis_template_metric_info): one created after its Rollout, or
+    // changed, reconciles the Rollouts that name it or a template nesting it.
     // ClusterAnalysisTemplates only when every namespace is watched (a
     // namespace install may not read them; its Rollouts wait for the retry).
     let (at_reader, at_writer) = reflector::store();
@@ -396,6 +397,7 @@ pub async fn run(
         t.metadata = slim_meta(&t.metadata);
         t.spec = AnalysisTemplateSpec {
             templates: std::mem::take(&mut t.spec.templates),
+            metrics: std::mem::take(&mut t.spec.metrics),
             ..Default::default()
         };
     })
@@ -416,6 +418,7 @@ pub async fn run(
         t.spec = ClusterAnalysisTemplateSpec {
             template: AnalysisTemplateSpec {
                 templates: std::mem::take(&mut t.spec.template.templates),
+                metrics: std::mem::take(&mut t.spec.template.metrics),
                 ..Default::default()
             },
         };
@@ -424,6 +427,10 @@ pub async fn run(
     .reflect(cat_writer)
     .touched_objects()
     .predicate_filter(predicates::generation, Default::default());
+    settings.metrics.watch_templates(
+        at_reader.clone(),
+        scope.namespace.is_none().then(|| cat_reader.clone()),
+    );
     let cat_stream = if scope.namespace.is_none() {
         cat_stream.boxed()
     } else {
