@@ -39,6 +39,21 @@ pub enum GoJsonError {
     UnknownType(String),
 }
 
+impl GoJsonError {
+    /// The error with `segment` (".name", "[3]") put in front of its path:
+    /// paths are built only on the way out of a failure, so encoding a
+    /// template allocates none.
+    fn within(mut self, segment: &str) -> Self {
+        match &mut self {
+            GoJsonError::Type { path, .. } | GoJsonError::Quantity { path, .. } => {
+                path.insert_str(0, segment);
+            }
+            GoJsonError::UnknownType(_) => {}
+        }
+        self
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Types {
     root: String,
@@ -83,7 +98,9 @@ pub enum Dialect {
 pub fn pod_template(template: &Value, dialect: Dialect) -> Result<String, GoJsonError> {
     let types = &*POD_TEMPLATE_TYPES;
     let mut out = String::with_capacity(1024);
-    Encoder { types, dialect }.value(template, &types.root, "template", &mut out)?;
+    Encoder { types, dialect }
+        .value(template, &types.root, &mut out)
+        .map_err(|e| e.within("template"))?;
     Ok(out)
 }
 
@@ -93,9 +110,9 @@ struct Encoder<'a> {
 }
 
 impl Encoder<'_> {
-    fn value(&self, v: &Value, ty: &str, path: &str, out: &mut String) -> Result<(), GoJsonError> {
+    fn value(&self, v: &Value, ty: &str, out: &mut String) -> Result<(), GoJsonError> {
         let wrong = |expected: &str| GoJsonError::Type {
-            path: path.to_string(),
+            path: String::new(),
             expected: expected.to_string(),
             found: kind(v).to_string(),
         };
@@ -104,7 +121,7 @@ impl Encoder<'_> {
                 out.push_str("null");
                 Ok(())
             } else {
-                self.value(v, elem, path, out)
+                self.value(v, elem, out)
             };
         }
         if let Some(elem) = ty.strip_prefix("slice:") {
@@ -121,7 +138,8 @@ impl Encoder<'_> {
                 if i > 0 {
                     out.push(',');
                 }
-                self.value(item, elem, &format!("{path}[{i}]"), out)?;
+                self.value(item, elem, out)
+                    .map_err(|e| e.within(&format!("[{i}]")))?;
             }
             out.push(']');
             return Ok(());
@@ -145,7 +163,8 @@ impl Encoder<'_> {
                 }
                 string(k, out);
                 out.push(':');
-                self.value(&map[k], elem, &format!("{path}.{k}"), out)?;
+                self.value(&map[k], elem, out)
+                    .map_err(|e| e.within(&format!(".{k}")))?;
             }
             out.push('}');
             return Ok(());
@@ -161,7 +180,7 @@ impl Encoder<'_> {
             ("bool", Value::Null) => out.push_str("false"),
             ("quantity", Value::String(s)) => {
                 let q = quantity::canonical(s).map_err(|source| GoJsonError::Quantity {
-                    path: path.to_string(),
+                    path: String::new(),
                     source,
                 })?;
                 string(&q, out);
@@ -169,7 +188,7 @@ impl Encoder<'_> {
             ("quantity", Value::Number(n)) => {
                 let q = quantity::canonical(&n.to_string()).map_err(|source| {
                     GoJsonError::Quantity {
-                        path: path.to_string(),
+                        path: String::new(),
                         source,
                     }
                 })?;
@@ -185,21 +204,13 @@ impl Encoder<'_> {
             ("time" | "microtime", Value::String(s)) => string(s, out),
             ("time" | "microtime", Value::Null) => out.push_str("null"),
             ("rawjson", v) => raw(v, out),
-            (struct_ty, Value::Object(_) | Value::Null) => {
-                self.structure(v, struct_ty, path, out)?
-            }
+            (struct_ty, Value::Object(_) | Value::Null) => self.structure(v, struct_ty, out)?,
             (_, _) => return Err(wrong(ty)),
         }
         Ok(())
     }
 
-    fn structure(
-        &self,
-        v: &Value,
-        ty: &str,
-        path: &str,
-        out: &mut String,
-    ) -> Result<(), GoJsonError> {
+    fn structure(&self, v: &Value, ty: &str, out: &mut String) -> Result<(), GoJsonError> {
         let def = self
             .types
             .types
@@ -223,7 +234,8 @@ impl Encoder<'_> {
             first = false;
             string(&f.name, out);
             out.push(':');
-            self.value(value, &f.ty, &format!("{path}.{}", f.name), out)?;
+            self.value(value, &f.ty, out)
+                .map_err(|e| e.within(&format!(".{}", f.name)))?;
         }
         out.push('}');
         Ok(())
@@ -373,6 +385,20 @@ mod tests {
                 assert!(known(&f.ty), "{name}.{}: {}", f.name, f.ty);
             }
         }
+    }
+
+    #[test]
+    fn an_error_names_the_field_it_is_in() {
+        let t = json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1x"}}}]}});
+        let err = pod_template(&t, Dialect::OmitZero)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(
+                |e| e.starts_with("template.spec.containers[0].resources.limits.cpu: ")
+            ),
+            "{err:?}"
+        );
     }
 
     /// Expected bytes from Go (`hack/gojson hash` prints them).

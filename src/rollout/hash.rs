@@ -18,7 +18,13 @@ pub const POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
 /// `rand.SafeEncodeString` so it is safe in names and label values. The
 /// same template gets the same ReplicaSet under either controller.
 pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
-    pod_template_hashes(template, collision_count)[0].clone()
+    let value = serde_json::to_value(template).unwrap_or_default();
+    // A template Go could not read (a malformed quantity): upstream could
+    // not handle it either; serde's bytes still name it.
+    let bytes = crate::go_json::pod_template(&value, crate::go_json::Dialect::OmitZero)
+        .map(String::into_bytes)
+        .unwrap_or_else(|_| serde_json::to_vec(template).unwrap_or_default());
+    hash_bytes(&bytes, collision_count)
 }
 
 /// Every hash an existing ReplicaSet of this template may carry, the one
@@ -34,8 +40,7 @@ pub fn pod_template_hashes(
     let value = serde_json::to_value(template).unwrap_or_default();
     let legacy = serde_json::to_vec(template).unwrap_or_default();
     let go = |dialect| crate::go_json::pod_template(&value, dialect).map(String::into_bytes);
-    // A template Go could not read (a malformed quantity): upstream could
-    // not handle it either; serde's bytes still name it.
+    // As in `pod_template_hash`: serde's bytes where Go could not read it.
     let mut out: Vec<String> = [
         go(crate::go_json::Dialect::OmitZero).unwrap_or_else(|_| legacy.clone()),
         go(crate::go_json::Dialect::BeforeOmitZero).unwrap_or_else(|_| legacy.clone()),

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use crate::analysis::template::Templates;
 use crate::api::Rollout;
 use crate::api::analysis::AnalysisRun;
-use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, pod_template_hashes};
+use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, pod_template_hash, pod_template_hashes};
 use crate::traffic::nginx::{canary_ingress_name, stable_ingresses};
 
 #[derive(Clone, Debug)]
@@ -58,12 +58,17 @@ impl Snapshot {
     /// this controller's before it matched upstream), else upstream's, for
     /// the ReplicaSet to create. See `hash::pod_template_hashes`.
     pub fn pod_hash(&self, template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
-        let hashes = pod_template_hashes(template, collision_count);
-        hashes
-            .iter()
+        // Every reconcile asks: the usual answer (the ReplicaSet exists
+        // under upstream's hash) costs one encoding, the older hashes are
+        // computed only when it does not.
+        let current = pod_template_hash(template, collision_count);
+        if self.replica_set(Some(&current)).is_some() || self.replica_sets.is_empty() {
+            return current;
+        }
+        pod_template_hashes(template, collision_count)
+            .into_iter()
             .find(|h| self.replica_set(Some(h)).is_some())
-            .unwrap_or(&hashes[0])
-            .clone()
+            .unwrap_or(current)
     }
 
     /// Keeps only the ReplicaSets controlled by `rollout` (by owner UID).
