@@ -887,6 +887,17 @@ fn pause_for(secs: Option<i32>) -> CanaryStep {
 }
 
 /// AnalysisTemplate `check`: one metric `m` (its runs are finished by hand).
+/// An analysis of the template `check` (`check_template`).
+fn check_analysis() -> crate::api::rollout::RolloutAnalysis {
+    crate::api::rollout::RolloutAnalysis {
+        templates: vec![crate::api::common::AnalysisTemplateRef {
+            template_name: "check".into(),
+            cluster_scope: false,
+        }],
+        ..Default::default()
+    }
+}
+
 fn check_template() -> crate::api::analysis::AnalysisTemplateSpec {
     crate::api::analysis::AnalysisTemplateSpec {
         metrics: vec![crate::api::analysis::Metric {
@@ -936,6 +947,15 @@ fn stepped_world() -> World {
 }
 
 impl World {
+    /// The messages of the events published with `reason`, oldest first.
+    fn event_messages(&self, reason: &str) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e.reason == reason)
+            .map(|e| e.message.clone())
+            .collect()
+    }
+
     /// Runs until `done` holds, checking surge and availability throughout.
     fn run_until(&mut self, what: &str, done: impl Fn(&World) -> bool) {
         for _ in 0..200 {
@@ -1326,14 +1346,8 @@ fn the_progress_deadline_does_not_run_out_on_an_analysis_step() {
 fn service_switches_and_a_new_update_are_reported_as_upstream() {
     let mut w = stepped_world();
     let stable = w.status().stable_rs.unwrap();
-    let switched: Vec<String> = w
-        .events
-        .iter()
-        .filter(|e| e.reason == events::SWITCH_SERVICE)
-        .map(|e| e.message.clone())
-        .collect();
     assert_eq!(
-        switched,
+        w.event_messages(events::SWITCH_SERVICE),
         [
             format!("Switched selector for service 'stable' from '' to '{stable}'"),
             format!("Switched selector for service 'canary' from '' to '{stable}'"),
@@ -1350,15 +1364,13 @@ fn service_switches_and_a_new_update_are_reported_as_upstream() {
         w.phase() == Some(RolloutPhase::Paused)
     });
     let canary = w.status().current_pod_hash.unwrap();
-    let not_completed: Vec<&events::Event> = w
-        .events
-        .iter()
-        .filter(|e| e.reason == events::NOT_COMPLETED)
-        .collect();
-    assert_eq!(not_completed.len(), 1, "{:?}", w.events);
     assert_eq!(
-        not_completed[0].message,
-        format!("Rollout not completed, started update to revision 2 ({canary})")
+        w.event_messages(events::NOT_COMPLETED),
+        [format!(
+            "Rollout not completed, started update to revision 2 ({canary})"
+        )],
+        "{:?}",
+        w.events
     );
     assert!(w.events.iter().any(|e| e.reason == events::SWITCH_SERVICE
         && e.message
@@ -1379,13 +1391,12 @@ fn going_back_to_the_stable_template_skips_the_steps() {
     let s = w.status();
     assert_eq!(s.stable_rs, first, "back on the original ReplicaSet");
     assert_eq!(s.current_step_index, Some(6));
-    let skips: Vec<_> = w
-        .events
-        .iter()
-        .filter(|e| e.reason == events::SKIP_STEPS)
-        .collect();
-    assert_eq!(skips.len(), 1, "{:?}", w.events);
-    assert_eq!(skips[0].message, "Rollback to stable ReplicaSets");
+    assert_eq!(
+        w.event_messages(events::SKIP_STEPS),
+        ["Rollback to stable ReplicaSets"],
+        "{:?}",
+        w.events
+    );
 }
 
 #[test]

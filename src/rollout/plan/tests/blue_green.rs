@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::api::analysis::{AnalysisPhase, AnalysisRunStatus};
-use crate::api::common::{AnalysisTemplateRef, PodTemplateMetadata};
-use crate::api::rollout::{BlueGreenStrategy, RolloutAnalysis};
+use crate::api::common::PodTemplateMetadata;
+use crate::api::rollout::BlueGreenStrategy;
 
 const ACTIVE: &str = "active";
 const PREVIEW: &str = "preview";
@@ -33,13 +33,18 @@ fn bg_world(replicas: i32, bg: BlueGreenStrategy) -> World {
     w
 }
 
-fn analysis() -> RolloutAnalysis {
-    RolloutAnalysis {
-        templates: vec![AnalysisTemplateRef {
-            template_name: "check".into(),
-            cluster_scope: false,
-        }],
-        ..Default::default()
+/// Gives every ReplicaSet the newest creation time: made within one
+/// second (creation times have one-second resolution), as in a quick test
+/// on a real cluster.
+fn same_creation_second(w: &mut World) {
+    let created = w
+        .rss
+        .iter()
+        .map(|rs| rs.metadata.creation_timestamp.clone())
+        .max()
+        .flatten();
+    for rs in &mut w.rss {
+        rs.metadata.creation_timestamp = created.clone();
     }
 }
 
@@ -290,7 +295,7 @@ fn failed_pre_promotion_analysis_aborts_without_switching() {
     let mut w = bg_world(
         2,
         BlueGreenStrategy {
-            pre_promotion_analysis: Some(analysis()),
+            pre_promotion_analysis: Some(check_analysis()),
             ..Default::default()
         },
     );
@@ -377,7 +382,7 @@ fn failed_post_promotion_analysis_switches_active_back() {
     let mut w = bg_world(
         2,
         BlueGreenStrategy {
-            post_promotion_analysis: Some(analysis()),
+            post_promotion_analysis: Some(check_analysis()),
             ..Default::default()
         },
     );
@@ -414,7 +419,7 @@ fn successful_post_promotion_analysis_makes_new_stable() {
     let mut w = bg_world(
         2,
         BlueGreenStrategy {
-            post_promotion_analysis: Some(analysis()),
+            post_promotion_analysis: Some(check_analysis()),
             scale_down_delay_seconds: Some(0),
             ..Default::default()
         },
@@ -557,12 +562,12 @@ fn same_active_and_preview_service_is_invalid() {
 }
 
 #[test]
-fn promote_full_skips_the_pause_and_the_analysis() {
+fn promote_full_skips_the_pause_and_the_check_analysis() {
     let mut w = bg_world(
         2,
         BlueGreenStrategy {
             auto_promotion_enabled: Some(false),
-            pre_promotion_analysis: Some(analysis()),
+            pre_promotion_analysis: Some(check_analysis()),
             ..Default::default()
         },
     );
@@ -749,7 +754,7 @@ fn a_retry_waits_for_the_preview_pods_before_analysing_again() {
     let mut w = bg_world(
         2,
         BlueGreenStrategy {
-            pre_promotion_analysis: Some(analysis()),
+            pre_promotion_analysis: Some(check_analysis()),
             abort_scale_down_delay_seconds: Some(3),
             ..Default::default()
         },
@@ -786,7 +791,7 @@ fn a_new_template_never_reuses_the_previous_pre_promotion_result() {
     let mut w = bg_world(
         2,
         BlueGreenStrategy {
-            pre_promotion_analysis: Some(analysis()),
+            pre_promotion_analysis: Some(check_analysis()),
             ..Default::default()
         },
     );
@@ -847,12 +852,12 @@ fn a_fast_rollback_with_preview_replica_count_returns_at_full_size() {
 /// post-promotion analysis runs, and the active Service switches back as
 /// soon as it can.
 #[test]
-fn a_fast_rollback_runs_no_analysis() {
+fn a_fast_rollback_runs_no_check_analysis() {
     let mut w = bg_world(
         2,
         BlueGreenStrategy {
-            pre_promotion_analysis: Some(analysis()),
-            post_promotion_analysis: Some(analysis()),
+            pre_promotion_analysis: Some(check_analysis()),
+            post_promotion_analysis: Some(check_analysis()),
             scale_down_delay_seconds: Some(30),
             ..Default::default()
         },
@@ -882,15 +887,7 @@ fn a_fast_rollback_runs_no_analysis() {
     assert_eq!(w.pods_of(&first), 2, "within its scale-down delay");
     // Both ReplicaSets made within one second (creation times have
     // one-second resolution), as in a quick test on a real cluster.
-    let created = w
-        .rss
-        .iter()
-        .map(|rs| rs.metadata.creation_timestamp.clone())
-        .max()
-        .flatten();
-    for rs in &mut w.rss {
-        rs.metadata.creation_timestamp = created.clone();
-    }
+    same_creation_second(&mut w);
     set_image(&mut w, "app:1");
     for _ in 0..4 {
         w.reconcile();
@@ -1013,7 +1010,7 @@ fn a_retry_in_the_same_second_runs_its_analysis_again() {
     let mut w = bg_world(
         2,
         BlueGreenStrategy {
-            pre_promotion_analysis: Some(analysis()),
+            pre_promotion_analysis: Some(check_analysis()),
             abort_scale_down_delay_seconds: Some(30),
             ..Default::default()
         },
@@ -1029,15 +1026,7 @@ fn a_retry_in_the_same_second_runs_its_analysis_again() {
                     && crate::rollout::plan::replica_set::has_scale_down_deadline(rs)
             })
     });
-    let created = w
-        .rss
-        .iter()
-        .map(|rs| rs.metadata.creation_timestamp.clone())
-        .max()
-        .flatten();
-    for rs in &mut w.rss {
-        rs.metadata.creation_timestamp = created.clone();
-    }
+    same_creation_second(&mut w);
     w.ro.status.as_mut().unwrap().abort = false; // kubectl rollouts retry
     drive(&mut w, "a fresh pre-promotion run", |w| {
         bg_run(w, true).is_some_and(|r| r != name)

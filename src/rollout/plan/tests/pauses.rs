@@ -6,22 +6,11 @@
 
 use super::*;
 use crate::api::analysis::{AnalysisPhase, AnalysisRunStatus};
-use crate::api::common::AnalysisTemplateRef;
-use crate::api::rollout::{BlueGreenStrategy, RolloutAnalysis, RolloutAnalysisBackground};
+use crate::api::rollout::{BlueGreenStrategy, RolloutAnalysisBackground};
 use crate::rollout::apply::merge_patch;
 
 const CANARY_PAUSE: &str = "CanaryPauseStep";
 const INCONCLUSIVE: &str = "InconclusiveAnalysisRun";
-
-fn analysis() -> RolloutAnalysis {
-    RolloutAnalysis {
-        templates: vec![AnalysisTemplateRef {
-            template_name: "check".into(),
-            cluster_scope: false,
-        }],
-        ..Default::default()
-    }
-}
 
 /// A canary of 5 with `steps` and, if asked, background analysis from the
 /// first step; deployed once, then updated to app:2.
@@ -36,7 +25,7 @@ fn canary_world(steps: Vec<CanaryStep>, background: bool) -> World {
     c.steps = steps;
     if background {
         c.analysis = Some(RolloutAnalysisBackground {
-            analysis: analysis(),
+            analysis: check_analysis(),
             starting_step: None,
         });
     }
@@ -50,7 +39,7 @@ fn canary_world(steps: Vec<CanaryStep>, background: bool) -> World {
 
 fn analysis_step() -> CanaryStep {
     CanaryStep {
-        analysis: Some(analysis()),
+        analysis: Some(check_analysis()),
         ..Default::default()
     }
 }
@@ -297,8 +286,8 @@ fn shape_world(shape: Shape) -> World {
                     active_service: "active".into(),
                     preview_service: Some("preview".into()),
                     auto_promotion_enabled: Some(false),
-                    pre_promotion_analysis: Some(analysis()),
-                    post_promotion_analysis: Some(analysis()),
+                    pre_promotion_analysis: Some(check_analysis()),
+                    post_promotion_analysis: Some(check_analysis()),
                     scale_down_delay_seconds: Some(5),
                     ..Default::default()
                 }),

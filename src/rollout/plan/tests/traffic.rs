@@ -965,14 +965,8 @@ proptest! {
 #[test]
 fn canary_ingress_changes_are_reported_as_upstream() {
     let mut w = routed(vec![weight(40), pause_for(None)], |_| {});
-    let created: Vec<_> = w
-        .events
-        .iter()
-        .filter(|e| e.reason == events::CREATING_CANARY_INGRESS)
-        .map(|e| e.message.clone())
-        .collect();
     assert_eq!(
-        created,
+        w.event_messages(events::CREATING_CANARY_INGRESS),
         [format!(
             "Creating canary ingress `{CANARY_INGRESS}` with weight `0`"
         )]
