@@ -479,25 +479,19 @@ pub async fn run(
         use crate::controller::is_synced;
         is_synced(&caches.0) && is_synced(&caches.1) && is_synced(&caches.2) && is_synced(&caches.3)
     };
-    let (r1, r2, r3, r4, r5) = (
-        referrers.clone(),
-        referrers.clone(),
-        referrers.clone(),
-        referrers.clone(),
-        referrers,
-    );
+    let services = referrers.clone();
     let results = Controller::for_stream(ro_stream, key_reader)
         .owns_stream(rs_stream)
         .owns_stream(ar_stream)
-        .watches_stream(deploy_stream, move |d| r1.of(references::key_of(&d)))
-        .watches_stream(ingress_stream, move |i| r2.of(references::key_of(&i)))
+        .watches_stream(deploy_stream, referrers.waker())
+        .watches_stream(ingress_stream, referrers.waker())
         .watches_stream(svc_stream, move |svc| {
-            let mut woken = r3.of(references::key_of(&svc));
+            let mut woken = services.of(references::key_of(&svc));
             woken.extend(managing_rollout(&svc));
             woken
         })
-        .watches_stream(at_stream, move |t| r4.of(references::key_of(&t)))
-        .watches_stream(cat_stream, move |t| r5.of(references::key_of(&t)))
+        .watches_stream(at_stream, referrers.waker())
+        .watches_stream(cat_stream, referrers.waker())
         // Unbounded here: `Workers` limits the reconciles, in turn.
         .with_config(controller::Config::default())
         .graceful_shutdown_on(shutdown.clone())
@@ -822,6 +816,14 @@ struct Referrers {
 }
 
 impl Referrers {
+    /// A watch mapper: the Rollouts to reconcile for an object of kind K.
+    fn waker<K: Resource<DynamicType = ()>>(
+        &self,
+    ) -> impl Fn(K) -> Vec<ObjectRef<RolloutKey>> + use<K> {
+        let referrers = self.clone();
+        move |obj| referrers.of(references::key_of(&obj))
+    }
+
     /// The Rollouts to reconcile when the object with this key
     /// (`references::key`) appears or changes.
     fn of(&self, key: String) -> Vec<ObjectRef<RolloutKey>> {
