@@ -71,7 +71,9 @@ stop() {
 
 start() { # name, command...
   local name=$1; shift
-  setsid "$@" >"$state/logs/$name.log" 2>&1 < /dev/null &
+  # 8>&-: the components must not inherit the lock `up` holds, or it would
+  # stay held as long as they run and the next `up` would wait forever.
+  setsid "$@" >"$state/logs/$name.log" 2>&1 < /dev/null 8>&- &
   echo $! >"$state/pids/$name"
 }
 
