@@ -1492,7 +1492,7 @@ mod tests {
         };
         let tref = |name: &str, cluster_scope: bool| AnalysisTemplateRef {
             template_name: name.into(),
-            cluster_scope,
+            cluster_scope: Some(cluster_scope),
         };
         let rollout = |ns: &str, name: &str, deployment: Option<&str>, template: Option<&str>| {
             let mut ro = Rollout::new(name, Default::default());

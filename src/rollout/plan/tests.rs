@@ -888,11 +888,84 @@ fn pause_for(secs: Option<i32>) -> CanaryStep {
 
 /// AnalysisTemplate `check`: one metric `m` (its runs are finished by hand).
 /// An analysis of the template `check` (`check_template`).
+/// A canary paused at its second step under a `currentStepHash` this
+/// controller wrote before it matched upstream (serde's JSON, which
+/// differs from Go's where Go escapes `&`) stays at that step after an
+/// upgrade, and the status gets upstream's hash; a real change of steps
+/// starts them over.
+#[test]
+fn a_former_steps_hash_keeps_the_step_and_changed_steps_restart() {
+    let mut ro = rollout(
+        5,
+        "app:1",
+        Some(IntOrString::Int(1)),
+        Some(IntOrString::Int(0)),
+    );
+    let mut analysis = check_analysis();
+    analysis.args = vec![crate::api::rollout::AnalysisRunArgument {
+        name: "query".into(),
+        value: Some("a&b".into()),
+        value_from: None,
+    }];
+    let steps = vec![
+        weight(25),
+        pause_for(None),
+        weight(50),
+        pause_for(None),
+        CanaryStep {
+            analysis: Some(analysis),
+            ..Default::default()
+        },
+    ];
+    ro.spec.strategy.canary.as_mut().unwrap().steps = steps.clone();
+    let mut w = World::new(ro);
+    w.templates
+        .insert((false, "check".into()), check_template());
+    w.settle(false);
+    set_image(&mut w, "app:2");
+    w.run_until("the first pause", |w| {
+        w.status().current_step_index == Some(1)
+    });
+    w.promote();
+    w.run_until("the second pause", |w| {
+        w.status().current_step_index == Some(3)
+    });
+
+    let upstream = crate::rollout::hash::steps_hash(&steps);
+    let former = crate::rollout::hash::safe_encode(&{
+        // FNV-1a over serde's JSON, as this controller hashed steps before.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in serde_json::to_vec(&steps).unwrap() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        h.to_string()
+    });
+    assert_ne!(
+        former, upstream,
+        "the steps must hash differently in serde's JSON"
+    );
+    assert_eq!(
+        w.status().current_step_hash.as_deref(),
+        Some(upstream.as_str())
+    );
+    w.ro.status.as_mut().unwrap().current_step_hash = Some(former);
+    w.reconcile();
+    let s = w.status();
+    assert_eq!(s.current_step_index, Some(3), "still at the second pause");
+    assert_eq!(s.current_step_hash.as_deref(), Some(upstream.as_str()));
+
+    // New steps: the update starts over.
+    w.ro.spec.strategy.canary.as_mut().unwrap().steps = vec![weight(10), pause_for(None)];
+    w.ro.metadata.generation = Some(w.ro.metadata.generation.unwrap_or(1) + 1);
+    w.reconcile();
+    assert_eq!(w.status().current_step_index, Some(0));
+}
+
 fn check_analysis() -> crate::api::rollout::RolloutAnalysis {
     crate::api::rollout::RolloutAnalysis {
         templates: vec![crate::api::common::AnalysisTemplateRef {
             template_name: "check".into(),
-            cluster_scope: false,
+            cluster_scope: None,
         }],
         ..Default::default()
     }
@@ -1308,7 +1381,7 @@ fn the_progress_deadline_does_not_run_out_on_an_analysis_step() {
             analysis: Some(crate::api::rollout::RolloutAnalysis {
                 templates: vec![crate::api::common::AnalysisTemplateRef {
                     template_name: "check".into(),
-                    cluster_scope: false,
+                    cluster_scope: None,
                 }],
                 ..Default::default()
             }),
@@ -1614,7 +1687,7 @@ mod analysis_gates {
         RolloutAnalysis {
             templates: vec![AnalysisTemplateRef {
                 template_name: "check".into(),
-                cluster_scope: false,
+                cluster_scope: None,
             }],
             ..Default::default()
         }
