@@ -86,6 +86,8 @@ struct World {
     now: i64,
     /// Every event the plans published, oldest first.
     events: Vec<events::Event>,
+    /// What the shell's template comparison found (`template_match`).
+    template_twin: Option<(String, String)>,
 }
 
 impl World {
@@ -101,6 +103,7 @@ impl World {
             broken: vec![],
             now: 1_700_000_000,
             events: vec![],
+            template_twin: None,
         }
     }
 
@@ -110,6 +113,7 @@ impl World {
             .with_analysis(self.runs.clone(), self.templates.clone())
             .with_ingresses(self.ingresses.clone())
             .with_workload(self.deployment.clone())
+            .with_template_twin(self.template_twin.clone())
     }
 
     fn ingress(&self, name: &str) -> Option<&Ingress> {
@@ -2085,6 +2089,56 @@ fn a_status_that_changes_only_in_counts_does_not_move_on() {
         .actions
         .push(Action::DeleteReplicaSet { name: "x".into() });
     assert!(super::moves_on(Some(&before), &acting));
+}
+
+/// An undo in the middle of a canary copies the stable ReplicaSet's
+/// template, defaults and all, back into the Rollout: a template no hash
+/// names. Once the shell's comparison names the stable ReplicaSet as its
+/// twin, the Rollout goes straight back to it (no new ReplicaSet, no
+/// steps), as upstream's fast rollback; a twin found for another template
+/// is not used.
+#[test]
+fn an_undo_to_the_stable_template_is_a_fast_rollback() {
+    let mut w = World::new(rollout(
+        5,
+        "app:1",
+        Some(IntOrString::Int(1)),
+        Some(IntOrString::Int(0)),
+    ));
+    w.ro.spec.strategy.canary.as_mut().unwrap().steps = vec![weight(20), pause_for(None)];
+    w.settle(false);
+    let stable = w.status().stable_rs.unwrap();
+    set_image(&mut w, "app:2");
+    w.run_until("the pause", |w| w.status().current_step_index == Some(1));
+    assert_eq!(w.rss.len(), 2);
+
+    // The undo: app:1 again, with a default the API server filled in.
+    set_image(&mut w, "app:1");
+    let t = w.ro.spec.template.as_mut().unwrap();
+    t.spec.as_mut().unwrap().containers[0].image_pull_policy = Some("IfNotPresent".into());
+    let copied = crate::rollout::hash::pod_template_hash(t, None);
+    assert_ne!(copied, stable);
+
+    let planned = |w: &World| plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+    let creates = |w: &World| {
+        planned(w)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateReplicaSet(_)))
+    };
+    assert!(creates(&w), "without a twin: a new ReplicaSet");
+    w.template_twin = Some(("another-template".into(), stable.clone()));
+    assert!(creates(&w), "a twin of another template is not this one's");
+
+    w.template_twin = Some((copied.clone(), stable.clone()));
+    w.run_until("Healthy on the stable", |w| {
+        w.phase() == Some(RolloutPhase::Healthy)
+    });
+    assert_eq!(w.rss.len(), 2, "no new ReplicaSet");
+    let s = w.status();
+    assert_eq!(s.current_pod_hash.as_deref(), Some(stable.as_str()));
+    assert_eq!(s.stable_rs.as_deref(), Some(stable.as_str()));
+    assert_eq!(w.pods_of(&Some(stable)), 5);
 }
 
 /// A ReplicaSet made under an older hash of the same template (upstream
