@@ -1,8 +1,11 @@
 //! successCondition / failureCondition, evaluated with the expr language as
 //! upstream does: `result` is the provider's value, with the helpers asInt,
-//! asFloat, isNaN, isInf, isNil and default. Error texts follow upstream's.
+//! asFloat, isNaN, isInf, isNil and default, and expr's date functions (now,
+//! date, duration). Error texts follow upstream's. Also the times of a
+//! Prometheus range query (`eval_time`).
 
 use expr::{Context, Environment, Value};
+use k8s_openapi::jiff::Timestamp;
 use serde_json::Value as Json;
 
 use crate::api::analysis::{AnalysisPhase, Metric};
@@ -241,6 +244,30 @@ fn eval_value(result: &Value, condition: &str) -> Result<bool, ConditionError> {
     }
 }
 
+/// Evaluates an expression that must yield a point in time, such as
+/// `now() - duration("1h")` (a Prometheus range query's start and end), as
+/// upstream's `EvalTime`: expr's date functions plus isNaN and isInf.
+pub fn eval_time(expression: &str) -> Result<Timestamp, ConditionError> {
+    check_limits(expression)?;
+    let program =
+        guarded(|| expr::compile(expression))?.map_err(|e| ConditionError(first_line(&e)))?;
+    let mut env = Environment::new();
+    add_float_checks(&mut env);
+    match guarded(|| env.run(&program, &Context::default()))? {
+        Ok(v) => match v.as_datetime() {
+            Some(t) => i32::try_from(t.timestamp_subsec_nanos())
+                .ok()
+                .and_then(|nanos| Timestamp::new(t.timestamp(), nanos).ok())
+                .ok_or_else(|| ConditionError(format!("time {t} is out of range"))),
+            None => Err(ConditionError(format!(
+                "expected time.Time, but got {}",
+                go_type(&v)
+            ))),
+        },
+        Err(e) => Err(ConditionError(first_line(&e))),
+    }
+}
+
 /// An error on one line. A parse error is a drawing over several lines
 /// (`--> 1:10`, the text, a caret, `= expected ...`): it becomes
 /// "expected ... at 1:10"; anything else has its lines joined.
@@ -289,16 +316,7 @@ fn env(result: &Value) -> Environment<'static> {
         ))),
         _ => Err(expr::Error::ExprError("asFloat takes one argument".into())),
     });
-    env.add_function("isNaN", |c| match c.args.as_slice() {
-        [Value::Float(f)] => Ok(Value::Bool(f.is_nan())),
-        [_] => Ok(Value::Bool(false)),
-        _ => Err(expr::Error::ExprError("isNaN takes one argument".into())),
-    });
-    env.add_function("isInf", |c| match c.args.as_slice() {
-        [Value::Float(f)] => Ok(Value::Bool(f.is_infinite())),
-        [_] => Ok(Value::Bool(false)),
-        _ => Err(expr::Error::ExprError("isInf takes one argument".into())),
-    });
+    add_float_checks(&mut env);
     // As upstream, isNil and default look at `result` itself, whatever
     // their first argument is.
     let nil = matches!(result, Value::Nil);
@@ -309,6 +327,19 @@ fn env(result: &Value) -> Environment<'static> {
         _ => Err(expr::Error::ExprError("default takes two arguments".into())),
     });
     env
+}
+
+fn add_float_checks(env: &mut Environment<'static>) {
+    env.add_function("isNaN", |c| match c.args.as_slice() {
+        [Value::Float(f)] => Ok(Value::Bool(f.is_nan())),
+        [_] => Ok(Value::Bool(false)),
+        _ => Err(expr::Error::ExprError("isNaN takes one argument".into())),
+    });
+    env.add_function("isInf", |c| match c.args.as_slice() {
+        [Value::Float(f)] => Ok(Value::Bool(f.is_infinite())),
+        [_] => Ok(Value::Bool(false)),
+        _ => Err(expr::Error::ExprError("isInf takes one argument".into())),
+    });
 }
 
 /// A JSON value as expr sees it.
@@ -338,6 +369,11 @@ fn go_type(v: &Value) -> &'static str {
         Value::Array(_) => "[]interface {}",
         Value::Map(_) | Value::KeyedMap(_) => "map[string]interface {}",
         Value::Bytes(_) => "[]uint8",
+        Value::DateTime(_) => "time.Time",
+        Value::Duration(_) => "time.Duration",
+        Value::Timezone(_) => "*time.Location",
+        Value::Month(_) => "time.Month",
+        Value::Weekday(_) => "time.Weekday",
     }
 }
 
@@ -425,6 +461,37 @@ mod tests {
             Ok(true)
         );
         assert_eq!(t(json!(1), "isNaN(result) || isInf(result)"), Ok(false));
+    }
+
+    #[test]
+    fn times_from_expressions() {
+        let at = |e: &str| eval_time(e).map(|t| t.as_second());
+        assert_eq!(at(r#"date("2024-01-02T03:04:05Z")"#), Ok(1_704_164_645));
+        assert_eq!(
+            at(r#"date("2024-01-02T03:04:05Z") - duration("1h30m")"#),
+            Ok(1_704_164_645 - 5400)
+        );
+        let now = Timestamp::now().as_second();
+        let an_hour_ago = at(r#"now() - duration("1h")"#).unwrap();
+        assert!(
+            (now - 3601..=now - 3599).contains(&an_hour_ago),
+            "{an_hour_ago}"
+        );
+        assert_eq!(
+            eval_time("1.5"),
+            Err(ConditionError("expected time.Time, but got float64".into()))
+        );
+        assert_eq!(
+            eval_time(r#""now""#),
+            Err(ConditionError("expected time.Time, but got string".into()))
+        );
+        assert!(eval_time("now(").is_err());
+        assert!(eval_time("").is_err());
+        // Conditions have the date functions too, as upstream's.
+        assert_eq!(
+            eval_condition(&json!(1), r#"now() > date("2024-01-01T00:00:00Z")"#),
+            Ok(true)
+        );
     }
 
     #[test]

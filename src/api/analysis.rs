@@ -228,6 +228,27 @@ pub struct PrometheusMetric {
     pub insecure: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<WebMetricHeader>,
+    /// Run the query over a time range instead of at one instant.
+    pub range_query: Option<PrometheusRangeQuery>,
+}
+
+/// A range query's bounds and resolution (upstream's
+/// `PrometheusRangeQueryArgs`).
+#[skip_serializing_none]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusRangeQuery {
+    /// The start of the range, an expression that yields a time, such as
+    /// `now() - duration("1h")`.
+    #[serde(skip_serializing_if = "is_none_or_default")]
+    pub start: Option<String>,
+    /// The end of the range, an expression such as `now()`.
+    #[serde(skip_serializing_if = "is_none_or_default")]
+    pub end: Option<String>,
+    /// The time between two points of the range, a duration string such
+    /// as "30s", "5m", "1h".
+    #[serde(skip_serializing_if = "is_none_or_default")]
+    pub step: Option<String>,
 }
 
 /// How a provider authenticates (upstream's `Authentication`, plus

@@ -1,7 +1,10 @@
-//! The Prometheus provider: one instant query at "now" per measurement. A
-//! scalar result is judged as a number, a vector as a list of numbers (one per
-//! series, in Prometheus' order; an empty vector is an empty list), as
-//! upstream. Prometheus' warnings go into the measurement's metadata.
+//! The Prometheus provider: one query per measurement, an instant query at
+//! "now", or a range query when the metric sets `rangeQuery` (its start and
+//! end are expressions such as `now() - duration("1h")`). A scalar result is
+//! judged as a number, a vector as a list of numbers (one per series, in
+//! Prometheus' order; an empty vector is an empty list), a matrix as the list
+//! of every sample of every series, series by series, as upstream.
+//! Prometheus' warnings go into the measurement's metadata.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,11 +12,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use k8s_openapi::jiff::Timestamp;
 use prometheus_http_query::response::Data;
+use prometheus_http_query::{InstantQueryBuilder, RangeQueryBuilder};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::{error, http_client, judged};
-use crate::api::analysis::{Measurement, Metric, PrometheusMetric};
+use crate::analysis::condition::eval_time;
+use crate::api::analysis::{Measurement, Metric, PrometheusMetric, PrometheusRangeQuery};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -32,11 +37,122 @@ pub async fn measure(metric: &Metric, prom: &PrometheusMetric) -> Measurement {
     }
 }
 
-/// An instant query's result, as far as analysis can judge one.
+/// A query's result, as far as analysis can judge one.
 #[derive(Clone, Debug, PartialEq)]
 pub enum QueryResult {
     Scalar(f64),
+    /// One value per series.
     Vector(Vec<f64>),
+    /// Every sample of every series, series by series (a range query's
+    /// answer, or an instant query of a range selector such as `up[5m]`).
+    Matrix(Vec<f64>),
+}
+
+/// A range query's bounds, as Prometheus is asked for them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Range {
+    /// Unix seconds.
+    pub start: i64,
+    /// Unix seconds.
+    pub end: i64,
+    /// Seconds.
+    pub step: f64,
+}
+
+/// Evaluates `rangeQuery`: start and end as expressions yielding a time,
+/// step as a Go duration string. The errors are upstream's.
+pub fn range(q: &PrometheusRangeQuery) -> Result<Range, String> {
+    let time = |what: &str, expression: &Option<String>| {
+        eval_time(expression.as_deref().unwrap_or_default())
+            .map_err(|e| format!("failed to parse rangeQuery.{what} as time: {e}"))
+    };
+    let start = time("start", &q.start)?;
+    let end = time("end", &q.end)?;
+    let step = go_duration(q.step.as_deref().unwrap_or_default())
+        .map_err(|e| format!("failed to parse rangeQuery.step as duration: {e}"))?;
+    // As Go's Duration.Seconds: whole seconds plus the nanoseconds left.
+    let step = (step / 1_000_000_000) as f64 + (step % 1_000_000_000) as f64 / 1e9;
+    // The crate sends whole seconds; Prometheus aligns the points to the
+    // start, so only a sub-second shift of the whole range is lost.
+    Ok(Range {
+        start: start.as_second(),
+        end: end.as_second(),
+        step,
+    })
+}
+
+/// Go's `time.ParseDuration` (upstream parses `step` with it): a signed
+/// sequence of decimal numbers, each with a unit (ns, us, µs, ms, s, m, h);
+/// "0" needs none. Nanoseconds, or Go's error message.
+pub fn go_duration(text: &str) -> Result<i64, String> {
+    let invalid = || format!("time: invalid duration {text:?}");
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Ok(0);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    const LIMIT: u128 = 1 << 63;
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+        let (whole, after) = rest.split_at(digits(rest));
+        let (fraction, after) = match after.strip_prefix('.') {
+            Some(a) => {
+                let (f, after) = a.split_at(digits(a));
+                (Some(f), after)
+            }
+            None => (None, after),
+        };
+        if whole.is_empty() && fraction.is_none_or(str::is_empty) {
+            return Err(invalid());
+        }
+        let unit_len = after
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(after.len());
+        if unit_len == 0 {
+            return Err(format!("time: missing unit in duration {text:?}"));
+        }
+        let (unit, after) = after.split_at(unit_len);
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(format!("time: unknown unit {unit:?} in duration {text:?}")),
+        };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| invalid())?
+        };
+        let mut value = whole.checked_mul(scale).ok_or_else(invalid)?;
+        if let Some(f) = fraction.filter(|f| !f.is_empty()) {
+            // Digits past what an f64 holds change nothing.
+            let f = &f[..f.len().min(18)];
+            let digits: f64 = f.parse().map_err(|_| invalid())?;
+            let part = digits * (scale as f64 / 10f64.powi(f.len() as i32));
+            value += part as u128;
+        }
+        total = total.checked_add(value).ok_or_else(invalid)?;
+        if total > LIMIT {
+            return Err(invalid());
+        }
+        rest = after;
+    }
+    if negative {
+        // -(1 << 63) is i64::MIN itself.
+        Ok(i64::try_from(total).map_or(i64::MIN, |t| -t))
+    } else {
+        i64::try_from(total).map_err(|_| invalid())
+    }
 }
 
 /// What Prometheus answered to a successful query.
@@ -60,6 +176,8 @@ async fn query(prom: &PrometheusMetric, env_address: Option<&str>) -> Result<Ans
         _ => DEFAULT_TIMEOUT,
     };
     let mut headers = headers(prom)?;
+    // Evaluated before anything is sent, so a bad range costs no request.
+    let range = prom.range_query.as_ref().map(range).transpose()?;
     let client = http_client(timeout, prom.insecure).map_err(|e| chain(&e))?;
     let oauth = prom.authentication.as_ref().and_then(|a| a.oauth2.as_ref());
     if let Some(cfg) = oauth.filter(|c| super::oauth2::configured(Some(c))) {
@@ -69,18 +187,23 @@ async fn query(prom: &PrometheusMetric, env_address: Option<&str>) -> Result<Ans
         );
     }
     let client = prometheus_http_query::Client::from(client, address).map_err(|e| chain(&e))?;
-    let now = Timestamp::now().as_millisecond();
-    let mut request = client.query(promql).query(
-        "time",
-        format!("{}.{:03}", now.div_euclid(1000), now.rem_euclid(1000)),
-    );
+    let mut request = match range {
+        Some(r) => Request::Range(client.query_range(promql, r.start, r.end, r.step)),
+        None => {
+            let now = Timestamp::now().as_millisecond();
+            Request::Instant(client.query(promql).query(
+                "time",
+                format!("{}.{:03}", now.div_euclid(1000), now.rem_euclid(1000)),
+            ))
+        }
+    };
     for (name, value) in &headers {
         request = request.header(name.clone(), value.clone());
     }
     // As Prometheus' Go client: a form POST, and GET where POST is refused.
-    let mut response = request.clone().post_raw().await.map_err(|e| chain(&e))?;
+    let mut response = request.send(true).await.map_err(|e| chain(&e))?;
     if matches!(response.status().as_u16(), 405 | 501) {
-        response = request.get_raw().await.map_err(|e| chain(&e))?;
+        response = request.send(false).await.map_err(|e| chain(&e))?;
     }
     let status = response.status();
     let json = response
@@ -107,6 +230,31 @@ async fn query(prom: &PrometheusMetric, env_address: Option<&str>) -> Result<Ans
         }
     })?;
     answer(envelope)
+}
+
+/// An instant or a range query, ready to send.
+enum Request {
+    Instant(InstantQueryBuilder),
+    Range(RangeQueryBuilder),
+}
+
+impl Request {
+    fn header(self, name: HeaderName, value: HeaderValue) -> Self {
+        match self {
+            Request::Instant(r) => Request::Instant(r.header(name, value)),
+            Request::Range(r) => Request::Range(r.header(name, value)),
+        }
+    }
+
+    /// A form POST, or a GET.
+    async fn send(&self, post: bool) -> Result<reqwest::Response, prometheus_http_query::Error> {
+        match (self, post) {
+            (Request::Instant(r), true) => r.clone().post_raw().await,
+            (Request::Instant(r), false) => r.clone().get_raw().await,
+            (Request::Range(r), true) => r.clone().post_raw().await,
+            (Request::Range(r), false) => r.clone().get_raw().await,
+        }
+    }
 }
 
 /// The metric's address, else the controller's environment; trailing `/`
@@ -219,12 +367,16 @@ fn answer(envelope: Envelope) -> Result<Answer, String> {
         .ok_or("the Prometheus response has no data".to_string())?;
     let kind = data.get("resultType").and_then(|t| t.as_str());
     let result = match kind {
-        Some("scalar" | "vector") => match serde_json::from_value::<Data>(data) {
+        Some("scalar" | "vector" | "matrix") => match serde_json::from_value::<Data>(data) {
             Ok(Data::Scalar(s)) => Ok(QueryResult::Scalar(s.value())),
             Ok(Data::Vector(v)) => Ok(QueryResult::Vector(
                 v.iter().map(|s| s.sample().value()).collect(),
             )),
-            Ok(Data::Matrix(_)) => Err("Prometheus metric type not supported".to_string()),
+            Ok(Data::Matrix(m)) => Ok(QueryResult::Matrix(
+                m.iter()
+                    .flat_map(|series| series.samples().iter().map(|s| s.value()))
+                    .collect(),
+            )),
             Err(e) => return Err(format!("could not parse the Prometheus result: {e}")),
         },
         _ => Err("Prometheus metric type not supported".to_string()),
@@ -240,7 +392,7 @@ fn answer(envelope: Envelope) -> Result<Answer, String> {
 pub fn judge(metric: &Metric, answer: Answer, started: Timestamp) -> Measurement {
     let (shown, result) = match answer.result {
         Ok(QueryResult::Scalar(v)) => (format_value(v), expr::Value::Float(v)),
-        Ok(QueryResult::Vector(vs)) => (
+        Ok(QueryResult::Vector(vs) | QueryResult::Matrix(vs)) => (
             format!(
                 "[{}]",
                 vs.iter()
@@ -374,8 +526,6 @@ mod tests {
         let string =
             json!({"status": "success", "data": {"resultType": "string", "result": [1.5, "x"]}});
         assert_eq!(parse(&string.to_string()).unwrap().result, unsupported);
-        let matrix = json!({"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "values": [[1.5, "1"]]}]}});
-        assert_eq!(parse(&matrix.to_string()).unwrap().result, unsupported);
 
         let bad = json!({"status": "error", "errorType": "bad_data", "error": "invalid parameter \"query\": 1:5: parse error: unexpected end of input"});
         assert_eq!(
@@ -397,6 +547,171 @@ mod tests {
         let m = judge(&metric(Some("result == 10"), None), a, Timestamp::now());
         assert_eq!(m.phase, AnalysisPhase::Successful, "{m:?}");
         assert_eq!(m.metadata.unwrap()[WARNINGS_KEY], r#""w1", "w2""#);
+    }
+
+    #[test]
+    fn a_matrix_is_every_sample_of_every_series_in_order() {
+        let matrix = json!({"status": "success", "data": {"resultType": "matrix", "result": [
+            {"metric": {"code": "200"}, "values": [[1700000000, "99"], [1700000060, "98.5"]]},
+            {"metric": {"code": "500"}, "values": [[1700000000, "1"], [1700000060, "NaN"]]}
+        ]}});
+        let a = parse(&matrix.to_string()).unwrap();
+        let Ok(QueryResult::Matrix(values)) = &a.result else {
+            panic!("{a:?}")
+        };
+        assert_eq!(values[..3], [99.0, 98.5, 1.0]);
+        assert!(values[3].is_nan());
+        // NaN < 1000 is false, as in Go.
+        let m = judge(
+            &metric(Some("all(result, {# < 1000})"), None),
+            a.clone(),
+            Timestamp::now(),
+        );
+        assert_eq!(m.phase, AnalysisPhase::Failed, "{m:?}");
+        assert_eq!(m.value.as_deref(), Some("[99,98.5,1,NaN]"));
+        let m = judge(
+            &metric(Some("all(result, {isNaN(#) || # < 1000})"), None),
+            a,
+            Timestamp::now(),
+        );
+        assert_eq!(m.phase, AnalysisPhase::Successful, "{m:?}");
+
+        let no_series =
+            json!({"status": "success", "data": {"resultType": "matrix", "result": []}});
+        let a = parse(&no_series.to_string()).unwrap();
+        assert_eq!(a.result, Ok(QueryResult::Matrix(vec![])));
+        let m = judge(
+            &metric(Some("all(result, {# < 1000})"), None),
+            a,
+            Timestamp::now(),
+        );
+        // An empty list passes all(), as upstream's.
+        assert_eq!(m.phase, AnalysisPhase::Successful, "{m:?}");
+        assert_eq!(m.value.as_deref(), Some("[]"));
+    }
+
+    #[test]
+    fn durations_as_go_parses_them() {
+        const S: i64 = 1_000_000_000;
+        let ok = [
+            ("0", 0),
+            ("-0", 0),
+            ("1m", 60 * S),
+            ("+5s", 5 * S),
+            ("-1s", -S),
+            ("300ms", 300_000_000),
+            ("1h30m", 5400 * S),
+            ("1.5h", 5400 * S),
+            (".5s", S / 2),
+            ("1.s", S),
+            ("2us", 2_000),
+            ("2\u{b5}s", 2_000),
+            ("2\u{3bc}s", 2_000),
+            ("7ns", 7),
+            ("1m0.000000001s", 60 * S + 1),
+            ("9223372036854775807ns", i64::MAX),
+            ("-9223372036854775808ns", i64::MIN),
+        ];
+        for (text, want) in ok {
+            assert_eq!(go_duration(text), Ok(want), "{text}");
+        }
+        let err = |text: &str| go_duration(text).unwrap_err();
+        assert_eq!(err(""), r#"time: invalid duration """#);
+        assert_eq!(err("-"), r#"time: invalid duration "-""#);
+        assert_eq!(err("s"), r#"time: invalid duration "s""#);
+        assert_eq!(err(".s"), r#"time: invalid duration ".s""#);
+        assert_eq!(
+            err("1h-5m"),
+            r#"time: unknown unit "h-" in duration "1h-5m""#
+        );
+        assert_eq!(err("30"), r#"time: missing unit in duration "30""#);
+        assert_eq!(err("1d"), r#"time: unknown unit "d" in duration "1d""#);
+        assert_eq!(
+            err("9223372036854775808ns"),
+            r#"time: invalid duration "9223372036854775808ns""#
+        );
+        assert_eq!(err("3000000h"), r#"time: invalid duration "3000000h""#);
+    }
+
+    fn range_query(start: &str, end: &str, step: &str) -> PrometheusRangeQuery {
+        PrometheusRangeQuery {
+            start: Some(start.into()),
+            end: Some(end.into()),
+            step: Some(step.into()),
+        }
+    }
+
+    #[test]
+    fn range_bounds_are_expressions_and_the_step_a_duration() {
+        let r = range(&range_query(r#"now() - duration("1h")"#, "now()", "1m")).unwrap();
+        let now = Timestamp::now().as_second();
+        assert!((now - 2..=now).contains(&r.end), "{r:?} {now}");
+        assert!((3599..=3601).contains(&(r.end - r.start)), "{r:?}");
+        assert_eq!(r.step, 60.0);
+
+        let r = range(&range_query(
+            r#"date("2024-01-02T03:04:05Z")"#,
+            r#"date("2024-01-02T03:04:05Z") + duration("90s")"#,
+            "1.5s",
+        ))
+        .unwrap();
+        assert_eq!(
+            r,
+            Range {
+                start: 1_704_164_645,
+                end: 1_704_164_735,
+                step: 1.5
+            }
+        );
+        assert_eq!(
+            range(&range_query("now()", "now()", "1ns")).unwrap().step,
+            1e-9
+        );
+        // A negative step is Prometheus' to refuse, as upstream.
+        assert_eq!(
+            range(&range_query("now()", "now()", "-1m")).unwrap().step,
+            -60.0
+        );
+    }
+
+    #[test]
+    fn bad_range_queries_are_upstreams_errors() {
+        let err = |q: PrometheusRangeQuery| range(&q).unwrap_err();
+        assert_eq!(
+            err(range_query("1", "now()", "1m")),
+            "failed to parse rangeQuery.start as time: expected time.Time, but got int"
+        );
+        assert_eq!(
+            err(range_query("now()", r#"duration("1h")"#, "1m")),
+            "failed to parse rangeQuery.end as time: expected time.Time, but got time.Duration"
+        );
+        let e = err(range_query("now()", "now() -", "1m"));
+        assert!(
+            e.starts_with("failed to parse rangeQuery.end as time: "),
+            "{e}"
+        );
+        let e = err(range_query(r#"now() - duration("1d")"#, "now()", "1m"));
+        assert!(
+            e.starts_with("failed to parse rangeQuery.start as time: "),
+            "{e}"
+        );
+        assert_eq!(
+            err(range_query("now()", "now()", "60")),
+            r#"failed to parse rangeQuery.step as duration: time: missing unit in duration "60""#
+        );
+        let missing = PrometheusRangeQuery {
+            step: None,
+            ..range_query("now()", "now()", "1m")
+        };
+        assert_eq!(
+            err(missing),
+            r#"failed to parse rangeQuery.step as duration: time: invalid duration """#
+        );
+        let missing = PrometheusRangeQuery {
+            start: None,
+            ..range_query("now()", "now()", "1m")
+        };
+        assert!(err(missing).starts_with("failed to parse rangeQuery.start as time: "),);
     }
 
     #[test]
@@ -582,6 +897,20 @@ mod tests {
             error_message(&sigv4)
                 .await
                 .contains("sigv4 authentication is not supported")
+        );
+        // A bad range is found before anything is sent (nothing listens
+        // on port 1, so a request would fail differently).
+        let bad_range = PrometheusMetric {
+            range_query: Some(PrometheusRangeQuery {
+                start: Some("now()".into()),
+                end: Some("now()".into()),
+                step: Some("1x".into()),
+            }),
+            ..base.clone()
+        };
+        assert_eq!(
+            error_message(&bad_range).await,
+            r#"failed to parse rangeQuery.step as duration: time: unknown unit "x" in duration "1x""#
         );
         let bad_header = PrometheusMetric {
             headers: vec![WebMetricHeader {
