@@ -243,3 +243,73 @@ async fn upstream_examples_and_docs_apply_without_losing_a_field() -> Result<()>
     assert_eq!(expected_refusals_seen, UPSTREAM_REFUSES_TOO.len());
     env.cleanup().await
 }
+
+/// Status fields upstream writes for what this controller does not run (the
+/// ALB router, step plugins) are kept as they are: by the API server, and by
+/// the controller when it writes the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_fields_of_upstream_features_survive_our_controller() -> Result<()> {
+    let mut env = TestEnv::without_controller("upstream-status").await?;
+    let yaml = std::fs::read_to_string(
+        repo_root()
+            .join(FIXTURES)
+            .join("examples/rollout-canary.yaml"),
+    )?;
+    env.apply_yaml(&yaml).await?;
+    // Shaped as upstream's ALBStatus and StepPluginStatus (types.go).
+    let aws = |kind: &str| {
+        serde_json::json!({
+            "name": format!("{kind}-name"),
+            "arn": format!("arn:aws:elasticloadbalancing:eu-west-1:123456789012:{kind}"),
+            "fullName": format!("{kind}/full"),
+        })
+    };
+    let alb = |ingress: &str| {
+        serde_json::json!({
+            "loadBalancer": aws("loadbalancer"),
+            "canaryTargetGroup": aws("targetgroup-canary"),
+            "stableTargetGroup": aws("targetgroup-stable"),
+            "ingress": ingress,
+        })
+    };
+    let extras = serde_json::json!({
+        "alb": alb("ingress-a"),
+        "albs": [alb("ingress-a"), alb("ingress-b")],
+        "canary": {"stepPluginStatuses": [{
+            "index": 1,
+            "name": "example/plugin",
+            "operation": "Run",
+            "phase": "Running",
+            "message": "working",
+            "startedAt": "2025-01-02T03:04:05Z",
+            "updatedAt": "2025-01-02T03:04:06Z",
+            "finishedAt": "2025-01-02T03:04:07Z",
+            "backoff": "5s",
+            "executions": 2,
+            "disabled": true,
+            "status": {"any": {"thing": ["the", "plugin", "keeps"]}},
+        }]},
+    });
+    support::patch_status(&env, "rollout-canary", extras.clone()).await?;
+    let raw = |env: &TestEnv| {
+        let resource = ApiResource::erase::<rollouts::api::Rollout>(&());
+        let api: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), &env.ns, &resource);
+        async move { anyhow::Ok(api.get("rollout-canary").await?.data["status"].clone()) }
+    };
+    let mut lost = Vec::new();
+    missing(&extras, &raw(&env).await?, "status", &mut lost);
+    assert!(lost.is_empty(), "the API server pruned {lost:?}");
+
+    // The controller deploys it and writes its status: the rest stays.
+    env.start_controller();
+    support::wait_rollout(&env, "rollout-canary", "Healthy", support::healthy).await?;
+    let status = raw(&env).await?;
+    missing(&extras, &status, "status", &mut lost);
+    assert!(lost.is_empty(), "lost {lost:?} from {status}");
+    assert_eq!(status["alb"], extras["alb"]);
+    assert_eq!(
+        status["canary"]["stepPluginStatuses"],
+        extras["canary"]["stepPluginStatuses"]
+    );
+    env.cleanup().await
+}

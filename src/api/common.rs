@@ -175,6 +175,15 @@ pub fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+/// Schema for a list of such objects.
+pub fn opaque_objects(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let item = opaque_object(generator);
+    schemars::json_schema!({
+        "type": "array",
+        "items": item
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use serde_with::skip_serializing_none;
 
 use super::common::{
     AnalysisTemplateRef, DryRun, FieldRef, MeasurementRetention, PodTemplateMetadata, is_default,
-    is_none_or_default, opaque_object,
+    is_none_or_default, opaque_object, opaque_objects,
 };
 
 /// Desired state of a Rollout.
@@ -455,6 +455,14 @@ pub struct RolloutStatus {
     pub message: Option<String>,
     #[serde(skip_serializing_if = "is_none_or_default")]
     pub workload_observed_generation: Option<String>,
+    // Written by upstream's ALB traffic router, which this controller does
+    // not have: kept as they are so nothing is lost across a switch.
+    #[serde(default)]
+    #[schemars(schema_with = "opaque_object")]
+    pub alb: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "opaque_objects")]
+    pub albs: Vec<serde_json::Value>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -508,6 +516,11 @@ pub struct CanaryStatus {
     pub weights: Option<TrafficWeights>,
     #[serde(skip_serializing_if = "is_none_or_default")]
     pub stable_ping_pong: Option<String>,
+    /// Upstream's step plugins' progress; step plugins are not run here,
+    /// so this is kept as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "opaque_objects")]
+    pub step_plugin_statuses: Vec<serde_json::Value>,
 }
 
 #[skip_serializing_none]
