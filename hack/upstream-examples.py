@@ -136,12 +136,13 @@ def main():
         f.write(
             f"""# Upstream Argo Rollouts {version} manifests (test data)
 
-Taken unchanged from the Go module `github.com/argoproj/argo-rollouts@{version}`
-(Apache License 2.0) by `hack/upstream-examples.py`: {counts['examples']} files of its
-`examples/`, and {counts['docs']} YAML blocks of its `docs/` that hold a complete Rollout,
-AnalysisTemplate, ClusterAnalysisTemplate, AnalysisRun or Experiment (one file per
-block, named after its page and line). `tests/upstream_manifests.rs` applies every
-object of those kinds to our CRDs and fails if the API server drops a field.
+From the Go module `github.com/argoproj/argo-rollouts@{version}` (Apache License 2.0),
+written by `hack/upstream-examples.py`: {counts['examples']} files of its `examples/`,
+copied unchanged, and {counts['docs']} YAML blocks of its `docs/` that hold a complete
+Rollout, AnalysisTemplate, ClusterAnalysisTemplate, AnalysisRun or Experiment, one
+file per block named after its page and line (the block as written, dedented, after
+a comment naming its source). `tests/upstream_manifests.rs` applies every object of
+those kinds to our CRDs and fails if the API server drops a field.
 
 Left out or partly unusable:
 
