@@ -50,6 +50,9 @@ bash hack/cluster.sh up >/dev/null
 step "Prometheus (Debian's package, cached in \$ROLLOUTS_CACHE)"
 bash hack/prometheus.sh >/dev/null
 
+step "upstream Argo Rollouts, for tests/switch_over.rs and tests/upstream_plugin.rs (built once, cached in \$ROLLOUTS_CACHE)"
+bash hack/build-argo-rollouts.sh >/dev/null
+
 step "cargo test (unit and integration)"
 cargo test --all-targets --locked
 
