@@ -124,7 +124,7 @@ fn check_template(cluster: bool, name: String, spec: AnalysisTemplateSpec) {
     let analysis = RolloutAnalysis {
         templates: vec![AnalysisTemplateRef {
             template_name: name.clone(),
-            cluster_scope: cluster,
+            cluster_scope: Some(cluster),
         }],
         args: given,
         ..Default::default()

@@ -185,8 +185,8 @@ async fn every_verb_changes_what_upstream_changes() -> Result<()> {
     ok(&env, &["restart", "web"]).await?;
     assert!(rollout(&env).await?.spec.restart_at.is_some());
 
-    // undo: back to the previous revision's template (nginx:1), an update
-    // that runs the steps again.
+    // undo: back to the previous revision's template (nginx:1): its
+    // ReplicaSet again, and the steps again (it is not the stable).
     fails(
         &env,
         &["undo", "web", "--to-revision", "99"],
@@ -231,6 +231,98 @@ async fn every_verb_changes_what_upstream_changes() -> Result<()> {
     .await?;
     fails(&env, &["abort", "nope"], "rollout 'nope' not found").await?;
     env.cleanup().await
+}
+
+/// The Rollout's ReplicaSets: name -> (pod-template hash, revision).
+async fn replica_sets(
+    env: &TestEnv,
+) -> Result<std::collections::BTreeMap<String, (String, String)>> {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    // Metadata only: a full ReplicaSet list overflows a test thread's
+    // stack in a debug build (k8s-openapi's deserializers).
+    let list = env
+        .api::<ReplicaSet>()
+        .list_metadata(&kube::api::ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|rs| {
+            let label = |m: &Option<std::collections::BTreeMap<String, String>>, k: &str| {
+                m.as_ref()
+                    .and_then(|m| m.get(k))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            (
+                rs.metadata.name.clone().unwrap_or_default(),
+                (
+                    label(&rs.metadata.labels, "rollouts-pod-template-hash"),
+                    label(&rs.metadata.annotations, "rollout.argoproj.io/revision"),
+                ),
+            )
+        })
+        .collect())
+}
+
+/// `undo` copies a ReplicaSet's template, with every default the API server
+/// gave it, back into the Rollout. As upstream, the Rollout goes back to
+/// that ReplicaSet instead of making a new one: undo of a paused canary to
+/// the stable revision is a fast rollback (Healthy, no steps), and
+/// `--to-revision N` reuses revision N's ReplicaSet.
+#[tokio::test]
+async fn undo_goes_back_to_the_replica_set_it_copies() -> Result<()> {
+    let env = TestEnv::new("cli-undo").await?;
+    undo_scenario(&env).await?;
+    env.cleanup().await
+}
+
+async fn undo_scenario(env: &TestEnv) -> Result<()> {
+    env.apply_yaml(ROLLOUT).await?;
+    wait_rollout(env, "web", "the first deploy", healthy).await?;
+    ok(env, &["set", "image", "web", "app=nginx:2"]).await?;
+    wait_rollout(env, "web", "the pause", paused).await?;
+    let before = replica_sets(env).await?;
+    assert_eq!(before.len(), 2, "{before:?}");
+    let stable = rollout(env).await?.status.unwrap_or_default().stable_rs;
+
+    ok(env, &["undo", "web"]).await?;
+    let status = wait_rollout(env, "web", "the fast rollback", healthy).await?;
+    assert_eq!(status.stable_rs, stable, "the stable did not change");
+    assert_eq!(
+        status.current_pod_hash, stable,
+        "back on the stable ReplicaSet"
+    );
+    assert_eq!(status.current_step_index, Some(2), "no steps walked");
+    let after = replica_sets(env).await?;
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "no new ReplicaSet"
+    );
+
+    // nginx:3, then back to revision 2 (nginx:2): its ReplicaSet again, and
+    // the steps again, since it is not the stable.
+    ok(env, &["set", "image", "web", "app=nginx:3"]).await?;
+    wait_rollout(env, "web", "the pause of nginx:3", paused).await?;
+    let three = replica_sets(env).await?;
+    assert_eq!(three.len(), 3, "{three:?}");
+    let (two_name, (two_hash, _)) = before
+        .iter()
+        .find(|(_, (_, revision))| revision == "2")
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .expect("revision 2");
+    ok(env, &["undo", "web", "--to-revision", "2"]).await?;
+    wait_rollout(env, "web", "the update back to revision 2", |s| {
+        s.current_pod_hash.as_deref() == Some(two_hash.as_str())
+            && s.phase == Some(RolloutPhase::Paused)
+    })
+    .await?;
+    assert_eq!(image(&rollout(env).await?).as_deref(), Some("nginx:2"));
+    let now = replica_sets(env).await?;
+    assert_eq!(now.len(), 3, "no new ReplicaSet: {now:?}");
+    assert!(now.contains_key(&two_name));
+    Ok(())
 }
 
 #[tokio::test]

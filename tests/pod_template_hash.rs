@@ -14,7 +14,8 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use rollouts::rollout::hash::pod_template_hash;
+use rollouts::api::rollout::CanaryStep;
+use rollouts::rollout::hash::{pod_template_hash, steps_hash};
 use serde_json::{Map, Value, json};
 
 /// Builds `hack/gojson` once (Go's build cache keeps it warm).
@@ -29,6 +30,8 @@ fn gojson() -> &'static PathBuf {
             .arg(".")
             .current_dir(root.join("hack/gojson"))
             .env("GOFLAGS", "-mod=mod")
+            // go.mod names the toolchain upstream's module needs.
+            .env("GOTOOLCHAIN", "auto")
             .status()
             .expect("Go is installed (the local cluster needs it too)");
         assert!(status.success(), "building hack/gojson failed");
@@ -95,6 +98,158 @@ fn random_templates_hash_as_upstream_does() {
         checked += 1;
     }
     assert_eq!(checked, 600);
+}
+
+/// Our `currentStepHash` equals upstream's for the same steps, so a switch
+/// in the middle of an update carries on at the same step.
+#[test]
+fn random_canary_steps_hash_as_upstream_does() {
+    let lists: Vec<Value> = samples(list(step(), 6), 400);
+    let lines: Vec<String> = lists.iter().map(Value::to_string).collect();
+    let from_go = go("steps-hash", &lines);
+    assert_eq!(from_go.len(), lists.len());
+    for (steps, go_line) in lists.iter().zip(&from_go) {
+        assert!(
+            !go_line.starts_with("error:"),
+            "Go refused {steps}: {go_line}"
+        );
+        let (go_hash, go_json) = go_line.split_once(' ').unwrap_or((go_line, ""));
+        // As the controller gets them: through our API types.
+        let parsed: Vec<CanaryStep> =
+            serde_json::from_value(steps.clone()).expect("our types read them");
+        let ours = steps_hash(&parsed);
+        if ours != go_hash && !(parsed.is_empty() && go_json == "[]") {
+            let value = serde_json::to_value(&parsed).unwrap_or_default();
+            panic!(
+                "steps hash {ours} != Go's {go_hash} for\n{steps}\nGo wrote:\n{go_json}\nwe wrote:\n{:?}",
+                rollouts::go_json::canary_steps(&value)
+            );
+        }
+    }
+}
+
+/// One canary step of any kind, with the optional fields each present or
+/// not.
+fn step() -> BoxedStrategy<Value> {
+    let string_match = || {
+        prop_oneof![
+            s().prop_map(|v| json!({"exact": v})),
+            s().prop_map(|v| json!({"prefix": v})),
+            s().prop_map(|v| json!({"regex": v})),
+        ]
+        .boxed()
+    };
+    let metadata = || object(vec![("labels", b(labels())), ("annotations", b(labels()))]);
+    let duration = prop_oneof![
+        int(0, 3600),
+        Just(json!("30s")),
+        Just(json!("1h")),
+        Just(json!("5"))
+    ];
+    let arg = (
+        s(),
+        prop_oneof![
+            s().prop_map(|v| json!({"value": v})),
+            prop_oneof![Just("Stable"), Just("Latest")]
+                .prop_map(|v| json!({"valueFrom": {"podTemplateHashValue": v}})),
+            Just(json!({"valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}})),
+        ],
+    )
+        .prop_map(|(name, mut rest)| {
+            rest["name"] = name;
+            rest
+        });
+    let analysis = object(vec![
+        (
+            "templates",
+            list(
+                (s(), prop::option::of(any::<bool>()))
+                    .prop_map(|(name, cluster)| match cluster {
+                        Some(c) => json!({"templateName": name, "clusterScope": c}),
+                        None => json!({"templateName": name}),
+                    })
+                    .boxed(),
+                3,
+            ),
+        ),
+        ("args", list(arg.boxed(), 3)),
+        (
+            "dryRun",
+            list(s().prop_map(|m| json!({"metricName": m})).boxed(), 2),
+        ),
+        (
+            "measurementRetention",
+            list(
+                (s(), 0i64..20)
+                    .prop_map(|(m, l)| json!({"metricName": m, "limit": l}))
+                    .boxed(),
+                2,
+            ),
+        ),
+        ("analysisRunMetadata", metadata()),
+    ]);
+    let header_match = (s(), string_match())
+        .prop_map(|(name, value)| json!({"headerName": name, "headerValue": value}))
+        .boxed();
+    let route_match = object(vec![
+        ("method", string_match()),
+        ("path", string_match()),
+        (
+            "headers",
+            prop::collection::btree_map("[a-z-]{1,8}", string_match(), 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+                .boxed(),
+        ),
+    ]);
+    let experiment = (
+        list(
+            (
+                s(),
+                prop_oneof![Just("canary"), Just("stable")],
+                object(vec![
+                    ("replicas", int(0, 5)),
+                    ("weight", int(0, 100)),
+                    ("metadata", metadata()),
+                ]),
+            )
+                .prop_map(|(name, spec_ref, mut rest)| {
+                    rest["name"] = name;
+                    rest["specRef"] = json!(spec_ref);
+                    rest
+                })
+                .boxed(),
+            3,
+        ),
+        object(vec![("duration", b(Just(json!("1h"))))]),
+    )
+        .prop_map(|(templates, mut rest)| {
+            rest["templates"] = templates;
+            rest
+        });
+    prop_oneof![
+        int(0, 101).prop_map(|w| json!({"setWeight": w})),
+        object(vec![("duration", duration.boxed())]).prop_map(|p| json!({"pause": p})),
+        analysis.prop_map(|a| json!({"analysis": a})),
+        object(vec![
+            ("weight", int(0, 101)),
+            ("replicas", int(0, 10)),
+            ("matchTrafficWeight", boolean()),
+        ])
+        .prop_map(|c| json!({"setCanaryScale": c})),
+        (s(), list(header_match, 3))
+            .prop_map(|(name, m)| json!({"setHeaderRoute": {"name": name, "match": m}})),
+        (s(), list(route_match, 2), prop::option::of(0i64..101)).prop_map(|(name, m, p)| {
+            let mut r = json!({"name": name, "match": m});
+            if let Some(p) = p {
+                r["percentage"] = json!(p);
+            }
+            json!({"setMirrorRoute": r})
+        }),
+        experiment.prop_map(|e| json!({"experiment": e})),
+        (s(), labels())
+            .prop_map(|(name, config)| json!({"plugin": {"name": name, "config": config}})),
+    ]
+    .boxed()
 }
 
 /// The Rust encoder's table of Go's types is what Go says today.

@@ -2,17 +2,21 @@
 // Rust controller must answer exactly as upstream Argo Rollouts does:
 //
 //	gojson types   prints how encoding/json encodes a corev1.PodTemplateSpec
-//	               (every struct's fields in order, their JSON names,
-//	               omitempty, and their types), which src/go_json/types.json
-//	               records for the Rust encoder;
+//	               and upstream's []CanaryStep (every struct's fields in
+//	               order, their JSON names, omitempty, and their types),
+//	               which src/go_json/types.json records for the Rust encoder;
 //	gojson quantity reads quantities, one JSON string per line, and prints
 //	               how Go writes each back (or "error: ...");
 //	gojson hash    reads pod templates, one JSON object per line, and prints
 //	               upstream's pod-template hash of each (fnv32a over
 //	               encoding/json, then SafeEncodeString), or "error: ..."
-//	               when Go cannot decode it; tests compare it with ours.
+//	               when Go cannot decode it; tests compare it with ours;
+//	gojson steps-hash reads canary step lists, one JSON array per line, and
+//	               prints upstream's steps hash of each (status.canary.
+//	               currentStepHash: the same recipe over []CanaryStep).
 //
-// Built with the k8s.io/api version upstream v1.10.2 uses (go.mod).
+// Built against upstream v1.10.2's own API types and the k8s.io/api version
+// it uses (go.mod), so the table and the hashes are upstream's.
 package main
 
 import (
@@ -25,6 +29,7 @@ import (
 	"sort"
 	"strings"
 
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -53,6 +58,8 @@ var special = map[reflect.Type]string{
 	reflect.TypeOf(metav1.MicroTime{}):   "microtime",
 	// managedFields: raw JSON, never in a pod template users write.
 	reflect.TypeOf(metav1.FieldsV1{}): "rawjson",
+	// A step plugin's config: written back compacted, as read.
+	reflect.TypeOf(json.RawMessage{}): "rawjson",
 }
 
 var marshaler = reflect.TypeOf((*json.Marshaler)(nil)).Elem()
@@ -150,14 +157,15 @@ func collect(t reflect.Type, defs map[string]typeDef, out *[]field) {
 
 func types() {
 	defs := map[string]typeDef{}
-	root := typeID(reflect.TypeOf(corev1.PodTemplateSpec{}), defs)
+	podTemplate := typeID(reflect.TypeOf(corev1.PodTemplateSpec{}), defs)
+	canarySteps := typeID(reflect.TypeOf([]rolloutsv1.CanaryStep{}), defs)
 	ids := make([]string, 0, len(defs))
 	for id := range defs {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	// One type per line, sorted, so a diff shows what a new k8s.io/api changed.
-	fmt.Printf("{\"root\": %q, \"types\": {\n", root)
+	fmt.Printf("{\"roots\": {\"pod_template\": %q, \"canary_steps\": %q}, \"types\": {\n", podTemplate, canarySteps)
 	for i, id := range ids {
 		b, err := json.Marshal(defs[id])
 		if err != nil {
@@ -196,6 +204,31 @@ func hash() {
 	}
 }
 
+// stepsHash mirrors upstream's conditions.ComputeStepHash.
+func stepsHash() {
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 1<<26)
+	for in.Scan() {
+		var steps []rolloutsv1.CanaryStep
+		if err := json.Unmarshal(in.Bytes(), &steps); err != nil {
+			fmt.Println("error:", strings.ReplaceAll(err.Error(), "\n", " "))
+			continue
+		}
+		b, err := json.Marshal(steps)
+		if err != nil {
+			fmt.Println("error:", err)
+			continue
+		}
+		h := fnv.New32a()
+		h.Write(b)
+		fmt.Println(rand.SafeEncodeString(fmt.Sprint(h.Sum32())), string(b))
+	}
+	if err := in.Err(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
 func quantity() {
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
@@ -215,7 +248,7 @@ func quantity() {
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: gojson types|hash|quantity")
+		fmt.Fprintln(os.Stderr, "usage: gojson types|hash|steps-hash|quantity")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -223,10 +256,12 @@ func main() {
 		types()
 	case "hash":
 		hash()
+	case "steps-hash":
+		stepsHash()
 	case "quantity":
 		quantity()
 	default:
-		fmt.Fprintln(os.Stderr, "usage: gojson types|hash|quantity")
+		fmt.Fprintln(os.Stderr, "usage: gojson types|hash|steps-hash|quantity")
 		os.Exit(2)
 	}
 }

@@ -18,7 +18,7 @@ pub type TemplateKey = (bool, String);
 pub type Templates = BTreeMap<TemplateKey, AnalysisTemplateSpec>;
 
 pub fn key(r: &AnalysisTemplateRef) -> TemplateKey {
-    (r.cluster_scope, r.template_name.clone())
+    (r.cluster(), r.template_name.clone())
 }
 
 fn kind(cluster: bool) -> &'static str {
@@ -225,7 +225,7 @@ mod tests {
     fn tref(name: &str, cluster: bool) -> AnalysisTemplateRef {
         AnalysisTemplateRef {
             template_name: name.into(),
-            cluster_scope: cluster,
+            cluster_scope: Some(cluster),
         }
     }
     fn metric(name: &str) -> Metric {

@@ -25,8 +25,17 @@ pub struct PodTemplateMetadata {
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisTemplateRef {
     pub template_name: String,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub cluster_scope: bool,
+    // Kept as written, an explicit `false` included: upstream's steps hash
+    // covers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_scope: Option<bool>,
+}
+
+impl AnalysisTemplateRef {
+    /// Whether this names a ClusterAnalysisTemplate.
+    pub fn cluster(&self) -> bool {
+        self.cluster_scope == Some(true)
+    }
 }
 
 /// `fieldRef` of an argument: a JSON path into the owning object

@@ -1,13 +1,17 @@
-//! Go's `encoding/json` output for a Kubernetes pod template, byte for byte.
+//! Go's `encoding/json` output for a Kubernetes pod template and for a
+//! Rollout's canary steps, byte for byte.
 //!
 //! Upstream Argo Rollouts names ReplicaSets by a hash of `json.Marshal` of
-//! the pod template, so reusing upstream's ReplicaSets (and theirs ours)
-//! needs the same bytes. Go writes struct fields in declaration order, with
+//! the pod template, and records the steps it is walking by a hash of
+//! `json.Marshal` of `[]CanaryStep`, so reusing upstream's ReplicaSets and
+//! carrying on at upstream's step (and upstream at ours) needs the same
+//! bytes. Go writes struct fields in declaration order, with
 //! zero values for fields not marked `omitempty`, maps sorted by key,
 //! quantities in their canonical form and `<`, `>`, `&` escaped. The field
 //! order and tags come from the Go types themselves: `hack/gojson types`
-//! writes them to `types.json` (k8s.io/api v0.34.5, upstream v1.10.2's), and
-//! `tests/pod_template_hash.rs` compares random templates with Go.
+//! writes them to `types.json` (upstream v1.10.2's own API types and the
+//! k8s.io/api v0.34.5 it uses), and `tests/pod_template_hash.rs` compares
+//! random templates and step lists with Go.
 //!
 //! The input is the template as serde writes it (k8s-openapi's types):
 //! absent fields are Go's zero values; fields the Go types do not have are
@@ -56,8 +60,16 @@ impl GoJsonError {
 
 #[derive(Debug, Deserialize)]
 struct Types {
-    root: String,
+    roots: Roots,
     types: BTreeMap<String, TypeDef>,
+}
+
+/// The Go types encoded from outside: `corev1.PodTemplateSpec` and
+/// upstream's `[]v1alpha1.CanaryStep`.
+#[derive(Debug, Default, Deserialize)]
+struct Roots {
+    pod_template: String,
+    canary_steps: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,10 +89,10 @@ struct Field {
     ty: String,
 }
 
-static POD_TEMPLATE_TYPES: LazyLock<Types> = LazyLock::new(|| {
+static GO_TYPES: LazyLock<Types> = LazyLock::new(|| {
     // Checked by a unit test; a broken table is a build defect.
     serde_json::from_str(include_str!("types.json")).unwrap_or_else(|_| Types {
-        root: String::new(),
+        roots: Roots::default(),
         types: BTreeMap::new(),
     })
 });
@@ -96,11 +108,25 @@ pub enum Dialect {
 
 /// `json.Marshal` of a `corev1.PodTemplateSpec` given as serde's JSON.
 pub fn pod_template(template: &Value, dialect: Dialect) -> Result<String, GoJsonError> {
-    let types = &*POD_TEMPLATE_TYPES;
+    let types = &*GO_TYPES;
     let mut out = String::with_capacity(1024);
     Encoder { types, dialect }
-        .value(template, &types.root, &mut out)
+        .value(template, &types.roots.pod_template, &mut out)
         .map_err(|e| e.within("template"))?;
+    Ok(out)
+}
+
+/// `json.Marshal` of upstream's `[]CanaryStep` given as serde's JSON (an
+/// array, or null for a Rollout without steps).
+pub fn canary_steps(steps: &Value) -> Result<String, GoJsonError> {
+    let types = &*GO_TYPES;
+    let mut out = String::with_capacity(256);
+    Encoder {
+        types,
+        dialect: Dialect::OmitZero,
+    }
+    .value(steps, &types.roots.canary_steps, &mut out)
+    .map_err(|e| e.within("steps"))?;
     Ok(out)
 }
 
@@ -323,7 +349,8 @@ fn string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// Raw JSON (managedFields), compact, with Go's string escaping.
+/// Raw JSON (managedFields, a step plugin's config), compact, with Go's
+/// string escaping.
 fn raw(v: &Value, out: &mut String) {
     match v {
         Value::String(s) => string(s, out),
@@ -362,8 +389,15 @@ mod tests {
 
     #[test]
     fn the_type_table_reads_and_is_complete() {
-        let types = &*POD_TEMPLATE_TYPES;
-        assert_eq!(types.root, "k8s.io/api/core/v1.PodTemplateSpec");
+        let types = &*GO_TYPES;
+        assert_eq!(
+            types.roots.pod_template,
+            "k8s.io/api/core/v1.PodTemplateSpec"
+        );
+        assert_eq!(
+            types.roots.canary_steps,
+            "slice:github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1.CanaryStep"
+        );
         let known = |t: &str| {
             let base = t.trim_start_matches("ptr:").trim_start_matches("slice:");
             let base = base.trim_start_matches("map:").trim_start_matches("ptr:");
@@ -385,6 +419,7 @@ mod tests {
                 assert!(known(&f.ty), "{name}.{}: {}", f.name, f.ty);
             }
         }
+        assert!(known(&types.roots.canary_steps));
     }
 
     #[test]
@@ -417,5 +452,22 @@ mod tests {
             pod_template(&t, Dialect::BeforeOmitZero).unwrap_or_default(),
             r#"{"metadata":{"creationTimestamp":null,"labels":{"a":"\u003c1\u003e","b":"2"}},"spec":{"containers":[{"name":"app","image":"nginx:1","resources":{"limits":{"cpu":"500m"}}}]}}"#
         );
+    }
+
+    /// Expected bytes from Go (`hack/gojson steps-hash` prints them).
+    #[test]
+    fn canary_steps_are_encoded_as_go_does() {
+        let steps = json!([
+            {"setWeight": 20}, {"pause": {}}, {"pause": {"duration": 30}},
+            {"analysis": {"templates": [{"templateName": "a"}], "args": [{"name": "x", "value": "<y>"}]}},
+            {"setCanaryScale": {"matchTrafficWeight": true}},
+            {"setHeaderRoute": {"name": "h", "match": [{"headerName": "n", "headerValue": {"exact": "v"}}]}},
+            {"plugin": {"name": "p", "config": {"a": "&", "b": 1}}}
+        ]);
+        assert_eq!(
+            canary_steps(&steps).unwrap_or_default(),
+            r#"[{"setWeight":20},{"pause":{}},{"pause":{"duration":30}},{"analysis":{"templates":[{"templateName":"a"}],"args":[{"name":"x","value":"\u003cy\u003e"}]}},{"setCanaryScale":{"matchTrafficWeight":true}},{"setHeaderRoute":{"name":"h","match":[{"headerName":"n","headerValue":{"exact":"v"}}]}},{"plugin":{"name":"p","config":{"a":"\u0026","b":1}}}]"#
+        );
+        assert_eq!(canary_steps(&Value::Null).unwrap_or_default(), "null");
     }
 }

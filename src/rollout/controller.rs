@@ -41,7 +41,8 @@ use crate::rollout::plan::restart::needs_restart;
 use crate::rollout::plan::workload;
 use crate::rollout::plan::{Plan, after_create, moves_on, plan};
 use crate::rollout::references;
-use crate::rollout::snapshot::{MANAGED_BY_ANNOTATION, Reads, Snapshot};
+use crate::rollout::snapshot::{MANAGED_BY_ANNOTATION, Reads, ReplicaSetExt, Snapshot};
+use crate::rollout::template_match;
 use crate::workers::{Place, Workers};
 
 /// A settled rollout is still looked at this often, so a missed watch
@@ -97,6 +98,10 @@ struct Memo {
     /// While an update is under way: what its last reconcile read beyond
     /// the caches, and the Rollout generation it was read for (see `place`).
     reads: Option<(Option<i64>, Arc<Reads>)>,
+    /// A template hash no ReplicaSet carries, and the hash of the
+    /// ReplicaSet with the same template, if one has it (see
+    /// `with_template_twin`).
+    twin: Option<(String, Option<String>)>,
 }
 
 /// The memos by Rollout UID; a deleted Rollout's go with it.
@@ -112,6 +117,15 @@ impl Memos {
     /// Remembers a refusal of the Rollout's ReplicaSet (None: forgets it).
     fn remember_rejected(&self, ro: &Rollout, rejected: Option<(String, String)>) {
         self.update(ro, |memo| memo.rejected = rejected);
+    }
+
+    fn twin(&self, ro: &Rollout) -> Option<(String, Option<String>)> {
+        let uid = ro.metadata.uid.as_deref()?;
+        lock(&self.0).get(uid)?.twin.clone()
+    }
+
+    fn remember_twin(&self, ro: &Rollout, twin: Option<(String, Option<String>)>) {
+        self.update(ro, |memo| memo.twin = twin);
     }
 
     /// Remembers what a reconcile read beyond the caches while the update
@@ -147,7 +161,7 @@ impl Memos {
         let mut memos = lock(&self.0);
         let mut memo = memos.remove(uid).unwrap_or_default();
         change(&mut memo);
-        if memo.rejected.is_some() || memo.reads.is_some() {
+        if memo.rejected.is_some() || memo.reads.is_some() || memo.twin.is_some() {
             memos.insert(uid.to_string(), memo);
         }
     }
@@ -901,7 +915,8 @@ fn place(ctx: &Context, ro: &Rollout) -> Place {
         .with_services(ctx.cached_services(ro))
         .with_analysis(ctx.cached_runs(&uid), Templates::new())
         .with_reads(&reads)
-        .with_rejected(ctx.memos.rejected(ro));
+        .with_rejected(ctx.memos.rejected(ro))
+        .with_template_twin(remembered_twin(ctx, ro));
     place_of(&snapshot, now)
 }
 
@@ -981,6 +996,8 @@ async fn reconcile_inner(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeue, Er
     let snapshot = observe(&ctx.client, (**ro).clone(), cached, services, runs, now)
         .await?
         .with_rejected(ctx.memos.rejected(ro));
+    // Boxed, as below: inline, its future deepens every reconcile's stack.
+    let snapshot = Box::pin(with_template_twin(ctx, snapshot)).await?;
     let reads = Snapshot::needs_reads(ro).then(|| snapshot.reads());
     // What this reconcile wrote or read afresh: until the cache shows the
     // last version of each object, it is behind.
@@ -1017,6 +1034,7 @@ async fn plan_and_apply_or_reread(
             let fresh = fresh_snapshot(ctx, ro, &ns, now)
                 .await?
                 .with_rejected(ctx.memos.rejected(ro));
+            let fresh = Box::pin(with_template_twin(ctx, fresh)).await?;
             let read = fresh.rollout.resource_version();
             if read.is_some() && read.as_ref() != written.rollout.last() {
                 written.rollout.extend(read);
@@ -1264,19 +1282,122 @@ async fn fresh_snapshot(
         .get(&ro.name_any())
         .await
         .map_err(Error::Api)?;
+    let replica_sets = list_replica_sets(client, &ro, ns).await?;
+    let runs = ctx.cached_runs(&ro.uid().unwrap_or_default());
+    // Services read afresh too: `vec![]` as the cached ones.
+    observe(client, ro, replica_sets, vec![], runs, now).await
+}
+
+/// The ReplicaSets that may be the Rollout's, read from the API server
+/// (the cache keeps no pod templates).
+async fn list_replica_sets(
+    client: &Client,
+    ro: &Rollout,
+    ns: &str,
+) -> Result<Vec<ReplicaSet>, Error> {
     // A workloadRef Rollout may name no selector.
     let selector = match format_selector(ro.spec.selector.as_ref()) {
         s if s.is_empty() || s == "<none>" => POD_TEMPLATE_HASH_LABEL.to_string(),
         s => format!("{s},{POD_TEMPLATE_HASH_LABEL}"),
     };
-    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+    Ok(Api::<ReplicaSet>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(Error::Api)?
-        .items;
-    let runs = ctx.cached_runs(&ro.uid().unwrap_or_default());
-    // Services read afresh too: `vec![]` as the cached ones.
-    observe(client, ro, replica_sets, vec![], runs, now).await
+        .items)
+}
+
+/// The template twin remembered for the Rollout's current template, if
+/// any: no reads, for `place`.
+fn remembered_twin(ctx: &Context, ro: &Rollout) -> Option<(String, String)> {
+    let (of, twin) = ctx.memos.twin(ro)?;
+    Some((of, twin?))
+}
+
+/// When no hash finds the template's ReplicaSet although the Rollout has
+/// some, looks for one with the same template, the API server's defaults
+/// applied (`template_match`: after an undo). The answer is remembered by
+/// template hash, so a template costs one dry run and one list, not one
+/// per reconcile.
+async fn with_template_twin(ctx: &Context, snapshot: Snapshot) -> Result<Snapshot, Error> {
+    let resolved = workload::resolve(&snapshot);
+    let ro = resolved.as_ref().unwrap_or(&snapshot.rollout);
+    let Some(template) = ro.spec.template.as_ref() else {
+        return Ok(snapshot);
+    };
+    let collisions = ro.status.as_ref().and_then(|s| s.collision_count);
+    let Some(hash) = template_match::unmatched_hash(&snapshot, template, collisions) else {
+        return Ok(snapshot);
+    };
+    let twin = match ctx.memos.twin(&snapshot.rollout) {
+        Some((of, twin)) if of == hash => twin,
+        _ => {
+            let twin = find_twin(&ctx.client, ro, template).await?;
+            if let Some(twin) = &twin {
+                info!(rollout = %ro.name_any(), namespace = ro.namespace().unwrap_or_default(), template_hash = %hash, replicaset_hash = %twin, "no ReplicaSet carries the template's hash, but this one has the same template once defaulted (an undo): going back to it");
+            }
+            ctx.memos
+                .remember_twin(&snapshot.rollout, Some((hash.clone(), twin.clone())));
+            twin
+        }
+    };
+    Ok(snapshot.with_template_twin(twin.map(|t| (hash, t))))
+}
+
+/// The hash of the oldest ReplicaSet of `ro` whose template is `template`
+/// once the API server has defaulted it (a server-side dry run of the
+/// ReplicaSet this template would get). None when there is none, or the
+/// API server refuses the template (the create says why, later).
+async fn find_twin(
+    client: &Client,
+    ro: &Rollout,
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> Result<Option<String>, Error> {
+    use k8s_openapi::api::apps::v1::ReplicaSetSpec;
+    use kube::api::PostParams;
+    let ns = ro.namespace().unwrap_or_default();
+    let probe = ReplicaSet {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", ro.name_any())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(0),
+            selector: ro.spec.selector.clone().unwrap_or_default(),
+            template: Some(template.clone()),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let dry_run = PostParams {
+        dry_run: true,
+        field_manager: None,
+    };
+    let defaulted = match Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+        .create(&dry_run, &probe)
+        .await
+    {
+        Ok(rs) => rs.spec.and_then(|s| s.template),
+        Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => None,
+        Err(e) => return Err(Error::Api(e)),
+    };
+    let Some(defaulted) = defaulted else {
+        return Ok(None);
+    };
+    let listed = list_replica_sets(client, ro, &ns).await?;
+    let mut owned = Snapshot::new(ro.clone(), listed).replica_sets;
+    // Upstream takes the oldest that matches.
+    owned.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    Ok(owned
+        .iter()
+        .find(|rs| template_match::same_template(rs, &defaulted))
+        .and_then(|rs| rs.pod_hash().map(str::to_string)))
 }
 
 fn error_policy(key: Arc<RolloutKey>, err: &Error, ctx: Arc<Context>) -> Requeue {
@@ -1492,7 +1613,7 @@ mod tests {
         };
         let tref = |name: &str, cluster_scope: bool| AnalysisTemplateRef {
             template_name: name.into(),
-            cluster_scope,
+            cluster_scope: Some(cluster_scope),
         };
         let rollout = |ns: &str, name: &str, deployment: Option<&str>, template: Option<&str>| {
             let mut ro = Rollout::new(name, Default::default());

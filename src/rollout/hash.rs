@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::api::rollout::CanaryStep;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use serde::Serialize;
 
 /// Label carrying the pod-template hash on ReplicaSets, pods and Services.
 pub const POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
@@ -64,11 +64,32 @@ fn hash_bytes(bytes: &[u8], collision_count: Option<i32>) -> String {
     safe_encode(&h.0.to_string())
 }
 
-/// Hash of the canary steps: a change of steps restarts the rollout's steps.
-pub fn steps_hash<T: Serialize>(steps: &T) -> String {
-    let mut h = Fnv32a::new();
-    h.write_json(steps);
-    safe_encode(&h.0.to_string())
+/// Hash of the canary steps (`status.canary.currentStepHash`), as upstream
+/// computes it: FNV-1a over Go's JSON of `[]CanaryStep`, safe-encoded. A
+/// change of steps restarts the rollout's steps, so a switch between
+/// controllers in the middle of an update must find the same hash.
+/// A Rollout without steps is Go's nil slice (`null`); `steps: []` cannot
+/// be told apart from it once read.
+pub fn steps_hash(steps: &[CanaryStep]) -> String {
+    let value = if steps.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::to_value(steps).unwrap_or_default()
+    };
+    // Steps Go could not read: upstream could not either; serde's bytes
+    // still name them.
+    let bytes = crate::go_json::canary_steps(&value)
+        .map(String::into_bytes)
+        .unwrap_or_else(|_| serde_json::to_vec(steps).unwrap_or_default());
+    hash_bytes(&bytes, None)
+}
+
+/// Whether `recorded` (a Rollout's `currentStepHash`) names these steps:
+/// upstream's hash, or the one this controller wrote before it matched
+/// upstream (serde's JSON), so upgrading it restarts no update in flight.
+pub fn steps_hash_matches(recorded: &str, steps: &[CanaryStep], current: &str) -> bool {
+    recorded == current
+        || recorded == hash_bytes(&serde_json::to_vec(steps).unwrap_or_default(), None)
 }
 
 /// FNV-1a, 32-bit (Go's `hash/fnv.New32a`).
@@ -83,11 +104,6 @@ impl Fnv32a {
             self.0 ^= u32::from(*b);
             self.0 = self.0.wrapping_mul(0x0100_0193);
         }
-    }
-    fn write_json<T: Serialize>(&mut self, value: &T) {
-        // Serializing plain API structs into a Vec cannot fail.
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
-        self.write(&bytes);
     }
 }
 
@@ -196,6 +212,35 @@ mod tests {
         t.metadata.as_mut().unwrap().labels = Some([("app".into(), "x".into())].into());
         assert_ne!(a, pod_template_hash(&t, None));
         assert!(a.len() <= 10 && a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    /// Values from Go (`hack/gojson steps-hash`), i.e. upstream's
+    /// currentStepHash for the same steps.
+    #[test]
+    fn steps_hash_is_upstreams() {
+        let steps: Vec<CanaryStep> = serde_json::from_value(serde_json::json!([
+            {"setWeight": 20}, {"pause": {}}, {"pause": {"duration": 30}},
+            {"analysis": {"templates": [{"templateName": "a"}], "args": [{"name": "x", "value": "<y>"}]}},
+            {"setCanaryScale": {"matchTrafficWeight": true}},
+            {"setHeaderRoute": {"name": "h", "match": [{"headerName": "n", "headerValue": {"exact": "v"}}]}},
+            {"plugin": {"name": "p", "config": {"a": "&", "b": 1}}}
+        ]))
+        .unwrap();
+        assert_eq!(steps_hash(&steps), "76c75758cc");
+        // No steps: Go's nil slice.
+        assert_eq!(steps_hash(&[]), "5ffbfbbd64");
+    }
+
+    #[test]
+    fn a_steps_hash_written_before_it_matched_upstream_still_names_the_steps() {
+        let steps: Vec<CanaryStep> =
+            serde_json::from_value(serde_json::json!([{"setWeight": 20}, {"pause": {}}, {"setHeaderRoute": {"name": "h", "match": [{"headerName": "n", "headerValue": {"exact": "<v>"}}]}}])).unwrap();
+        let current = steps_hash(&steps);
+        let legacy = hash_bytes(&serde_json::to_vec(&steps).unwrap(), None);
+        assert_ne!(legacy, current);
+        assert!(steps_hash_matches(&legacy, &steps, &current));
+        assert!(steps_hash_matches(&current, &steps, &current));
+        assert!(!steps_hash_matches("other", &steps, &current));
     }
 
     fn sel(labels: &[(&str, &str)], exprs: Vec<LabelSelectorRequirement>) -> LabelSelector {

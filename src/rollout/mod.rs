@@ -6,4 +6,5 @@ pub mod hash;
 pub mod plan;
 pub mod references;
 pub mod snapshot;
+pub mod template_match;
 pub mod validate;

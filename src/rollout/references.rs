@@ -64,7 +64,7 @@ pub fn of_cluster_analysis_template(t: &ClusterAnalysisTemplate) -> Vec<String> 
         .template
         .templates
         .iter()
-        .filter(|r| r.cluster_scope)
+        .filter(|r| r.cluster())
         .cloned()
         .collect();
     template_keys(&cluster, None)
@@ -73,7 +73,7 @@ pub fn of_cluster_analysis_template(t: &ClusterAnalysisTemplate) -> Vec<String> 
 fn template_keys(refs: &[AnalysisTemplateRef], ns: Option<&str>) -> Vec<String> {
     refs.iter()
         .map(|r| {
-            if r.cluster_scope {
+            if r.cluster() {
                 key("ClusterAnalysisTemplate", None, &r.template_name)
             } else {
                 key("AnalysisTemplate", ns, &r.template_name)
@@ -110,7 +110,7 @@ mod tests {
     fn tref(name: &str, cluster_scope: bool) -> AnalysisTemplateRef {
         AnalysisTemplateRef {
             template_name: name.into(),
-            cluster_scope,
+            cluster_scope: Some(cluster_scope),
         }
     }
 

@@ -42,6 +42,9 @@ pub struct Snapshot {
     /// A pod-template hash whose ReplicaSet the API server refused to
     /// create, with its reason (see [`Snapshot::with_rejected`]).
     pub rejected: Option<(String, String)>,
+    /// A template no hash names, and the hash of the ReplicaSet whose
+    /// template is the same one (see [`Snapshot::with_template_twin`]).
+    pub template_twin: Option<(String, String)>,
 }
 
 impl Snapshot {
@@ -68,6 +71,10 @@ impl Snapshot {
         pod_template_hashes(template, collision_count)
             .into_iter()
             .find(|h| self.replica_set(Some(h)).is_some())
+            .or_else(|| {
+                let (of, twin) = self.template_twin.as_ref()?;
+                (*of == current && self.replica_set(Some(twin)).is_some()).then(|| twin.clone())
+            })
             .unwrap_or(current)
     }
 
@@ -84,6 +91,7 @@ impl Snapshot {
             ingresses: BTreeMap::new(),
             workload: None,
             rejected: None,
+            template_twin: None,
         }
     }
 
@@ -95,6 +103,16 @@ impl Snapshot {
     /// another hash and is tried afresh.
     pub fn with_rejected(mut self, rejected: Option<(String, String)>) -> Self {
         self.rejected = rejected;
+        self
+    }
+
+    /// The template whose hash is `.0` is the template of the ReplicaSet
+    /// with hash `.1`, by comparison with the API server's defaults applied
+    /// (`crate::rollout::template_match`): an undo copied that ReplicaSet's
+    /// template back, and the Rollout goes back to it instead of making a
+    /// new one.
+    pub fn with_template_twin(mut self, twin: Option<(String, String)>) -> Self {
+        self.template_twin = twin;
         self
     }
 

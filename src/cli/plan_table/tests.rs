@@ -201,7 +201,7 @@ fn analysis_and_header_route_steps() {
             analysis: Some(RolloutAnalysis {
                 templates: vec![crate::api::common::AnalysisTemplateRef {
                     template_name: "success-rate".into(),
-                    cluster_scope: false,
+                    cluster_scope: None,
                 }],
                 ..Default::default()
             }),
@@ -311,7 +311,7 @@ fn a_background_analysis_does_not_stop_the_steps() {
             analysis: RolloutAnalysis {
                 templates: vec![crate::api::common::AnalysisTemplateRef {
                     template_name: "error-rate".into(),
-                    cluster_scope: true,
+                    cluster_scope: Some(true),
                 }],
                 ..Default::default()
             },

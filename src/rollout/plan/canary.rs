@@ -21,7 +21,7 @@ use super::traffic::{self, Routing};
 use super::{Action, Plan, restart};
 use crate::api::Rollout;
 use crate::api::rollout::{CanaryStep, PauseCondition, RolloutStatus, TrafficWeights};
-use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, steps_hash};
+use crate::rollout::hash::{POD_TEMPLATE_HASH_LABEL, steps_hash, steps_hash_matches};
 use crate::rollout::snapshot::{
     DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, ReplicaSetExt, Snapshot,
 };
@@ -52,14 +52,17 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
     let routing = traffic::routing(ro);
     let observed_weights = old_status.canary.weights.as_ref();
     status.current_pod_hash = Some(hash.clone());
-    status.current_step_hash = Some(steps_hash(&canary.steps));
+    let step_hash = steps_hash(&canary.steps);
+    let same_steps = old_status
+        .current_step_hash
+        .as_deref()
+        .is_some_and(|old| steps_hash_matches(old, &canary.steps, &step_hash));
+    status.current_step_hash = Some(step_hash);
 
     // A new template or new steps start the steps over; going back to the
     // stable template skips them (fast rollback).
     let mut skipped_steps = false;
-    if old_status.current_pod_hash != status.current_pod_hash
-        || old_status.current_step_hash != status.current_step_hash
-    {
+    if old_status.current_pod_hash != status.current_pod_hash || !same_steps {
         st::end_update(&mut status);
         // Every pod of a new template is new: a pending restart is done.
         status.restarted_at = spec.restart_at.clone();

@@ -86,6 +86,8 @@ struct World {
     now: i64,
     /// Every event the plans published, oldest first.
     events: Vec<events::Event>,
+    /// What the shell's template comparison found (`template_match`).
+    template_twin: Option<(String, String)>,
 }
 
 impl World {
@@ -101,6 +103,7 @@ impl World {
             broken: vec![],
             now: 1_700_000_000,
             events: vec![],
+            template_twin: None,
         }
     }
 
@@ -110,6 +113,7 @@ impl World {
             .with_analysis(self.runs.clone(), self.templates.clone())
             .with_ingresses(self.ingresses.clone())
             .with_workload(self.deployment.clone())
+            .with_template_twin(self.template_twin.clone())
     }
 
     fn ingress(&self, name: &str) -> Option<&Ingress> {
@@ -888,11 +892,84 @@ fn pause_for(secs: Option<i32>) -> CanaryStep {
 
 /// AnalysisTemplate `check`: one metric `m` (its runs are finished by hand).
 /// An analysis of the template `check` (`check_template`).
+/// A canary paused at its second step under a `currentStepHash` this
+/// controller wrote before it matched upstream (serde's JSON, which
+/// differs from Go's where Go escapes `&`) stays at that step after an
+/// upgrade, and the status gets upstream's hash; a real change of steps
+/// starts them over.
+#[test]
+fn a_former_steps_hash_keeps_the_step_and_changed_steps_restart() {
+    let mut ro = rollout(
+        5,
+        "app:1",
+        Some(IntOrString::Int(1)),
+        Some(IntOrString::Int(0)),
+    );
+    let mut analysis = check_analysis();
+    analysis.args = vec![crate::api::rollout::AnalysisRunArgument {
+        name: "query".into(),
+        value: Some("a&b".into()),
+        value_from: None,
+    }];
+    let steps = vec![
+        weight(25),
+        pause_for(None),
+        weight(50),
+        pause_for(None),
+        CanaryStep {
+            analysis: Some(analysis),
+            ..Default::default()
+        },
+    ];
+    ro.spec.strategy.canary.as_mut().unwrap().steps = steps.clone();
+    let mut w = World::new(ro);
+    w.templates
+        .insert((false, "check".into()), check_template());
+    w.settle(false);
+    set_image(&mut w, "app:2");
+    w.run_until("the first pause", |w| {
+        w.status().current_step_index == Some(1)
+    });
+    w.promote();
+    w.run_until("the second pause", |w| {
+        w.status().current_step_index == Some(3)
+    });
+
+    let upstream = crate::rollout::hash::steps_hash(&steps);
+    let former = crate::rollout::hash::safe_encode(&{
+        // FNV-1a over serde's JSON, as this controller hashed steps before.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in serde_json::to_vec(&steps).unwrap() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        h.to_string()
+    });
+    assert_ne!(
+        former, upstream,
+        "the steps must hash differently in serde's JSON"
+    );
+    assert_eq!(
+        w.status().current_step_hash.as_deref(),
+        Some(upstream.as_str())
+    );
+    w.ro.status.as_mut().unwrap().current_step_hash = Some(former);
+    w.reconcile();
+    let s = w.status();
+    assert_eq!(s.current_step_index, Some(3), "still at the second pause");
+    assert_eq!(s.current_step_hash.as_deref(), Some(upstream.as_str()));
+
+    // New steps: the update starts over.
+    w.ro.spec.strategy.canary.as_mut().unwrap().steps = vec![weight(10), pause_for(None)];
+    w.ro.metadata.generation = Some(w.ro.metadata.generation.unwrap_or(1) + 1);
+    w.reconcile();
+    assert_eq!(w.status().current_step_index, Some(0));
+}
+
 fn check_analysis() -> crate::api::rollout::RolloutAnalysis {
     crate::api::rollout::RolloutAnalysis {
         templates: vec![crate::api::common::AnalysisTemplateRef {
             template_name: "check".into(),
-            cluster_scope: false,
+            cluster_scope: None,
         }],
         ..Default::default()
     }
@@ -1308,7 +1385,7 @@ fn the_progress_deadline_does_not_run_out_on_an_analysis_step() {
             analysis: Some(crate::api::rollout::RolloutAnalysis {
                 templates: vec![crate::api::common::AnalysisTemplateRef {
                     template_name: "check".into(),
-                    cluster_scope: false,
+                    cluster_scope: None,
                 }],
                 ..Default::default()
             }),
@@ -1614,7 +1691,7 @@ mod analysis_gates {
         RolloutAnalysis {
             templates: vec![AnalysisTemplateRef {
                 template_name: "check".into(),
-                cluster_scope: false,
+                cluster_scope: None,
             }],
             ..Default::default()
         }
@@ -2012,6 +2089,56 @@ fn a_status_that_changes_only_in_counts_does_not_move_on() {
         .actions
         .push(Action::DeleteReplicaSet { name: "x".into() });
     assert!(super::moves_on(Some(&before), &acting));
+}
+
+/// An undo in the middle of a canary copies the stable ReplicaSet's
+/// template, defaults and all, back into the Rollout: a template no hash
+/// names. Once the shell's comparison names the stable ReplicaSet as its
+/// twin, the Rollout goes straight back to it (no new ReplicaSet, no
+/// steps), as upstream's fast rollback; a twin found for another template
+/// is not used.
+#[test]
+fn an_undo_to_the_stable_template_is_a_fast_rollback() {
+    let mut w = World::new(rollout(
+        5,
+        "app:1",
+        Some(IntOrString::Int(1)),
+        Some(IntOrString::Int(0)),
+    ));
+    w.ro.spec.strategy.canary.as_mut().unwrap().steps = vec![weight(20), pause_for(None)];
+    w.settle(false);
+    let stable = w.status().stable_rs.unwrap();
+    set_image(&mut w, "app:2");
+    w.run_until("the pause", |w| w.status().current_step_index == Some(1));
+    assert_eq!(w.rss.len(), 2);
+
+    // The undo: app:1 again, with a default the API server filled in.
+    set_image(&mut w, "app:1");
+    let t = w.ro.spec.template.as_mut().unwrap();
+    t.spec.as_mut().unwrap().containers[0].image_pull_policy = Some("IfNotPresent".into());
+    let copied = crate::rollout::hash::pod_template_hash(t, None);
+    assert_ne!(copied, stable);
+
+    let planned = |w: &World| plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+    let creates = |w: &World| {
+        planned(w)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateReplicaSet(_)))
+    };
+    assert!(creates(&w), "without a twin: a new ReplicaSet");
+    w.template_twin = Some(("another-template".into(), stable.clone()));
+    assert!(creates(&w), "a twin of another template is not this one's");
+
+    w.template_twin = Some((copied.clone(), stable.clone()));
+    w.run_until("Healthy on the stable", |w| {
+        w.phase() == Some(RolloutPhase::Healthy)
+    });
+    assert_eq!(w.rss.len(), 2, "no new ReplicaSet");
+    let s = w.status();
+    assert_eq!(s.current_pod_hash.as_deref(), Some(stable.as_str()));
+    assert_eq!(s.stable_rs.as_deref(), Some(stable.as_str()));
+    assert_eq!(w.pods_of(&Some(stable)), 5);
 }
 
 /// A ReplicaSet made under an older hash of the same template (upstream
