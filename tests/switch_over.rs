@@ -145,11 +145,12 @@ spec:
         let mut yaml = String::new();
         match self {
             Scenarios::Deploys => {
+                yaml += &services("paused", ["stable", "canary"]);
                 yaml += &canary(
                     "paused",
                     "      - setWeight: 25\n      - pause: {}\n      - setWeight: 50\n      - pause: {}\n",
                 );
-                yaml += &services("paused", ["stable", "canary"]);
+                yaml += &services("bluegreen", ["active", "preview"]);
                 yaml += r#"---
 apiVersion: argoproj.io/v1alpha1
 kind: Rollout
@@ -166,13 +167,13 @@ spec:
       previewService: bluegreen-preview
       autoPromotionEnabled: false
 "#;
-                yaml += &services("bluegreen", ["active", "preview"]);
+                yaml += &services("healthy", ["stable", "canary"]);
                 yaml += &canary(
                     "healthy",
                     "      - setWeight: 50\n      - pause: {duration: 1s}\n",
                 );
-                yaml += &services("healthy", ["stable", "canary"]);
                 // The Deployment has 0 replicas, so every pod is the Rollout's.
+                yaml += &services("workload", ["stable", "canary"]);
                 yaml += r#"---
 apiVersion: apps/v1
 kind: Deployment
@@ -198,7 +199,6 @@ spec:
       - setWeight: 50
       - pause: {}
 "#;
-                yaml += &services("workload", ["stable", "canary"]);
             }
             Scenarios::Analysis => {
                 yaml += &format!(
@@ -219,13 +219,13 @@ spec:
         jsonPath: "{{$.data}}"
 "#
                 );
+                yaml += &services("analysis", ["stable", "canary"]);
                 // The `&` of the step's argument is one Go's JSON escapes:
                 // the steps hash must still be upstream's.
                 yaml += &canary(
                     "analysis",
                     "      - setWeight: 25\n      - analysis:\n          templates: [{templateName: slow-check}]\n          args: [{name: query, value: \"window=5m&service=analysis\"}]\n      - setWeight: 50\n      - pause: {}\n",
                 );
-                yaml += &services("analysis", ["stable", "canary"]);
             }
         }
         yaml
@@ -277,9 +277,16 @@ impl From<&RolloutStatus> for RolloutState {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+struct ReplicaSetState {
+    replicas: i32,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 struct Snapshot {
-    /// ReplicaSet name -> spec.replicas.
-    replica_sets: BTreeMap<String, i32>,
+    /// ReplicaSet name -> spec.replicas, labels and annotations.
+    replica_sets: BTreeMap<String, ReplicaSetState>,
     /// Pod name -> UID.
     pods: BTreeMap<String, String>,
     /// Service name -> selector.
@@ -298,8 +305,12 @@ async fn snapshot(env: &TestEnv, names: &[&str]) -> Result<Snapshot> {
         .items
         .into_iter()
         .map(|rs| {
-            let replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            (rs.metadata.name.unwrap_or_default(), replicas)
+            let state = ReplicaSetState {
+                replicas: rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                labels: rs.metadata.labels.unwrap_or_default(),
+                annotations: rs.metadata.annotations.unwrap_or_default(),
+            };
+            (rs.metadata.name.unwrap_or_default(), state)
         })
         .collect();
     let pods = env
