@@ -3,14 +3,16 @@
 //! controller, both ways, on the same objects and our CRDs, with no pod
 //! restarted.
 //!
-//! The first controller deploys five Rollouts in one namespace and takes
-//! them to the states a real switch meets: a canary paused at step 1 of 4,
-//! a blue-green waiting for promotion, a Healthy canary, a Healthy Rollout
-//! with a workloadRef, and a canary in the middle of an analysis step. It is
-//! stopped, the other started. Once the new one has reconciled every
+//! The first controller deploys Rollouts and takes them to the states a
+//! real switch meets: a canary paused at step 1 of 4, a blue-green waiting
+//! for promotion, a Healthy canary and a Healthy Rollout with a workloadRef
+//! in one namespace (one test each way), a canary in the middle of an
+//! analysis step in another (one test each way, so that one scenario
+//! failing hides nothing of the others). It is stopped, the other started. Once the new one has reconciled every
 //! Rollout and the AnalysisRun, nothing it took over may have changed: the
-//! ReplicaSets (names and sizes), the pods (UIDs), the Services' selectors,
-//! each Rollout's step, phase, pause and hashes. The AnalysisRun is then
+//! ReplicaSets (names, sizes, labels, annotations), the pods (UIDs), the
+//! Services (selectors, annotations), each Rollout's generation,
+//! annotations, step, phase, pause and hashes. The AnalysisRun is then
 //! finished by the new controller, and the new side's plugin promotes every
 //! Rollout to Healthy without any ReplicaSet beyond those the first one made.
 
@@ -25,7 +27,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use rollouts::api::Rollout;
 use rollouts::api::analysis::{AnalysisPhase, AnalysisRun, AnalysisRunStatus};
-use rollouts::api::rollout::{RolloutPhase, RolloutStatus};
+use rollouts::api::rollout::RolloutPhase;
 use rollouts::testing::{Reply, TestServer};
 use serde_json::json;
 use support::process::{ControllerProcess, sample, upstream_bin_dir};
@@ -235,6 +237,8 @@ spec:
 /// What a switch must leave as it was.
 #[derive(Debug, Clone, PartialEq)]
 struct RolloutState {
+    generation: Option<i64>,
+    annotations: BTreeMap<String, String>,
     phase: Option<RolloutPhase>,
     message: Option<String>,
     current_step_index: Option<i32>,
@@ -249,9 +253,12 @@ struct RolloutState {
     preview_selector: Option<String>,
 }
 
-impl From<&RolloutStatus> for RolloutState {
-    fn from(s: &RolloutStatus) -> Self {
+impl From<&Rollout> for RolloutState {
+    fn from(ro: &Rollout) -> Self {
+        let s = ro.status.clone().unwrap_or_default();
         RolloutState {
+            generation: ro.metadata.generation,
+            annotations: ro.metadata.annotations.clone().unwrap_or_default(),
             phase: s.phase,
             message: s.message.clone(),
             current_step_index: s.current_step_index,
@@ -284,13 +291,19 @@ struct ReplicaSetState {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+struct ServiceState {
+    selector: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 struct Snapshot {
     /// ReplicaSet name -> spec.replicas, labels and annotations.
     replica_sets: BTreeMap<String, ReplicaSetState>,
     /// Pod name -> UID.
     pods: BTreeMap<String, String>,
-    /// Service name -> selector.
-    selectors: BTreeMap<String, BTreeMap<String, String>>,
+    /// Service name -> selector and annotations.
+    services: BTreeMap<String, ServiceState>,
     rollouts: BTreeMap<String, RolloutState>,
     /// AnalysisRun name -> (phase, measurements taken).
     runs: BTreeMap<String, (Option<AnalysisPhase>, usize)>,
@@ -330,24 +343,24 @@ async fn snapshot(env: &TestEnv, names: &[&str]) -> Result<Snapshot> {
             (name, format!("{uid}{deleting}"))
         })
         .collect();
-    let selectors = env
+    let services = env
         .api::<Service>()
         .list(&lp)
         .await?
         .items
         .into_iter()
         .map(|s| {
-            let selector = s.spec.and_then(|s| s.selector).unwrap_or_default();
-            (s.metadata.name.unwrap_or_default(), selector)
+            let state = ServiceState {
+                selector: s.spec.and_then(|s| s.selector).unwrap_or_default(),
+                annotations: s.metadata.annotations.unwrap_or_default(),
+            };
+            (s.metadata.name.unwrap_or_default(), state)
         })
         .collect();
     let mut rollouts = BTreeMap::new();
     for name in names {
         let ro = env.api::<Rollout>().get(name).await?;
-        rollouts.insert(
-            name.to_string(),
-            RolloutState::from(&ro.status.unwrap_or_default()),
-        );
+        rollouts.insert(name.to_string(), RolloutState::from(&ro));
     }
     let runs = env
         .api::<AnalysisRun>()
@@ -366,7 +379,7 @@ async fn snapshot(env: &TestEnv, names: &[&str]) -> Result<Snapshot> {
     Ok(Snapshot {
         replica_sets,
         pods,
-        selectors,
+        services,
         rollouts,
         runs,
     })
@@ -609,7 +622,7 @@ async fn run_switch(
         &after.replica_sets,
     ));
     problems.extend(diff("pod", &before.pods, &after.pods));
-    problems.extend(diff("Service", &before.selectors, &after.selectors));
+    problems.extend(diff("Service", &before.services, &after.services));
     problems.extend(diff("Rollout", &before.rollouts, &after.rollouts));
     assert!(
         problems.is_empty(),
