@@ -91,6 +91,12 @@ pub enum Error {
     Leader(#[from] leader::Error),
 }
 
+/// Stack size for the runtime threads that run reconciles. A reconcile is a
+/// deep chain of async calls (read, plan, apply, the API client, serde);
+/// in a debug build its frames come close to tokio's default 2 MiB and a
+/// large object overflows it. Only the pages used are resident.
+pub const THREAD_STACK_SIZE: usize = 16 << 20;
+
 /// Runs both controllers until `shutdown` resolves; the first one that cannot
 /// start stops the other.
 pub async fn run(

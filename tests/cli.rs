@@ -238,8 +238,7 @@ async fn replica_sets(
     env: &TestEnv,
 ) -> Result<std::collections::BTreeMap<String, (String, String)>> {
     use k8s_openapi::api::apps::v1::ReplicaSet;
-    // Metadata only: a full ReplicaSet list overflows a test thread's
-    // stack in a debug build (k8s-openapi's deserializers).
+    // Names, labels and annotations are all this needs.
     let list = env
         .api::<ReplicaSet>()
         .list_metadata(&kube::api::ListParams::default())

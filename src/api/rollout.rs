@@ -181,6 +181,18 @@ pub struct CanaryStrategy {
     pub dynamic_stable_scale: bool,
     pub ping_pong: Option<PingPongSpec>,
     pub min_pods_per_replica_set: Option<i32>,
+    /// How many of the canary's pods must be available for a step (and the
+    /// promotion) to count as reached; default: all of them.
+    pub replica_progress_threshold: Option<ReplicaProgressThreshold>,
+}
+
+/// `type: Percent` (of the pods the step asks for) or `type: Pods` (a
+/// count); a negative value means all of them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaProgressThreshold {
+    pub r#type: String,
+    pub value: i32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

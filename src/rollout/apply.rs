@@ -708,6 +708,9 @@ pub fn merge_diff(old: &Value, new: &Value) -> Option<Value> {
 }
 
 #[cfg(test)]
+mod requests;
+
+#[cfg(test)]
 mod tests {
     use super::merge_diff;
     use serde_json::json;

@@ -112,7 +112,8 @@ pub struct TestEnv {
     pub client: Client,
     pub ns: String,
     stop: Option<oneshot::Sender<()>>,
-    controller: Option<tokio::task::JoinHandle<()>>,
+    /// Says how the controller's thread ended (see `start_controller_in`).
+    controller: Option<oneshot::Receiver<std::result::Result<(), String>>>,
 }
 
 impl TestEnv {
@@ -152,19 +153,42 @@ impl TestEnv {
 
     /// Starts the controller on `scope` (a cluster-wide one should carry an
     /// instance id of its own, so it leaves the other tests' Rollouts alone).
+    ///
+    /// The controller gets a runtime of its own, as in its binary, whose
+    /// threads have the binary's stack size: a debug build's reconcile
+    /// needs more than the 2 MiB of a test thread or a default tokio worker.
+    /// Dropping the TestEnv stops it.
     pub fn start_controller_in(&mut self, scope: rollouts::controller::Scope) {
         let (tx, rx) = oneshot::channel::<()>();
-        let client = self.client.clone();
+        let (done_tx, done_rx) = oneshot::channel();
         let settings = rollouts::controller::Settings::new(scope);
         let ns = self.ns.clone();
-        self.controller = Some(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = rx.await;
-            };
-            if let Err(e) = rollouts::controller::run(client, settings, shutdown).await {
-                panic!("controller for namespace {ns} failed: {e}");
-            }
-        }));
+        let run = move || -> std::result::Result<(), String> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_stack_size(rollouts::controller::THREAD_STACK_SIZE)
+                .enable_all()
+                .build()
+                .map_err(|e| format!("controller runtime: {e}"))?;
+            runtime.block_on(async move {
+                let client = client().await.map_err(|e| format!("{e:#}"))?;
+                let shutdown = async move {
+                    let _ = rx.await;
+                };
+                rollouts::controller::run(client, settings, shutdown)
+                    .await
+                    .map_err(|e| format!("controller for namespace {ns} failed: {e}"))
+            })
+        };
+        let spawned = std::thread::Builder::new()
+            .name("controller".into())
+            .spawn(move || {
+                let _ = done_tx.send(run());
+            });
+        if let Err(e) = spawned {
+            panic!("cannot start the controller's thread: {e}");
+        }
+        self.controller = Some(done_rx);
         self.stop = Some(tx);
     }
 
@@ -174,10 +198,12 @@ impl TestEnv {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(handle) = self.controller.take() {
-            tokio::time::timeout(Duration::from_secs(10), handle)
+        if let Some(done) = self.controller.take() {
+            tokio::time::timeout(Duration::from_secs(10), done)
                 .await
-                .context("controller did not stop within 10s")??;
+                .context("controller did not stop within 10s")?
+                .context("the controller's thread ended without a word")?
+                .map_err(anyhow::Error::msg)?;
         }
         Ok(())
     }

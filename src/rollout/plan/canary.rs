@@ -129,9 +129,13 @@ pub fn plan(snap: &Snapshot, mut status: RolloutStatus, now: &Time) -> Plan {
                 })
         }
     };
+    // Fully available, or as far as replicaProgressThreshold asks.
+    let threshold = canary.replica_progress_threshold.as_ref();
     let promote = stable_rs.is_none()
         || (!status.abort
-            && new_rs.is_some_and(|rs| rs.available() == replicas)
+            && new_rs.is_some_and(|rs| {
+                rs.available() >= replicas || replica_set::progress_met(threshold, rs, replicas)
+            })
             && (status.promote_full || steps_done)
             && traffic_ready);
     if promote {
@@ -401,7 +405,8 @@ impl Desired<'_> {
                     || self.stable_rs.is_none_or(|s| {
                         s.spec_replicas() == want_stable && s.status_replicas() == want_stable
                     });
-                replica_set::all_available(new_rs, want_new) && stable_ok
+                let threshold = r.canary.replica_progress_threshold.as_ref();
+                replica_set::progress_met(threshold, new_rs, want_new) && stable_ok
             }
         }
     }
@@ -553,7 +558,8 @@ fn step_string(step: &CanaryStep) -> String {
 }
 
 /// A setWeight step is complete when both ReplicaSets have exactly the pods
-/// the weight asks for, all available, and older ReplicaSets none.
+/// the weight asks for, the canary's all available (or as many as
+/// replicaProgressThreshold asks), and older ReplicaSets none.
 fn at_desired_counts(
     ro: &Rollout,
     all: &[ReplicaSet],
@@ -572,10 +578,13 @@ fn at_desired_counts(
         .filter(|rs| stable_rs.is_none_or(|s| s.metadata.name != rs.metadata.name))
         .map(|rs| rs.available())
         .sum();
-    new_rs.spec_replicas() == want_new
-        && new_rs.available() == want_new
-        && stable_ok
-        && others_available == 0
+    let threshold = ro
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .and_then(|c| c.replica_progress_threshold.as_ref());
+    replica_set::progress_met(threshold, new_rs, want_new) && stable_ok && others_available == 0
 }
 
 /// Selector changes for the stable and canary Services. The canary Service

@@ -20,7 +20,7 @@ use super::status::{self as st, condition};
 use super::{Action, Plan};
 use crate::api::Rollout;
 use crate::api::common::PodTemplateMetadata;
-use crate::api::rollout::RolloutStatus;
+use crate::api::rollout::{ReplicaProgressThreshold, RolloutStatus};
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::snapshot::{
     DESIRED_REPLICAS_ANNOTATION, REVISION_ANNOTATION, ReplicaSetExt, Snapshot,
@@ -278,6 +278,26 @@ fn scale(rs: &ReplicaSet, to: i32, desired_replicas: i32, clear_deadline: bool) 
 /// Is `rs` at exactly `want` pods, all available?
 pub fn all_available(rs: &ReplicaSet, want: i32) -> bool {
     rs.spec_replicas() == want && rs.available() == want
+}
+
+/// Whether enough of the pods `rs` should have (`want`) are available for a
+/// canary step to count as reached: `canary.replicaProgressThreshold` as
+/// upstream reads it (a percentage of `want`, or a count of pods; any type
+/// but `Percent` counts pods), and without one (or a negative value) all
+/// of them, at exactly `want`.
+pub fn progress_met(
+    threshold: Option<&ReplicaProgressThreshold>,
+    rs: &ReplicaSet,
+    want: i32,
+) -> bool {
+    match threshold {
+        Some(t) if t.value >= 0 && t.r#type == "Percent" => {
+            // available / want >= value%, in integers.
+            want == 0 || i64::from(rs.available()) * 100 >= i64::from(t.value) * i64::from(want)
+        }
+        Some(t) if t.value >= 0 => rs.available() >= t.value,
+        _ => all_available(rs, want),
+    }
 }
 
 /// The ReplicaSet's scale-down deadline, if it has a readable one.

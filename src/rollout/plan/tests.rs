@@ -83,6 +83,8 @@ struct World {
     deployment: Option<Deployment>,
     /// Pod hashes whose pods never become available.
     broken: Vec<String>,
+    /// Pod hashes of which at most this many pods become available.
+    capped: Vec<(String, i32)>,
     now: i64,
     /// Every event the plans published, oldest first.
     events: Vec<events::Event>,
@@ -101,6 +103,7 @@ impl World {
             ingresses: vec![],
             deployment: None,
             broken: vec![],
+            capped: vec![],
             now: 1_700_000_000,
             events: vec![],
             template_twin: None,
@@ -330,6 +333,11 @@ impl World {
                 .pod_hash()
                 .is_some_and(|h| self.broken.iter().any(|b| b == h));
             let spec = rs.spec_replicas();
+            let cap = self
+                .capped
+                .iter()
+                .find(|(h, _)| rs.pod_hash() == Some(h.as_str()))
+                .map_or(i32::MAX, |(_, c)| *c);
             let st = rs.status.get_or_insert_with(ReplicaSetStatus::default);
             let avail = st.available_replicas.unwrap_or(0);
             let new_avail = if broken {
@@ -339,6 +347,7 @@ impl World {
             } else {
                 st.replicas.min(spec)
             };
+            let new_avail = new_avail.min(cap);
             st.available_replicas = Some(new_avail);
             st.ready_replicas = Some(new_avail);
             st.replicas = spec;
@@ -2139,6 +2148,80 @@ fn an_undo_to_the_stable_template_is_a_fast_rollback() {
     assert_eq!(s.current_pod_hash.as_deref(), Some(stable.as_str()));
     assert_eq!(s.stable_rs.as_deref(), Some(stable.as_str()));
     assert_eq!(w.pods_of(&Some(stable)), 5);
+}
+
+/// `canary.replicaProgressThreshold`: a step counts as reached, and the
+/// canary is promoted, once as many of its pods are available as the
+/// threshold asks (a percentage of the step's pods, or a count); without
+/// one, only once all of them are.
+#[test]
+fn replica_progress_threshold_lets_a_partly_available_canary_on() {
+    use crate::api::rollout::ReplicaProgressThreshold;
+    let run = |threshold: Option<ReplicaProgressThreshold>, cap: i32| {
+        let mut w = World::new(rollout(
+            10,
+            "app:1",
+            Some(IntOrString::Int(1)),
+            Some(IntOrString::Int(5)),
+        ));
+        let c = w.ro.spec.strategy.canary.as_mut().unwrap();
+        c.steps = vec![weight(50), pause_for(None)];
+        c.replica_progress_threshold = threshold;
+        w.settle(false);
+        set_image(&mut w, "app:2");
+        w.reconcile();
+        let canary = w.status().current_pod_hash.unwrap();
+        w.capped = vec![(canary.clone(), cap)];
+        for _ in 0..30 {
+            w.reconcile();
+            w.tick();
+        }
+        (w, canary)
+    };
+    let percent = |v| {
+        Some(ReplicaProgressThreshold {
+            r#type: "Percent".into(),
+            value: v,
+        })
+    };
+    let pods = |v| {
+        Some(ReplicaProgressThreshold {
+            r#type: "Pods".into(),
+            value: v,
+        })
+    };
+
+    // setWeight 50 of 10: 5 canary pods, 3 of them available.
+    let (w, _) = run(None, 3);
+    assert_eq!(w.status().current_step_index, Some(0), "all 5 needed");
+    let (w, _) = run(percent(70), 3);
+    assert_eq!(w.status().current_step_index, Some(0), "3 of 5 is 60%");
+    let (w, _) = run(percent(60), 3);
+    assert_eq!(w.status().current_step_index, Some(1), "60% reached");
+    let (w, _) = run(pods(3), 3);
+    assert_eq!(w.status().current_step_index, Some(1), "3 pods reached");
+    let (w, _) = run(pods(-1), 3);
+    assert_eq!(
+        w.status().current_step_index,
+        Some(0),
+        "negative: all of them"
+    );
+
+    // Promotion: 8 of 10 available is enough for 80%, not without it.
+    for (threshold, promoted) in [(None, false), (percent(80), true), (pods(9), false)] {
+        let (mut w, canary) = run(threshold.clone(), 8);
+        w.promote();
+        for _ in 0..30 {
+            w.reconcile();
+            w.tick();
+        }
+        assert_eq!(
+            w.status().stable_rs.as_deref() == Some(canary.as_str()),
+            promoted,
+            "{threshold:?}: {:#?}",
+            w.status()
+        );
+    }
 }
 
 /// A ReplicaSet made under an older hash of the same template (upstream

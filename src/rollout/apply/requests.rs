@@ -1,0 +1,380 @@
+//! The requests `apply` makes, and what it does with each answer, against
+//! a scripted API server: the branches the cluster suite cannot provoke on
+//! purpose (a name collision, an adopted ReplicaSet, a refused template,
+//! objects already gone, an eviction a budget refuses, a stale read).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use super::{Applied, ApplyError, apply};
+use crate::api::Rollout;
+use crate::api::rollout::RolloutStatus;
+use crate::rollout::plan::{Action, Plan};
+
+/// One request as the server saw it: method, path, body.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    path: String,
+    body: Option<Value>,
+}
+
+/// One scripted answer: the request it expects (method, path), and the
+/// status and body to answer with.
+type Reply = (Method, String, u16, Value);
+
+/// A server that answers the requests in order from a script of
+/// (method, path, status, body), and records them. A request the script
+/// does not expect gets a 500 naming it, which fails the test's assertions.
+fn server(script: Vec<(Method, &str, u16, Value)>) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    let script: Arc<Mutex<VecDeque<Reply>>> = Arc::new(Mutex::new(
+        script
+            .into_iter()
+            .map(|(m, p, s, b)| (m, p.to_string(), s, b))
+            .collect(),
+    ));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let service = tower::service_fn(move |req: Request<Body>| {
+        let script = script.clone();
+        let log = log.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let body = serde_json::from_slice(&bytes).ok();
+            let path = parts.uri.path().to_string();
+            log.lock().unwrap().push(Seen {
+                method: parts.method.clone(),
+                path: path.clone(),
+                body,
+            });
+            let next = script.lock().unwrap().pop_front();
+            let (status, answer) = match next {
+                Some((m, p, s, b)) if m == parts.method && p == path => (s, b),
+                other => (
+                    500,
+                    json!({"kind": "Status", "code": 500, "message": format!("unexpected {} {path}; script had {other:?}", parts.method)}),
+                ),
+            };
+            Ok::<_, std::convert::Infallible>(
+                Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap_or_default()))
+                    .unwrap(),
+            )
+        }
+    });
+    (Client::new(service, "ns"), seen)
+}
+
+/// The API server's answer for an error `code`.
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": message})
+}
+
+const RS_PATH: &str = "/apis/apps/v1/namespaces/ns/replicasets";
+const RO_PATH: &str = "/apis/argoproj.io/v1alpha1/namespaces/ns/rollouts/web";
+
+fn rollout() -> Rollout {
+    serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web", "namespace": "ns", "uid": "ro-uid", "resourceVersion": "10"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {}},
+        "status": {"collisionCount": 2}
+    }))
+    .unwrap()
+}
+
+fn replica_set(owner_uid: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web-abc", "namespace": "ns", "uid": "rs-uid", "resourceVersion": "20",
+            "labels": {"rollouts-pod-template-hash": "abc"},
+            "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "web", "uid": owner_uid, "controller": true}]},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}}
+    })
+}
+
+fn create_plan(status: RolloutStatus) -> Plan {
+    let rs: ReplicaSet = serde_json::from_value(replica_set("ro-uid")).unwrap();
+    Plan {
+        actions: vec![Action::CreateReplicaSet(Box::new(rs))],
+        status,
+        ..Plan::default()
+    }
+}
+
+fn calls(seen: &Arc<Mutex<Vec<Seen>>>) -> Vec<(String, String)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|s| (s.method.to_string(), s.path.clone()))
+        .collect()
+}
+
+/// A 409 on create for a ReplicaSet someone else controls: the name is
+/// taken, so `collisionCount` goes up by one (the next hash differs) and
+/// the reconcile ends with a Collision error; nothing else is written.
+#[tokio::test]
+async fn a_name_taken_by_another_owner_bumps_the_collision_count() {
+    let (client, seen) = server(vec![
+        (
+            Method::POST,
+            RS_PATH,
+            409,
+            status(409, "AlreadyExists", "exists"),
+        ),
+        (
+            Method::GET,
+            &format!("{RS_PATH}/web-abc"),
+            200,
+            replica_set("someone-else"),
+        ),
+        (
+            Method::PATCH,
+            &format!("{RO_PATH}/status"),
+            200,
+            serde_json::to_value(rollout()).unwrap(),
+        ),
+    ]);
+    let ro = rollout();
+    let mut applied = Applied::default();
+    let result = apply(
+        &client,
+        &ro,
+        &create_plan(RolloutStatus::default()),
+        &mut applied,
+    )
+    .await;
+    assert!(
+        matches!(result, Err(ApplyError::Collision { ref name }) if name == "web-abc"),
+        "{result:?}"
+    );
+    assert_eq!(calls(&seen).len(), 3, "{:?}", calls(&seen));
+    let patch = seen.lock().unwrap()[2].body.clone();
+    assert_eq!(patch, Some(json!({"status": {"collisionCount": 3}})));
+    assert_eq!(applied.done, 0);
+    assert!(applied.created.is_none());
+}
+
+/// A 409 on create for a ReplicaSet this Rollout controls (made by an
+/// earlier reconcile the cache has not shown): adopted as created, and the
+/// plan goes on to the status.
+#[tokio::test]
+async fn our_own_replica_set_from_an_earlier_reconcile_is_adopted() {
+    let (client, seen) = server(vec![
+        (
+            Method::POST,
+            RS_PATH,
+            409,
+            status(409, "AlreadyExists", "exists"),
+        ),
+        (
+            Method::GET,
+            &format!("{RS_PATH}/web-abc"),
+            200,
+            replica_set("ro-uid"),
+        ),
+    ]);
+    let ro = rollout();
+    let mut applied = Applied::default();
+    let same_status = ro.status.clone().unwrap_or_default();
+    let result = apply(&client, &ro, &create_plan(same_status), &mut applied).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(applied.done, 1);
+    assert_eq!(
+        applied
+            .created
+            .as_ref()
+            .and_then(|rs| rs.metadata.uid.as_deref()),
+        Some("rs-uid")
+    );
+    assert_eq!(applied.objects, vec![("rs-uid".into(), "20".into(), 0)]);
+    assert_eq!(calls(&seen).len(), 2, "no status write: it did not change");
+}
+
+/// 422 and 400 on create: the template is invalid; the error carries the
+/// hash and the API server's field errors, and nothing else is asked.
+#[tokio::test]
+async fn a_refused_template_is_rejected_with_the_servers_words() {
+    for (code, reason) in [(422, "Invalid"), (400, "BadRequest")] {
+        let message =
+            "ReplicaSet.apps \"web-abc\" is invalid: spec.template.spec.containers: Required value";
+        let (client, seen) = server(vec![(
+            Method::POST,
+            RS_PATH,
+            code,
+            status(code, reason, message),
+        )]);
+        let mut applied = Applied::default();
+        let result = apply(
+            &client,
+            &rollout(),
+            &create_plan(RolloutStatus::default()),
+            &mut applied,
+        )
+        .await;
+        match result {
+            Err(ApplyError::Rejected { name, hash, detail }) => {
+                assert_eq!((name.as_str(), hash.as_str()), ("web-abc", "abc"));
+                assert!(!detail.is_empty(), "{code}");
+            }
+            other => panic!("{code}: {other:?}"),
+        }
+        assert_eq!(calls(&seen).len(), 1);
+    }
+}
+
+/// Objects already gone (404) are what deleting or terminating wanted:
+/// the plan goes on. A 429 on eviction (a PodDisruptionBudget) is retried
+/// by a later reconcile, and the plan goes on too.
+#[tokio::test]
+async fn gone_objects_and_a_refused_eviction_do_not_stop_the_plan() {
+    let (client, seen) = server(vec![
+        (
+            Method::DELETE,
+            &format!("{RS_PATH}/old"),
+            404,
+            status(404, "NotFound", "gone"),
+        ),
+        (
+            Method::PATCH,
+            "/apis/argoproj.io/v1alpha1/namespaces/ns/analysisruns/run",
+            404,
+            status(404, "NotFound", "gone"),
+        ),
+        (
+            Method::DELETE,
+            "/apis/argoproj.io/v1alpha1/namespaces/ns/analysisruns/run-old",
+            404,
+            status(404, "NotFound", "gone"),
+        ),
+        (
+            Method::POST,
+            "/api/v1/namespaces/ns/pods/p1/eviction",
+            429,
+            status(
+                429,
+                "TooManyRequests",
+                "Cannot evict pod as it would violate the pod's disruption budget.",
+            ),
+        ),
+        (
+            Method::POST,
+            "/api/v1/namespaces/ns/pods/p2/eviction",
+            404,
+            status(404, "NotFound", "gone"),
+        ),
+    ]);
+    let ro = rollout();
+    let plan = Plan {
+        actions: vec![
+            Action::DeleteReplicaSet { name: "old".into() },
+            Action::TerminateAnalysisRun { name: "run".into() },
+            Action::DeleteAnalysisRun {
+                name: "run-old".into(),
+            },
+            Action::EvictPod { name: "p1".into() },
+            Action::EvictPod { name: "p2".into() },
+        ],
+        status: ro.status.clone().unwrap_or_default(),
+        ..Plan::default()
+    };
+    let mut applied = Applied::default();
+    let result = apply(&client, &ro, &plan, &mut applied).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(applied.done, 5);
+    assert_eq!(calls(&seen).len(), 5, "{:?}", calls(&seen));
+}
+
+/// The status is written as a merge diff against the status the plan
+/// observed (a removed field as null), on the condition that the Rollout
+/// is still at the version read; a 409 means it changed, and the reconcile
+/// plans again from a fresh read.
+#[tokio::test]
+async fn the_status_diff_is_written_on_the_version_read_and_a_conflict_replans() {
+    let mut ro = rollout();
+    ro.status.as_mut().unwrap().message = Some("old message".into());
+    let plan = Plan {
+        status: RolloutStatus {
+            collision_count: Some(2),
+            current_pod_hash: Some("abc".into()),
+            ..Default::default()
+        },
+        ..Plan::default()
+    };
+    let mut written = rollout();
+    written.metadata.resource_version = Some("11".into());
+    let (client, seen) = server(vec![(
+        Method::PATCH,
+        &format!("{RO_PATH}/status"),
+        200,
+        serde_json::to_value(&written).unwrap(),
+    )]);
+    let mut applied = Applied::default();
+    assert!(apply(&client, &ro, &plan, &mut applied).await.is_ok());
+    let body = seen.lock().unwrap()[0].body.clone();
+    assert_eq!(
+        body,
+        Some(json!({
+            "metadata": {"resourceVersion": "10"},
+            "status": {"currentPodHash": "abc", "message": null}
+        }))
+    );
+    assert_eq!(applied.written, vec!["11".to_string()]);
+
+    let (client, _) = server(vec![(
+        Method::PATCH,
+        &format!("{RO_PATH}/status"),
+        409,
+        status(409, "Conflict", "the object has been modified"),
+    )]);
+    let result = apply(&client, &ro, &plan, &mut Applied::default()).await;
+    assert!(
+        matches!(result, Err(ApplyError::Conflict { .. })),
+        "{result:?}"
+    );
+}
+
+/// A scale is conditional on the ReplicaSet's version as read: a 409 is a
+/// conflict (plan again), not a failure.
+#[tokio::test]
+async fn a_scale_on_a_stale_replica_set_is_a_conflict() {
+    let (client, seen) = server(vec![(
+        Method::PATCH,
+        &format!("{RS_PATH}/web-abc"),
+        409,
+        status(409, "Conflict", "the object has been modified"),
+    )]);
+    let ro = rollout();
+    let plan = Plan {
+        actions: vec![Action::ScaleReplicaSet {
+            name: "web-abc".into(),
+            from: 1,
+            to: 2,
+            desired_replicas: 2,
+            resource_version: Some("20".into()),
+            clear_deadline: false,
+        }],
+        status: ro.status.clone().unwrap_or_default(),
+        ..Plan::default()
+    };
+    let result = apply(&client, &ro, &plan, &mut Applied::default()).await;
+    assert!(
+        matches!(result, Err(ApplyError::Conflict { ref what }) if what.contains("web-abc") && what.contains("1 -> 2")),
+        "{result:?}"
+    );
+    let body = seen.lock().unwrap()[0].body.clone();
+    assert_eq!(
+        body.as_ref()
+            .and_then(|b| b.pointer("/metadata/resourceVersion")),
+        Some(&json!("20"))
+    );
+}
