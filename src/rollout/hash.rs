@@ -64,7 +64,7 @@ fn hash_bytes(bytes: &[u8], collision_count: Option<i32>) -> String {
     safe_encode(&h.0.to_string())
 }
 
-/// Hash of the canary steps (`status.canary.currentStepHash`), as upstream
+/// Hash of the canary steps (`status.currentStepHash`), as upstream
 /// computes it: FNV-1a over Go's JSON of `[]CanaryStep`, safe-encoded. A
 /// change of steps restarts the rollout's steps, so a switch between
 /// controllers in the middle of an update must find the same hash.

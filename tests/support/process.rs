@@ -35,20 +35,71 @@ pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
     Ok(ports)
 }
 
+/// The directory holding upstream Argo Rollouts' `rollouts-controller` and
+/// `kubectl-argo-rollouts` (hack/build-argo-rollouts.sh: built once, then
+/// cached by version outside the repository).
+pub fn upstream_bin_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| match super::hack_script("build-argo-rollouts.sh", &[]) {
+        Ok(dir) => dir,
+        Err(e) => panic!("{e}"),
+    })
+}
+
 impl ControllerProcess {
     /// Starts the binary as pod `name` with `args` (ports are added), using
     /// `kubeconfig`.
     pub fn start(name: &str, kubeconfig: &std::path::Path, args: &[&str]) -> Result<Self> {
+        Self::spawn(
+            name,
+            std::path::Path::new(env!("CARGO_BIN_EXE_rollouts-controller")),
+            kubeconfig,
+            "--metricsport",
+            args,
+            &[],
+        )
+    }
+
+    /// Starts upstream Argo Rollouts' own controller as pod `name`, limited
+    /// to namespace `ns` (its namespaced install: `--namespaced` takes the
+    /// namespace from the kubeconfig flags; POD_NAMESPACE is where it looks
+    /// for its notification ConfigMap), with no leader election.
+    pub fn start_upstream(name: &str, kubeconfig: &std::path::Path, ns: &str) -> Result<Self> {
+        Self::spawn(
+            name,
+            &upstream_bin_dir().join("rollouts-controller"),
+            kubeconfig,
+            "--metricsPort",
+            &[
+                "--namespaced",
+                "--namespace",
+                ns,
+                "--kubeconfig",
+                &kubeconfig.to_string_lossy(),
+                "--leader-elect=false",
+            ],
+            &[("POD_NAMESPACE", ns)],
+        )
+    }
+
+    fn spawn(
+        name: &str,
+        program: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        metrics_flag: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Self> {
         let [metrics_port, healthz_port] = free_ports()?;
         let log = std::env::temp_dir().join(format!(
             "rollouts-controller-{name}-{}.log",
             std::process::id()
         ));
         let file = std::fs::File::create(&log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_rollouts-controller"))
+        let child = Command::new(program)
             .args(args)
             .args([
-                "--metricsport",
+                metrics_flag,
                 &metrics_port.to_string(),
                 "--healthzPort",
                 &healthz_port.to_string(),
@@ -56,12 +107,13 @@ impl ControllerProcess {
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
             .env("NO_COLOR", "1")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)
             .spawn()
-            .context("starting rollouts-controller")?;
+            .with_context(|| format!("starting {}", program.display()))?;
         Ok(ControllerProcess {
             name: name.to_string(),
             metrics_port,

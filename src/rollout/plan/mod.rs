@@ -285,6 +285,7 @@ fn plan_at(snapshot: &Snapshot, now: Time) -> Plan {
     if let Some(message) = workload::problem(snapshot) {
         return invalid(&snapshot.rollout, message, &now);
     }
+    let read = snapshot;
     let resolved = workload::resolve(snapshot).map(|rollout| Snapshot {
         rollout,
         ..snapshot.clone()
@@ -324,7 +325,8 @@ fn plan_at(snapshot: &Snapshot, now: Time) -> Plan {
     finish(ro, &mut plan.status);
     events::derive(snapshot, &mut plan);
     // After the phase is known: `scaleDown: onsuccess` waits for Healthy.
-    let workload_actions = workload::actions(snapshot, &mut plan.status);
+    // The Rollout as read: the resolved one already has the annotation.
+    let workload_actions = workload::actions(read, &mut plan.status);
     plan.actions.extend(workload_actions);
     plan
 }

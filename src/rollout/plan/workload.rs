@@ -147,8 +147,15 @@ pub fn problem(snapshot: &Snapshot) -> Option<String> {
 }
 
 /// The Rollout as if the Deployment's template (and, when the Rollout names
-/// none, its selector) were written inline. None when there is no
-/// reference or no Deployment to resolve it with ([`problem`] says why).
+/// none, its selector) were written inline, and already annotated with the
+/// Deployment's generation. None when there is no reference or no
+/// Deployment to resolve it with ([`problem`] says why).
+///
+/// The annotation is there, as in upstream's resolver, so that a
+/// ReplicaSet created by this plan copies it with the Rollout's other
+/// annotations: upstream would add it to a ReplicaSet that lacks it.
+/// [`actions`] records it on the Rollout itself, comparing with the
+/// Rollout as read.
 pub fn resolve(snapshot: &Snapshot) -> Option<Rollout> {
     let ro = &snapshot.rollout;
     ro.spec.workload_ref.as_ref()?;
@@ -156,12 +163,23 @@ pub fn resolve(snapshot: &Snapshot) -> Option<Rollout> {
     let mut resolved = ro.clone();
     resolved.spec.template = deployment.spec.as_ref().map(|s| s.template.clone());
     resolved.spec.selector = selector(ro, Some(deployment));
+    if let Some(generation) = deployment.metadata.generation {
+        resolved
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                WORKLOAD_GENERATION_ANNOTATION.into(),
+                generation.to_string(),
+            );
+    }
     Some(resolved)
 }
 
 /// What a reconcile of a Rollout with a resolved reference adds to its
 /// plan: the workload-generation annotation (status carries the same
-/// value) and the Deployment's scale-down.
+/// value) and the Deployment's scale-down. `snapshot` holds the Rollout as
+/// read, not as [`resolve`]d.
 ///
 /// `scaleDown` (unset = never):
 /// - `onsuccess`: the Deployment goes to 0 once the Rollout is Healthy.

@@ -152,6 +152,39 @@ fn the_template_and_selector_come_from_the_deployment() {
     assert_eq!(s.observed_generation.as_deref(), Some("1"));
 }
 
+/// As upstream's resolver, the Rollout carries the Deployment's generation
+/// before anything is planned, so a new ReplicaSet copies it with the
+/// Rollout's other annotations: upstream adds it to a ReplicaSet that lacks
+/// it, a write after a switch.
+#[test]
+fn a_new_replica_set_carries_the_workload_generation() {
+    fn created(actions: &[Action]) -> Option<String> {
+        actions.iter().find_map(|a| match a {
+            Action::CreateReplicaSet(rs) => rs
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(WORKLOAD_GENERATION_ANNOTATION))
+                .cloned(),
+            _ => None,
+        })
+    }
+    let mut w = world(None, 3);
+    let actions = w.reconcile();
+    assert_eq!(created(&actions).as_deref(), Some("1"), "{actions:?}");
+    // Still recorded on the Rollout itself.
+    assert!(actions.contains(&Action::SetWorkloadGeneration {
+        generation: Some("1".into())
+    }));
+    w.settle(false);
+    set_deployment_image(&mut w, "nginx:2");
+    let actions = w.reconcile();
+    assert_eq!(created(&actions).as_deref(), Some("2"), "{actions:?}");
+    assert!(actions.contains(&Action::SetWorkloadGeneration {
+        generation: Some("2".into())
+    }));
+}
+
 #[test]
 fn never_leaves_the_deployment_alone() {
     let mut w = world(Some("never"), 3);
