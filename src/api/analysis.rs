@@ -345,7 +345,11 @@ pub struct JobMetric {
 }
 
 /// Phase of a run, metric or measurement.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+///
+/// Served as upstream serves it, a plain string: upstream creates a run
+/// with `status.phase: ""` (no omitempty), which an enum in the CRD would
+/// refuse, and which is read here as Pending (a run not started yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum AnalysisPhase {
     Pending,
     Running,
@@ -353,6 +357,44 @@ pub enum AnalysisPhase {
     Failed,
     Error,
     Inconclusive,
+}
+
+const ANALYSIS_PHASES: &[&str] = &[
+    "Pending",
+    "Running",
+    "Successful",
+    "Failed",
+    "Error",
+    "Inconclusive",
+];
+
+impl<'de> Deserialize<'de> for AnalysisPhase {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "" | "Pending" => AnalysisPhase::Pending,
+            "Running" => AnalysisPhase::Running,
+            "Successful" => AnalysisPhase::Successful,
+            "Failed" => AnalysisPhase::Failed,
+            "Error" => AnalysisPhase::Error,
+            "Inconclusive" => AnalysisPhase::Inconclusive,
+            other => {
+                return Err(serde::de::Error::unknown_variant(other, ANALYSIS_PHASES));
+            }
+        })
+    }
+}
+
+impl JsonSchema for AnalysisPhase {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AnalysisPhase".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
+    }
 }
 
 #[skip_serializing_none]

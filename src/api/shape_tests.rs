@@ -427,3 +427,20 @@ fn status_diffs_remove_fields_that_become_zero() {
     );
     assert_eq!(merge_diff(&to_json(&after), &to_json(&after)), None);
 }
+
+/// Upstream creates a run with `status.phase: ""` (the field has no
+/// omitempty): it reads as Pending, the run not started; a phase no one
+/// writes is refused by name.
+#[test]
+fn an_empty_analysis_phase_reads_as_pending() {
+    let status: AnalysisRunStatus = serde_json::from_value(json!({"phase": ""})).expect("reads");
+    assert_eq!(status.phase, Some(AnalysisPhase::Pending));
+    let status: AnalysisRunStatus =
+        serde_json::from_value(json!({"phase": "Running"})).expect("reads");
+    assert_eq!(status.phase, Some(AnalysisPhase::Running));
+    let err = serde_json::from_value::<AnalysisRunStatus>(json!({"phase": "Sideways"}))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("unknown variant `Sideways`"), "{err}");
+}
