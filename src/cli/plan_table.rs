@@ -391,6 +391,12 @@ impl Sim {
                     Some(revision.to_string()),
                 );
             }
+            Action::SetReplicaSetAnnotations { name, annotations } => {
+                let rs = self.replica_set(name)?;
+                for (k, v) in annotations {
+                    annotate(&mut rs.metadata, k, Some(v.clone()));
+                }
+            }
             Action::SetMinReadySeconds { name, seconds } => {
                 let rs = self.replica_set(name)?;
                 rs.spec

@@ -240,6 +240,11 @@ pub async fn apply(
                 applied.wrote_replica_set(&patch_replica_set(&rs_api, name, patch).await?);
                 info!(rollout = %ro_name, replicaset = %name, revision, "ReplicaSet is the newest revision again");
             }
+            Action::SetReplicaSetAnnotations { name, annotations } => {
+                let patch = json!({"metadata": {"annotations": annotations}});
+                applied.wrote_replica_set(&patch_replica_set(&rs_api, name, patch).await?);
+                info!(rollout = %ro_name, replicaset = %name, keys = ?annotations.keys().collect::<Vec<_>>(), "copied the Rollout's annotations to its ReplicaSet");
+            }
             Action::SetMinReadySeconds { name, seconds } => {
                 let patch = json!({"spec": {"minReadySeconds": seconds}});
                 applied.wrote_replica_set(&patch_replica_set(&rs_api, name, patch).await?);

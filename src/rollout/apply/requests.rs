@@ -378,3 +378,32 @@ async fn a_scale_on_a_stale_replica_set_is_a_conflict() {
         Some(&json!("20"))
     );
 }
+
+/// The Rollout's annotations go to its ReplicaSet as one merge patch of
+/// those keys.
+#[tokio::test]
+async fn copied_annotations_are_one_merge_patch() {
+    let (client, seen) = server(vec![(
+        Method::PATCH,
+        &format!("{RS_PATH}/web-abc"),
+        200,
+        replica_set("ro-uid"),
+    )]);
+    let ro = rollout();
+    let plan = Plan {
+        actions: vec![Action::SetReplicaSetAnnotations {
+            name: "web-abc".into(),
+            annotations: [("team".to_string(), "payments".to_string())].into(),
+        }],
+        status: ro.status.clone().unwrap_or_default(),
+        ..Plan::default()
+    };
+    let mut applied = Applied::default();
+    assert!(apply(&client, &ro, &plan, &mut applied).await.is_ok());
+    let body = seen.lock().unwrap()[0].body.clone();
+    assert_eq!(
+        body,
+        Some(json!({"metadata": {"annotations": {"team": "payments"}}}))
+    );
+    assert_eq!(applied.objects, vec![("rs-uid".into(), "20".into(), 0)]);
+}

@@ -63,6 +63,12 @@ pub enum Action {
     /// Raise a ReplicaSet's revision annotation (a template seen before
     /// becomes the newest revision again).
     SetReplicaSetRevision { name: String, revision: i64 },
+    /// Carry the Rollout's annotations to the new ReplicaSet when they
+    /// changed after it was made (as upstream does on every reconcile).
+    SetReplicaSetAnnotations {
+        name: String,
+        annotations: std::collections::BTreeMap<String, String>,
+    },
     /// Carry a changed spec.minReadySeconds to the new ReplicaSet (it is
     /// not part of the pod template, so no new ReplicaSet is made for it).
     SetMinReadySeconds { name: String, seconds: i32 },

@@ -38,7 +38,22 @@ const NOT_COPIED: &[&str] = &[
     REVISION_ANNOTATION,
     "rollout.argoproj.io/revision-history",
     DESIRED_REPLICAS_ANNOTATION,
+    "notified.notifications.argoproj.io",
 ];
+
+/// The Rollout's annotations a ReplicaSet of it carries (all but those
+/// above), and which of them `rs` lacks or has another value for.
+fn annotations_to_copy(ro: &Rollout, rs: Option<&ReplicaSet>) -> BTreeMap<String, String> {
+    let have = rs.and_then(|rs| rs.metadata.annotations.as_ref());
+    ro.metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
+        .filter(|(k, v)| have.and_then(|h| h.get(*k)) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
 
 /// Old ReplicaSets beyond revisionHistoryLimit that are empty, oldest first.
 pub fn history_cleanup(
@@ -93,14 +108,7 @@ fn new_replica_set(
         .get_or_insert_with(Default::default)
         .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
 
-    let mut annotations: BTreeMap<String, String> = ro
-        .metadata
-        .annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut annotations = annotations_to_copy(ro, None);
     annotations.insert(REVISION_ANNOTATION.into(), revision.to_string());
     annotations.insert(
         DESIRED_REPLICAS_ANNOTATION.into(),
@@ -207,9 +215,10 @@ fn initial_ephemeral_metadata<'a>(ro: &'a Rollout, hash: &str) -> Option<&'a Pod
 }
 
 /// Keeps the new ReplicaSet's revision the newest (a template seen before,
-/// i.e. a rollback, becomes the newest revision again), its minReadySeconds
-/// that of the spec, and the Rollout's revision annotation in step. Returns
-/// the new ReplicaSet's revision.
+/// i.e. a rollback, becomes the newest revision again), its annotations
+/// those of the Rollout, its minReadySeconds that of the spec, and the
+/// Rollout's revision annotation in step. Returns the new ReplicaSet's
+/// revision.
 pub fn sync_revision(
     ro: &Rollout,
     new_rs: &ReplicaSet,
@@ -226,6 +235,13 @@ pub fn sync_revision(
     } else {
         new_rs.revision()
     };
+    let copies = annotations_to_copy(ro, Some(new_rs));
+    if !copies.is_empty() {
+        actions.push(Action::SetReplicaSetAnnotations {
+            name: name.clone(),
+            annotations: copies,
+        });
+    }
     let min_ready = new_rs.spec.as_ref().and_then(|s| s.min_ready_seconds);
     if min_ready.unwrap_or(0) != ro.spec.min_ready_seconds {
         actions.push(Action::SetMinReadySeconds {

@@ -174,6 +174,13 @@ impl World {
                         .get_or_insert_with(Default::default);
                     a.insert(REVISION_ANNOTATION.into(), revision.to_string());
                 }
+                Action::SetReplicaSetAnnotations { name, annotations } => {
+                    self.rs_mut(name)
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .extend(annotations.clone());
+                }
                 Action::SetServiceSelector { name, hash, adopt } => {
                     let svc = self
                         .services
@@ -2222,6 +2229,49 @@ fn replica_progress_threshold_lets_a_partly_available_canary_on() {
             w.status()
         );
     }
+}
+
+/// An annotation added to the Rollout after its ReplicaSet was made reaches
+/// that ReplicaSet, as upstream copies them on every reconcile; the ones
+/// upstream never copies (revision, desired replicas, last-applied, the
+/// notification record) stay off, and a settled Rollout copies nothing.
+#[test]
+fn annotations_added_to_the_rollout_reach_its_current_replica_set() {
+    let mut w = World::new(rollout(2, "nginx:1", None, None));
+    w.settle(false);
+    let annotations =
+        w.ro.metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+    annotations.insert("team".into(), "payments".into());
+    annotations.insert("notified.notifications.argoproj.io".into(), "{}".into());
+    annotations.insert(
+        "kubectl.kubernetes.io/last-applied-configuration".into(),
+        "{}".into(),
+    );
+    let actions = w.reconcile();
+    let copied: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetReplicaSetAnnotations { annotations, .. } => Some(annotations.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        copied,
+        vec![[("team".to_string(), "payments".to_string())].into()],
+        "{actions:?}"
+    );
+    let rs = &w.rss[0];
+    assert_eq!(
+        rs.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("team"))
+            .map(String::as_str),
+        Some("payments")
+    );
+    assert!(w.reconcile().is_empty(), "copied once");
 }
 
 /// A ReplicaSet made under an older hash of the same template (upstream
