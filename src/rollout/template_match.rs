@@ -23,19 +23,37 @@ use crate::rollout::plan::replica_set::EPHEMERAL_METADATA_ANNOTATION;
 use crate::rollout::snapshot::Snapshot;
 
 /// The hash `template` would get when the snapshot's ReplicaSets carry none
-/// of its hashes although there are some: then a ReplicaSet may still hold
-/// this very template (after an undo) and only a comparison can tell.
-/// None when a hash finds it, or there is nothing to compare with.
+/// of its hashes although there are some, and the template carries the API
+/// server's defaults: then a ReplicaSet may still hold this very template
+/// (an undo copied it back) and only a comparison can tell. None when a
+/// hash finds it, or there is nothing to compare with.
 pub fn unmatched_hash(
     snapshot: &Snapshot,
     template: &PodTemplateSpec,
     collision_count: Option<i32>,
 ) -> Option<String> {
-    if snapshot.replica_sets.is_empty() {
+    if snapshot.replica_sets.is_empty() || !carries_defaults(template) {
         return None;
     }
     let hash = snapshot.pod_hash(template, collision_count);
     snapshot.replica_set(Some(&hash)).is_none().then_some(hash)
+}
+
+/// Whether the template has what the API server fills into every pod
+/// template it stores (`schedulerName`, each container's
+/// `terminationMessagePath`): a template copied from a ReplicaSet always
+/// does, one people write seldom. A template without them that equals a
+/// ReplicaSet's has that ReplicaSet's hash, so only these need comparing;
+/// the others (every ordinary update) cost no dry run.
+fn carries_defaults(template: &PodTemplateSpec) -> bool {
+    template.spec.as_ref().is_some_and(|spec| {
+        spec.scheduler_name.is_some()
+            && !spec.containers.is_empty()
+            && spec
+                .containers
+                .iter()
+                .all(|c| c.termination_message_path.is_some())
+    })
 }
 
 /// Whether `live`'s template is `defaulted` (the Rollout's template with
@@ -221,6 +239,21 @@ mod tests {
             [0]["podAffinityTerm"]["labelSelector"] = json!({"matchLabels": {"app": "a"}});
         let live = rs(own, Some(r#"{"labels":{"role":"stable"}}"#));
         assert!(!same_template(&live, &template(defaulted("app:1"))));
+    }
+
+    #[test]
+    fn only_templates_with_the_servers_defaults_are_compared() {
+        assert!(carries_defaults(&template(json!({"spec": {
+            "schedulerName": "default-scheduler",
+            "containers": [{"name": "c", "terminationMessagePath": "/dev/termination-log"}]
+        }}))));
+        assert!(!carries_defaults(&template(json!({"spec": {
+            "containers": [{"name": "c", "image": "app:1"}]
+        }}))));
+        assert!(!carries_defaults(&template(json!({"spec": {
+            "schedulerName": "default-scheduler",
+            "containers": [{"name": "c", "terminationMessagePath": "/dev/termination-log"}, {"name": "d"}]
+        }}))));
     }
 
     #[test]
