@@ -425,7 +425,9 @@ impl Sim {
                 }
                 annotate(&mut svc.metadata, MANAGED_BY_ANNOTATION, None);
             }
-            Action::SetServiceSelector { name, hash, adopt } => {
+            Action::SetServiceSelector {
+                name, hash, adopt, ..
+            } => {
                 let owner = self.ro.metadata.name.clone();
                 let svc = self
                     .services

@@ -288,18 +288,31 @@ pub async fn apply(
                 written.iter().for_each(|rs| applied.wrote_replica_set(rs));
                 info!(rollout = %ro_name, replicaset = %replica_set, "updated ephemeral pod metadata");
             }
-            Action::SetServiceSelector { name, hash, adopt } => {
-                let mut patch = json!({"spec": {"selector": {POD_TEMPLATE_HASH_LABEL: hash}}});
+            Action::SetServiceSelector {
+                name,
+                hash,
+                adopt,
+                resource_version,
+            } => {
+                let mut patch = json!({
+                    "metadata": {"resourceVersion": resource_version},
+                    "spec": {"selector": {POD_TEMPLATE_HASH_LABEL: hash}},
+                });
                 if *adopt {
-                    patch["metadata"] = json!({"annotations": {MANAGED_BY_ANNOTATION: ro_name}});
+                    patch["metadata"]["annotations"] = json!({MANAGED_BY_ANNOTATION: ro_name});
                 }
                 let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
                 let patched = svc_api
                     .patch(name, &merge, &Patch::Merge(patch))
                     .await
-                    .map_err(|source| ApplyError::PatchService {
-                        name: name.clone(),
-                        source,
+                    .map_err(|source| match source {
+                        kube::Error::Api(e) if e.code == 409 => ApplyError::Conflict {
+                            what: format!("Service {name}"),
+                        },
+                        source => ApplyError::PatchService {
+                            name: name.clone(),
+                            source,
+                        },
                     })?;
                 applied.wrote_object(&patched.metadata);
                 info!(rollout = %ro_name, service = %name, hash = %hash, "switched Service selector");

@@ -407,3 +407,40 @@ async fn copied_annotations_are_one_merge_patch() {
     );
     assert_eq!(applied.objects, vec![("rs-uid".into(), "20".into(), 0)]);
 }
+
+/// A Service selector is switched only if the Service is as the plan saw
+/// it: one handed back meanwhile (its Rollout deleted while this reconcile
+/// ran) answers 409, a conflict, and is left alone.
+#[tokio::test]
+async fn a_service_switch_is_conditional_on_the_version_seen() {
+    let (client, seen) = server(vec![(
+        Method::PATCH,
+        "/api/v1/namespaces/ns/services/web-active",
+        409,
+        status(409, "Conflict", "the object has been modified"),
+    )]);
+    let ro = rollout();
+    let plan = Plan {
+        actions: vec![Action::SetServiceSelector {
+            name: "web-active".into(),
+            hash: "abc".into(),
+            adopt: true,
+            resource_version: Some("30".into()),
+        }],
+        status: ro.status.clone().unwrap_or_default(),
+        ..Plan::default()
+    };
+    let result = apply(&client, &ro, &plan, &mut Applied::default()).await;
+    assert!(
+        matches!(result, Err(ApplyError::Conflict { ref what }) if what == "Service web-active"),
+        "{result:?}"
+    );
+    let body = seen.lock().unwrap()[0].body.clone();
+    assert_eq!(
+        body,
+        Some(json!({
+            "metadata": {"resourceVersion": "30", "annotations": {"argo-rollouts.argoproj.io/managed-by-rollouts": "web"}},
+            "spec": {"selector": {"rollouts-pod-template-hash": "abc"}}
+        }))
+    );
+}

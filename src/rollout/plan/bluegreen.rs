@@ -551,6 +551,7 @@ fn switch(svc: &Service, hash: Option<&str>) -> Option<Action> {
         name: svc.metadata.name.clone().unwrap_or_default(),
         hash: hash.to_string(),
         adopt: !managed,
+        resource_version: svc.metadata.resource_version.clone(),
     })
 }
 

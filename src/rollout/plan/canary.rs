@@ -621,6 +621,7 @@ fn services(snap: &Snapshot, status: &RolloutStatus, canary_serving: bool) -> Ve
             name: svc.metadata.name.clone().unwrap_or_default(),
             hash,
             adopt,
+            resource_version: svc.metadata.resource_version.clone(),
         })
     })
     .collect()

@@ -77,11 +77,14 @@ pub enum Action {
     /// Set the Rollout's `rollout.argoproj.io/revision` annotation.
     SetRolloutRevision { revision: i64 },
     /// Point a Service at the pods of one ReplicaSet (by the hash label);
-    /// `adopt` also marks the Service as managed by this Rollout.
+    /// `adopt` also marks the Service as managed by this Rollout. Only if
+    /// the Service is still at `resource_version`, the one the plan saw:
+    /// a Service handed back meanwhile (its Rollout deleted) stays so.
     SetServiceSelector {
         name: String,
         hash: String,
         adopt: bool,
+        resource_version: Option<String>,
     },
     /// Hand a Service back: take off the hash selector and the managed-by
     /// annotation of a Service this Rollout adopted and no longer names.

@@ -181,7 +181,9 @@ impl World {
                         .get_or_insert_with(Default::default)
                         .extend(annotations.clone());
                 }
-                Action::SetServiceSelector { name, hash, adopt } => {
+                Action::SetServiceSelector {
+                    name, hash, adopt, ..
+                } => {
                     let svc = self
                         .services
                         .iter_mut()
