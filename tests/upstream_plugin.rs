@@ -579,6 +579,10 @@ async fn upstream_plugin_drives_a_canary() -> Result<()> {
         },
     )
     .await?;
+    // restartAt is a whole second, and a pod is restarted only if it was
+    // made before it (as upstream): one made in the same second as the
+    // restart is not. Let the pods' second pass first.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let out = ok(&env, &["restart", "web"]).await?;
     assert_eq!(out, "rollout 'web' restarts in 0s\n");
     let restart_at = rollout(&env, "web")
