@@ -19,6 +19,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 cache=${ROLLOUTS_CACHE:-$HOME/.cache/rollouts}
 version=$ARGO_ROLLOUTS_VERSION
 module=github.com/argoproj/argo-rollouts
@@ -26,32 +28,6 @@ module=github.com/argoproj/argo-rollouts
 die() { echo "build-argo-rollouts: $*" >&2; exit 1; }
 log() { echo "build-argo-rollouts: $*" >&2; }
 
-# run_logged WHAT EXPECTED COMMAND...: runs COMMAND with its output in a log
-# file, and says every 30 s what is being built and for how long, against the
-# EXPECTED time.
-run_logged() {
-  local what=$1 expected=$2
-  shift 2
-  mkdir -p "$cache/logs"
-  local logfile=$cache/logs/build-${what// /-}.log
-  log "building $what (expected: $expected; full log: $logfile)"
-  local began=$SECONDS
-  "$@" >"$logfile" 2>&1 &
-  local pid=$! ticks=0
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    ticks=$((ticks + 1))
-    if [ $((ticks % 30)) = 0 ]; then
-      local t=$((SECONDS - began))
-      log "  $what: $((t / 60))m$((t % 60))s so far (expected: $expected)"
-    fi
-  done
-  if ! wait "$pid"; then
-    tail -n 20 "$logfile" >&2
-    die "building $what failed after $((SECONDS - began))s (full log: $logfile)"
-  fi
-  log "  $what: done in $((SECONDS - began))s"
-}
 
 out=$cache/argo-rollouts-$version/bin
 bins=(rollouts-controller kubectl-argo-rollouts)

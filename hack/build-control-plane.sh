@@ -11,37 +11,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 cache=${ROLLOUTS_CACHE:-$HOME/.cache/rollouts}
 
 die() { echo "build-control-plane: $*" >&2; exit 1; }
 log() { echo "build-control-plane: $*" >&2; }
 
-# run_logged WHAT EXPECTED COMMAND...: runs COMMAND with its output (the
-# `go: downloading` lines, compiler output) in a log file, and says every
-# 30 s what is being built and for how long, against the EXPECTED time.
-run_logged() {
-  local what=$1 expected=$2
-  shift 2
-  mkdir -p "$cache/logs"
-  local logfile=$cache/logs/build-${what// /-}.log
-  log "building $what (expected: $expected; full log: $logfile)"
-  local began=$SECONDS
-  "$@" >"$logfile" 2>&1 &
-  local pid=$! ticks=0
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    ticks=$((ticks + 1))
-    if [ $((ticks % 30)) = 0 ]; then
-      local t=$((SECONDS - began))
-      log "  $what: $((t / 60))m$((t % 60))s so far (expected: $expected)"
-    fi
-  done
-  if ! wait "$pid"; then
-    tail -n 20 "$logfile" >&2
-    die "building $what failed after $((SECONDS - began))s (full log: $logfile)"
-  fi
-  log "  $what: done in $((SECONDS - began))s"
-}
 
 check_go() {
   command -v go >/dev/null 2>&1 ||

@@ -1,5 +1,6 @@
 # Shared by the scripts in hack/ (source it): waits that poll with a
-# deadline and say what they waited for and what they last saw.
+# deadline and say what they waited for and what they last saw, and the
+# progress of a long build.
 
 # wait_until DESCRIPTION TIMEOUT_SECONDS COMMAND...
 # Runs COMMAND every half second until it succeeds. On timeout, prints the
@@ -40,4 +41,32 @@ crd_established() {
   if [ "$status" = True ]; then return 0; fi
   echo "crd/$name Established=${status:-<no status yet>}"
   return 1
+}
+
+# run_logged WHAT EXPECTED COMMAND...: runs COMMAND with its output (the
+# `go: downloading` lines, compiler output) in a log file under
+# $cache/logs, and says every 30 s what is being built and for how long,
+# against the EXPECTED time. The caller defines `cache`, `log` and `die`.
+run_logged() {
+  local what=$1 expected=$2
+  shift 2
+  mkdir -p "$cache/logs"
+  local logfile=$cache/logs/build-${what// /-}.log
+  log "building $what (expected: $expected; full log: $logfile)"
+  local began=$SECONDS
+  "$@" >"$logfile" 2>&1 &
+  local pid=$! ticks=0
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    ticks=$((ticks + 1))
+    if [ $((ticks % 30)) = 0 ]; then
+      local t=$((SECONDS - began))
+      log "  $what: $((t / 60))m$((t % 60))s so far (expected: $expected)"
+    fi
+  done
+  if ! wait "$pid"; then
+    tail -n 20 "$logfile" >&2
+    die "building $what failed after $((SECONDS - began))s (full log: $logfile)"
+  fi
+  log "  $what: done in $((SECONDS - began))s"
 }
