@@ -180,41 +180,20 @@ func types() {
 	fmt.Println("}}")
 }
 
-func hash() {
+// hashLines reads one JSON value per line, decodes it into what decode
+// gives, and prints upstream's hash of Go's re-encoding (fnv32a, then
+// SafeEncodeString) and the encoding itself, or "error: ..." when Go cannot
+// decode it.
+func hashLines(decode func() any) {
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 1<<26)
 	for in.Scan() {
-		var t corev1.PodTemplateSpec
-		if err := json.Unmarshal(in.Bytes(), &t); err != nil {
+		v := decode()
+		if err := json.Unmarshal(in.Bytes(), v); err != nil {
 			fmt.Println("error:", strings.ReplaceAll(err.Error(), "\n", " "))
 			continue
 		}
-		b, err := json.Marshal(t)
-		if err != nil {
-			fmt.Println("error:", err)
-			continue
-		}
-		h := fnv.New32a()
-		h.Write(b)
-		fmt.Println(rand.SafeEncodeString(fmt.Sprint(h.Sum32())), string(b))
-	}
-	if err := in.Err(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-}
-
-// stepsHash mirrors upstream's conditions.ComputeStepHash.
-func stepsHash() {
-	in := bufio.NewScanner(os.Stdin)
-	in.Buffer(make([]byte, 1<<20), 1<<26)
-	for in.Scan() {
-		var steps []rolloutsv1.CanaryStep
-		if err := json.Unmarshal(in.Bytes(), &steps); err != nil {
-			fmt.Println("error:", strings.ReplaceAll(err.Error(), "\n", " "))
-			continue
-		}
-		b, err := json.Marshal(steps)
+		b, err := json.Marshal(v)
 		if err != nil {
 			fmt.Println("error:", err)
 			continue
@@ -255,9 +234,10 @@ func main() {
 	case "types":
 		types()
 	case "hash":
-		hash()
+		hashLines(func() any { return &corev1.PodTemplateSpec{} })
 	case "steps-hash":
-		stepsHash()
+		// upstream's conditions.ComputeStepHash
+		hashLines(func() any { return &[]rolloutsv1.CanaryStep{} })
 	case "quantity":
 		quantity()
 	default:
