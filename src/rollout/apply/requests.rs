@@ -111,6 +111,15 @@ fn create_plan(status: RolloutStatus) -> Plan {
     }
 }
 
+/// A plan of `actions` that leaves the status as `ro` has it.
+fn actions_only(ro: &Rollout, actions: Vec<Action>) -> Plan {
+    Plan {
+        actions,
+        status: ro.status.clone().unwrap_or_default(),
+        ..Plan::default()
+    }
+}
+
 fn calls(seen: &Arc<Mutex<Vec<Seen>>>) -> Vec<(String, String)> {
     seen.lock()
         .unwrap()
@@ -274,8 +283,9 @@ async fn gone_objects_and_a_refused_eviction_do_not_stop_the_plan() {
         ),
     ]);
     let ro = rollout();
-    let plan = Plan {
-        actions: vec![
+    let plan = actions_only(
+        &ro,
+        vec![
             Action::DeleteReplicaSet { name: "old".into() },
             Action::TerminateAnalysisRun { name: "run".into() },
             Action::DeleteAnalysisRun {
@@ -284,9 +294,7 @@ async fn gone_objects_and_a_refused_eviction_do_not_stop_the_plan() {
             Action::EvictPod { name: "p1".into() },
             Action::EvictPod { name: "p2".into() },
         ],
-        status: ro.status.clone().unwrap_or_default(),
-        ..Plan::default()
-    };
+    );
     let mut applied = Applied::default();
     let result = apply(&client, &ro, &plan, &mut applied).await;
     assert!(result.is_ok(), "{result:?}");
@@ -354,8 +362,9 @@ async fn a_scale_on_a_stale_replica_set_is_a_conflict() {
         status(409, "Conflict", "the object has been modified"),
     )]);
     let ro = rollout();
-    let plan = Plan {
-        actions: vec![Action::ScaleReplicaSet {
+    let plan = actions_only(
+        &ro,
+        vec![Action::ScaleReplicaSet {
             name: "web-abc".into(),
             from: 1,
             to: 2,
@@ -363,9 +372,7 @@ async fn a_scale_on_a_stale_replica_set_is_a_conflict() {
             resource_version: Some("20".into()),
             clear_deadline: false,
         }],
-        status: ro.status.clone().unwrap_or_default(),
-        ..Plan::default()
-    };
+    );
     let result = apply(&client, &ro, &plan, &mut Applied::default()).await;
     assert!(
         matches!(result, Err(ApplyError::Conflict { ref what }) if what.contains("web-abc") && what.contains("1 -> 2")),
@@ -390,14 +397,13 @@ async fn copied_annotations_are_one_merge_patch() {
         replica_set("ro-uid"),
     )]);
     let ro = rollout();
-    let plan = Plan {
-        actions: vec![Action::SetReplicaSetAnnotations {
+    let plan = actions_only(
+        &ro,
+        vec![Action::SetReplicaSetAnnotations {
             name: "web-abc".into(),
             annotations: [("team".to_string(), "payments".to_string())].into(),
         }],
-        status: ro.status.clone().unwrap_or_default(),
-        ..Plan::default()
-    };
+    );
     let mut applied = Applied::default();
     assert!(apply(&client, &ro, &plan, &mut applied).await.is_ok());
     let body = seen.lock().unwrap()[0].body.clone();
@@ -420,16 +426,15 @@ async fn a_service_switch_is_conditional_on_the_version_seen() {
         status(409, "Conflict", "the object has been modified"),
     )]);
     let ro = rollout();
-    let plan = Plan {
-        actions: vec![Action::SetServiceSelector {
+    let plan = actions_only(
+        &ro,
+        vec![Action::SetServiceSelector {
             name: "web-active".into(),
             hash: "abc".into(),
             adopt: true,
             resource_version: Some("30".into()),
         }],
-        status: ro.status.clone().unwrap_or_default(),
-        ..Plan::default()
-    };
+    );
     let result = apply(&client, &ro, &plan, &mut Applied::default()).await;
     assert!(
         matches!(result, Err(ApplyError::Conflict { ref what }) if what == "Service web-active"),
