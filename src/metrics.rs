@@ -310,6 +310,22 @@ impl<'a> Page<'a> {
         use std::fmt::Write;
         let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
+
+    /// Each of these gauge families that has samples in `series`: its
+    /// header, then its samples.
+    fn gauge_families(&mut self, series: &[Series], families: impl IntoIterator<Item = usize>) {
+        for family in families {
+            let (name, help, _) = FAMILIES[family];
+            let mut samples = series.iter().filter(|s| s.0 == family).peekable();
+            if samples.peek().is_some() {
+                self.header(name, help, "gauge");
+            }
+            for (_, labels, value) in samples {
+                write_sample(&mut self.text, family, labels, *value);
+                self.flush_if_full();
+            }
+        }
+    }
 }
 
 /// Scrape-time metrics from the caches, and the per-object figures. Written
@@ -638,17 +654,7 @@ impl State {
             // Few beside the Rollouts: their series are built once, then
             // written family by family.
             let series: Vec<Series> = runs.iter().flat_map(|r| run_series(r)).collect();
-            let run_families = FAMILIES.iter().enumerate().take(METRIC_PHASE + 1);
-            for (family, (name, help, _)) in run_families.skip(RUN_INFO) {
-                let mut samples = series.iter().filter(|s| s.0 == family).peekable();
-                if samples.peek().is_some() {
-                    page.header(name, help, "gauge");
-                }
-                for (_, labels, value) in samples {
-                    write_sample(&mut page.text, family, labels, *value);
-                    page.flush_if_full();
-                }
-            }
+            page.gauge_families(&series, RUN_INFO..=METRIC_PHASE);
             self.run_figures.retain(&live(runs));
         }
         let templates = lock(&self.templates).clone();
@@ -665,17 +671,7 @@ impl State {
                 .chain(cluster)
                 .flat_map(template_series)
                 .collect();
-            for family in [TEMPLATE_INFO, TEMPLATE_METRIC] {
-                let (name, help, _) = FAMILIES[family];
-                let mut samples = series.iter().filter(|s| s.0 == family).peekable();
-                if samples.peek().is_some() {
-                    page.header(name, help, "gauge");
-                }
-                for (_, labels, value) in samples {
-                    write_sample(&mut page.text, family, labels, *value);
-                    page.flush_if_full();
-                }
-            }
+            page.gauge_families(&series, [TEMPLATE_INFO, TEMPLATE_METRIC]);
         }
         if !page.open {
             return;
