@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::api::experiment::Experiment;
 use crate::controller::Settings;
-use crate::recorder::{Event, Recorder};
+use crate::controller::recorder::{Event, Recorder};
 
 pub const NOT_IMPLEMENTED: &str =
     "Experiments are not implemented by this controller yet: this Experiment was not run";

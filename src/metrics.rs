@@ -230,7 +230,7 @@ impl Metrics {
         self.inner.leader.set(i64::from(leading));
     }
 
-    /// Counts one API request (see [`crate::kube_client`]).
+    /// Counts one API request (see [`crate::controller::client`]).
     pub fn request(&self, kind: &str, verb: &str, status: &str, took: Duration) {
         let i = &self.inner;
         i.requests.with_label_values(&[kind, verb, status]).inc();

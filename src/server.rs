@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::controller::Health;
+use crate::manager::Health;
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]

@@ -24,11 +24,11 @@ use super::args;
 use super::plan::{self, Prepare, Prepared, RunPlan, Taken};
 use super::providers::{self, job, prometheus, web};
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, Argument, Measurement, Metric};
+use crate::controller::patch::merge_diff;
+use crate::controller::recorder::{Event, Recorder};
+use crate::controller::workers::{Place, Workers};
 use crate::controller::{Backoff, Settings, requeue_since};
 use crate::metrics::{Metrics, Queue};
-use crate::recorder::{Event, Recorder};
-use crate::rollout::apply::merge_diff;
-use crate::workers::{Place, Workers};
 
 /// A run with nothing scheduled is still looked at this often.
 const RESYNC: Duration = Duration::from_secs(300);

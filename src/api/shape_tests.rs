@@ -20,7 +20,7 @@ use super::rollout::{
     BlueGreenStatus, CanaryStatus, PauseCondition, RolloutAnalysisRunStatus, RolloutCondition,
     RolloutStatus, TrafficWeights, WeightDestination,
 };
-use crate::rollout::apply::merge_diff;
+use crate::controller::patch::merge_diff;
 
 fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("serializes")

@@ -22,7 +22,7 @@ use rollouts::api::common::parse_duration_str;
 use rollouts::api::rollout::RolloutPhase;
 use rollouts::cli::patches::{self, Patches, TemplateHome, VerbError};
 use rollouts::cli::{lint, plan_table, render};
-use rollouts::rollout::apply::merge_diff;
+use rollouts::controller::patch::merge_diff;
 use rollouts::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use rollouts::rollout::plan::workload;
 

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 use futures::FutureExt;
-use rollouts::controller::{Health, Scope, Settings, run_elected};
-use rollouts::kube_client::{self, RateLimit};
-use rollouts::leader;
+use rollouts::controller::client::{self as kube_client, RateLimit};
+use rollouts::controller::leader;
+use rollouts::controller::{Scope, Settings};
+use rollouts::manager::{Health, run_elected};
 use rollouts::metrics::Metrics;
 use rollouts::server::Listeners;
 use tracing::info;
@@ -356,7 +357,7 @@ impl Args {
 
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_stack_size(rollouts::controller::THREAD_STACK_SIZE)
+        .thread_stack_size(rollouts::manager::THREAD_STACK_SIZE)
         .enable_all()
         .build();
     match runtime {

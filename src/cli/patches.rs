@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::api::Rollout;
-use crate::rollout::apply::merge_diff;
+use crate::controller::patch::merge_diff;
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::plan::workload::{self, Target};
 use crate::rollout::snapshot::ReplicaSetExt;

@@ -48,7 +48,7 @@ use crate::api::analysis::{
     WebMetric,
 };
 use crate::api::rollout::{CanaryStep, RolloutStatus};
-use crate::rollout::apply::merge_patch;
+use crate::controller::patch::merge_patch;
 use crate::rollout::plan::steps::PAUSE_REASON_CANARY;
 use crate::rollout::plan::{Action, Plan, analysis, plan, status, workload};
 use crate::rollout::snapshot::{

@@ -15,6 +15,8 @@ use crate::api::Rollout;
 use crate::api::analysis::AnalysisRun;
 use crate::api::common::PodTemplateMetadata;
 use crate::api::rollout::RolloutStatus;
+use crate::controller::freshness::Version;
+use crate::controller::patch::merge_diff;
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::plan::replica_set::{
     EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_DEADLINE_ANNOTATION,
@@ -81,34 +83,19 @@ pub enum ApplyError {
 pub struct Applied {
     /// How many of the plan's actions were applied.
     pub done: usize,
-    /// The resourceVersions our writes to the Rollout itself produced,
-    /// oldest first (the cached copy is behind while it shows an older one).
-    pub written: Vec<String>,
     /// The Rollout as our last write to it returned it.
     pub rollout: Option<Rollout>,
     /// The ReplicaSet the plan created (or found already created by us).
     pub created: Option<ReplicaSet>,
-    /// Each write to a ReplicaSet or a Service, in order: its uid, and the
-    /// version and generation (0 for a Service) the write produced (the
-    /// cached copy is behind while it shows an older one).
-    pub objects: Vec<(String, String, i64)>,
+    /// What each write to the Rollout, a ReplicaSet or a Service left, in
+    /// order (the cached copy is behind while it shows an older one).
+    pub versions: Vec<Version>,
 }
 
 impl Applied {
-    /// The Rollout's version now: that of our last write to it, else the
-    /// one observed.
-    fn version<'a>(&'a self, observed: &'a Rollout) -> Option<&'a str> {
-        let current = self.rollout.as_ref().unwrap_or(observed);
-        current.metadata.resource_version.as_deref()
-    }
-
-    /// Records a write to the Rollout. One that changed nothing keeps the
-    /// version and is not counted.
-    fn wrote(&mut self, observed: &Rollout, updated: Rollout) {
-        let new = updated.metadata.resource_version.as_deref();
-        if new.is_some() && new != self.version(observed) {
-            self.written.extend(new.map(str::to_string));
-        }
+    /// Records a write to the Rollout.
+    fn wrote(&mut self, updated: Rollout) {
+        self.wrote_object(&updated.metadata);
         self.rollout = Some(updated);
     }
 
@@ -117,11 +104,7 @@ impl Applied {
     }
 
     fn wrote_object(&mut self, meta: &ObjectMeta) {
-        if let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) {
-            let generation = meta.generation.unwrap_or(0);
-            self.objects
-                .push((uid.clone(), version.clone(), generation));
-        }
+        self.versions.extend(Version::of(meta));
     }
 }
 
@@ -340,7 +323,7 @@ pub async fn apply(
                     json!(revision.to_string()),
                 )
                 .await?;
-                applied.wrote(ro, updated);
+                applied.wrote(updated);
             }
             Action::SetWorkloadGeneration { generation } => {
                 let updated = annotate(
@@ -350,7 +333,7 @@ pub async fn apply(
                     json!(generation),
                 )
                 .await?;
-                applied.wrote(ro, updated);
+                applied.wrote(updated);
             }
             Action::ScaleDeployment {
                 name,
@@ -517,7 +500,9 @@ pub async fn apply(
         debug!(rollout = %ro_name, %diff, "status diff");
         // The diff is against the status this plan observed: written only
         // if the Rollout is still as observed, else planned again (409).
-        let patch = json!({"metadata": {"resourceVersion": applied.version(ro)}, "status": diff});
+        let current = applied.rollout.as_ref().unwrap_or(ro);
+        let version = current.metadata.resource_version.as_deref();
+        let patch = json!({"metadata": {"resourceVersion": version}, "status": diff});
         let updated = ro_api
             .patch_status(&ro_name, &merge, &Patch::Merge(patch))
             .await
@@ -530,7 +515,7 @@ pub async fn apply(
                     source,
                 },
             })?;
-        applied.wrote(ro, updated);
+        applied.wrote(updated);
         info!(
             rollout = %ro_name,
             phase = plan.status.phase.map(|p| p.as_str()).unwrap_or_default(),
@@ -675,72 +660,5 @@ async fn patch_replica_set(
         })
 }
 
-/// RFC 7386 JSON merge patch, as the API server applies it.
-pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
-    use serde_json::Value;
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    if let Value::Object(t) = target {
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(k);
-            } else {
-                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    }
-}
-
-/// The JSON merge patch (RFC 7386) that turns `old` into `new`; None when
-/// they are equal. Fields missing from `new` become null, so a cleared field
-/// is really removed from the stored status.
-pub fn merge_diff(old: &Value, new: &Value) -> Option<Value> {
-    match (old, new) {
-        (Value::Object(o), Value::Object(n)) => {
-            let mut out = Map::new();
-            for (k, nv) in n {
-                match o.get(k) {
-                    Some(ov) => {
-                        if let Some(d) = merge_diff(ov, nv) {
-                            out.insert(k.clone(), d);
-                        }
-                    }
-                    None => {
-                        out.insert(k.clone(), nv.clone());
-                    }
-                }
-            }
-            for k in o.keys().filter(|k| !n.contains_key(*k)) {
-                out.insert(k.clone(), Value::Null);
-            }
-            (!out.is_empty()).then_some(Value::Object(out))
-        }
-        _ if old == new => None,
-        _ => Some(new.clone()),
-    }
-}
-
 #[cfg(test)]
 mod requests;
-
-#[cfg(test)]
-mod tests {
-    use super::merge_diff;
-    use serde_json::json;
-
-    #[test]
-    fn merge_diff_sets_changes_and_nulls_removals() {
-        let old = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1], "gone": true});
-        let new = json!({"a": 1, "b": {"c": 5, "d": 3}, "e": [1, 2], "added": "x"});
-        assert_eq!(
-            merge_diff(&old, &new),
-            Some(json!({"b": {"c": 5}, "e": [1, 2], "added": "x", "gone": null}))
-        );
-        assert_eq!(merge_diff(&new, &new), None);
-    }
-}

@@ -230,50 +230,6 @@ impl Snapshot {
     }
 }
 
-/// What a reconcile read from the API server beyond the caches: the
-/// Ingresses and analysis templates the Rollout names. The controller
-/// keeps the last ones of an update under way, so that a reconcile waiting
-/// for a worker can be planned without reading them again (see
-/// `rollout::controller::place`).
-#[derive(Clone, Debug, Default)]
-pub struct Reads {
-    pub ingresses: Vec<Ingress>,
-    pub templates: Templates,
-}
-
-impl Snapshot {
-    /// Whether `observe` must read more than the caches for this Rollout's
-    /// Ingresses or analysis templates.
-    pub fn needs_reads(rollout: &Rollout) -> bool {
-        !Self::ingress_names(rollout).is_empty()
-            || Self::needs_owned_ingresses(rollout)
-            || !crate::rollout::plan::analysis::analyses(rollout).is_empty()
-    }
-
-    /// Its Ingresses and templates, without managedFields (a copy kept in
-    /// memory).
-    pub fn reads(&self) -> Reads {
-        Reads {
-            ingresses: self
-                .ingresses
-                .values()
-                .cloned()
-                .map(|mut i| {
-                    i.metadata.managed_fields = None;
-                    i
-                })
-                .collect(),
-            templates: self.templates.clone(),
-        }
-    }
-
-    /// Ingresses and templates as an earlier reconcile read them.
-    pub fn with_reads(mut self, reads: &Reads) -> Self {
-        self.templates = reads.templates.clone();
-        self.with_ingresses(reads.ingresses.iter().cloned())
-    }
-}
-
 /// The objects whose controller owner reference is `rollout`.
 fn owned<K: ResourceExt>(rollout: &Rollout, candidates: impl IntoIterator<Item = K>) -> Vec<K> {
     let uid = rollout.metadata.uid.as_ref();

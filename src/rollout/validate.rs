@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -12,7 +12,6 @@ use crate::api::Rollout;
 use crate::api::common::parse_duration;
 use crate::api::rollout::{CanaryStrategy, RolloutTrafficRouting, SetCanaryScale, SetHeaderRoute};
 use crate::rollout::hash::{selector_is_empty, selector_matches};
-use crate::rollout::plan::workload::template_is_empty;
 
 /// One field error, rendered like Kubernetes' `field.Error`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -612,6 +611,19 @@ fn check(rollout: &Rollout, resolved: bool) -> Vec<FieldError> {
         }
     }
     errs
+}
+
+/// Upstream's `EmptyTemplate`: no labels, no annotations, no pod spec.
+pub fn template_is_empty(template: Option<&PodTemplateSpec>) -> bool {
+    let Some(t) = template else {
+        return true;
+    };
+    let meta = t.metadata.as_ref();
+    let labels = meta.and_then(|m| m.labels.as_ref());
+    let annotations = meta.and_then(|m| m.annotations.as_ref());
+    labels.is_none_or(|l| l.is_empty())
+        && annotations.is_none_or(|a| a.is_empty())
+        && t.spec.as_ref().is_none_or(|s| *s == PodSpec::default())
 }
 
 #[cfg(test)]

@@ -166,7 +166,7 @@ impl TestEnv {
         let run = move || -> std::result::Result<(), String> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
-                .thread_stack_size(rollouts::controller::THREAD_STACK_SIZE)
+                .thread_stack_size(rollouts::manager::THREAD_STACK_SIZE)
                 .enable_all()
                 .build()
                 .map_err(|e| format!("controller runtime: {e}"))?;
@@ -175,7 +175,7 @@ impl TestEnv {
                 let shutdown = async move {
                     let _ = rx.await;
                 };
-                rollouts::controller::run(client, settings, shutdown)
+                rollouts::manager::run(client, settings, shutdown)
                     .await
                     .map_err(|e| format!("controller for namespace {ns} failed: {e}"))
             })

@@ -205,7 +205,12 @@ async fn our_own_replica_set_from_an_earlier_reconcile_is_adopted() {
             .and_then(|rs| rs.metadata.uid.as_deref()),
         Some("rs-uid")
     );
-    assert_eq!(applied.objects, vec![("rs-uid".into(), "20".into(), 0)]);
+    let versions: Vec<_> = applied
+        .versions
+        .iter()
+        .map(|v| (v.uid.as_str(), v.resource_version.as_str()))
+        .collect();
+    assert_eq!(versions, [("rs-uid", "20")]);
     assert_eq!(calls(&seen).len(), 2, "no status write: it did not change");
 }
 
@@ -336,7 +341,12 @@ async fn the_status_diff_is_written_on_the_version_read_and_a_conflict_replans()
             "status": {"currentPodHash": "abc", "message": null}
         }))
     );
-    assert_eq!(applied.written, vec!["11".to_string()]);
+    let versions: Vec<_> = applied
+        .versions
+        .iter()
+        .map(|v| v.resource_version.as_str())
+        .collect();
+    assert_eq!(versions, ["11"]);
 
     let (client, _) = server(vec![(
         Method::PATCH,
@@ -411,7 +421,12 @@ async fn copied_annotations_are_one_merge_patch() {
         body,
         Some(json!({"metadata": {"annotations": {"team": "payments"}}}))
     );
-    assert_eq!(applied.objects, vec![("rs-uid".into(), "20".into(), 0)]);
+    let versions: Vec<_> = applied
+        .versions
+        .iter()
+        .map(|v| (v.uid.as_str(), v.resource_version.as_str()))
+        .collect();
+    assert_eq!(versions, [("rs-uid", "20")]);
 }
 
 /// A Service selector is switched only if the Service is as the plan saw

@@ -11,22 +11,8 @@ use kube::ResourceExt;
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::snapshot::{REVISION_ANNOTATION, ReplicaSetExt, Snapshot};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub warning: bool,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Event {
-    pub fn normal(reason: &'static str, message: String) -> Self {
-        Event {
-            warning: false,
-            reason,
-            message,
-        }
-    }
-}
+/// The planner's events are published as they are.
+pub use crate::controller::recorder::Event;
 
 pub const ROLLOUT_UPDATED: &str = "RolloutUpdated";
 pub const NEW_RS_CREATED: &str = "NewReplicaSetCreated";

@@ -21,7 +21,7 @@ use crate::api::Rollout;
 use crate::api::analysis::AnalysisRun;
 use crate::api::rollout::RolloutPause;
 use crate::api::rollout::{CanaryStep, CanaryStrategy, RolloutPhase, RolloutSpec, RolloutStrategy};
-use crate::rollout::apply::merge_patch;
+use crate::controller::patch::merge_patch;
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::snapshot::{REVISION_ANNOTATION, ReplicaSetExt, Snapshot};
 

@@ -9,13 +9,13 @@
 //! resolved is the InvalidSpec condition, in upstream's words.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::Action;
 use crate::api::Rollout;
 use crate::api::rollout::{ObjectRef, RolloutPhase, RolloutStatus};
 use crate::rollout::snapshot::{ReplicaSetExt, Snapshot};
+use crate::rollout::validate::template_is_empty;
 
 /// Upstream's annotation on the Rollout: the generation of the referenced
 /// workload the controller last resolved. Argo CD's health check compares it
@@ -96,19 +96,6 @@ pub fn deployment_name(ro: &Rollout) -> Option<&str> {
         Target::Deployment(name) if !name.is_empty() => Some(name),
         _ => None,
     }
-}
-
-/// Upstream's `EmptyTemplate`: no labels, no annotations, no pod spec.
-pub fn template_is_empty(template: Option<&PodTemplateSpec>) -> bool {
-    let Some(t) = template else {
-        return true;
-    };
-    let meta = t.metadata.as_ref();
-    let labels = meta.and_then(|m| m.labels.as_ref());
-    let annotations = meta.and_then(|m| m.annotations.as_ref());
-    labels.is_none_or(|l| l.is_empty())
-        && annotations.is_none_or(|a| a.is_empty())
-        && t.spec.as_ref().is_none_or(|s| *s == PodSpec::default())
 }
 
 /// The selector the Rollout works with: its own, else the Deployment's (as

@@ -7,7 +7,7 @@
 use super::*;
 use crate::api::analysis::{AnalysisPhase, AnalysisRunStatus};
 use crate::api::rollout::{BlueGreenStrategy, RolloutAnalysisBackground};
-use crate::rollout::apply::merge_patch;
+use crate::controller::patch::merge_patch;
 
 const CANARY_PAUSE: &str = "CanaryPauseStep";
 const INCONCLUSIVE: &str = "InconclusiveAnalysisRun";

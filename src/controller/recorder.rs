@@ -23,7 +23,23 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-pub use crate::rollout::plan::events::Event;
+/// One Kubernetes Event to publish: Normal or Warning, its reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Event {
+    pub fn normal(reason: &'static str, message: String) -> Self {
+        Event {
+            warning: false,
+            reason,
+            message,
+        }
+    }
+}
 
 pub const REPORTING_CONTROLLER: &str = "argoproj.io/rollouts-controller";
 

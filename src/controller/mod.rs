@@ -1,12 +1,17 @@
-//! The controller process: the Rollout and AnalysisRun controllers run side
-//! by side, over the same namespaces, until one shutdown signal; with leader
-//! election, only while this process holds the lease.
+//! Generic controller plumbing, shared by the Rollout, AnalysisRun and
+//! Experiment controllers and knowing nothing of them: where they look
+//! (`Scope`), how they run (`Settings`), and the parts each is built from.
 
-use std::collections::HashMap;
+pub mod backoff;
+pub mod client;
+pub mod freshness;
+pub mod index;
+pub mod leader;
+pub mod patch;
+pub mod recorder;
+pub mod workers;
+
 use std::hash::Hash;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -15,9 +20,9 @@ use kube::{Api, Client, Resource};
 use tracing::info;
 
 use crate::api::INSTANCE_ID_LABEL;
-use crate::leader::{self, Elector};
 use crate::metrics::Metrics;
-use crate::{analysis, rollout};
+
+pub use backoff::Backoff;
 
 /// Where the controllers look.
 #[derive(Clone, Debug, Default)]
@@ -78,110 +83,6 @@ impl Settings {
             analysis_workers: 30,
             metrics: Metrics::new(),
         }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Rollout(#[from] rollout::controller::Error),
-    #[error(transparent)]
-    Analysis(#[from] analysis::controller::Error),
-    #[error(transparent)]
-    Leader(#[from] leader::Error),
-}
-
-/// Stack size for the runtime threads that run reconciles. A reconcile is a
-/// deep chain of async calls (read, plan, apply, the API client, serde);
-/// in a debug build its frames come close to tokio's default 2 MiB and a
-/// large object overflows it. Only the pages used are resident.
-pub const THREAD_STACK_SIZE: usize = 16 << 20;
-
-/// Runs both controllers until `shutdown` resolves; the first one that cannot
-/// start stops the other.
-pub async fn run(
-    client: Client,
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Result<(), Error> {
-    let shutdown = shutdown.shared();
-    let rollouts = rollout::controller::run(client.clone(), settings.clone(), shutdown.clone());
-    let analysis = analysis::controller::run(client.clone(), settings.clone(), shutdown.clone());
-    let experiments = crate::experiment::run(client, settings, shutdown);
-    futures::try_join!(
-        async { rollouts.await.map_err(Error::from) },
-        async { analysis.await.map_err(Error::from) },
-        async {
-            experiments.await;
-            Ok(())
-        },
-    )?;
-    Ok(())
-}
-
-/// What `/readyz` reports: the process can talk to the API server (it
-/// leads, or it stands by after reading the lease).
-#[derive(Clone, Default)]
-pub struct Health {
-    ready: Arc<AtomicBool>,
-}
-
-impl Health {
-    pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-    fn set(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-}
-
-/// Runs the controllers, behind leader election when `election` is set:
-/// stands by until this process holds the lease, reconciles while it does,
-/// and releases it on shutdown. Losing the lease stops reconciling at once
-/// and returns an error: the process should exit and be restarted, as
-/// upstream's controller does.
-pub async fn run_elected(
-    client: Client,
-    settings: Settings,
-    election: Option<leader::Settings>,
-    health: Health,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Result<(), Error> {
-    let shutdown = shutdown.shared();
-    let Some(election) = election else {
-        settings.metrics.set_leader(true);
-        health.set(true);
-        return run(client, settings, shutdown).await;
-    };
-    election.validate()?;
-    // The elector's attempts are what /readyz reports.
-    let mut elector = Elector::new(client.clone(), election, health.ready.clone());
-    let outcome = async {
-        match elector.acquire(shutdown.clone()).await {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => return Some(Err(e)),
-        }
-        settings.metrics.set_leader(true);
-        let work = run(client, settings.clone(), shutdown.clone());
-        Some(tokio::select! {
-            result = work => Ok(result),
-            lost = elector.hold() => Err(lost),
-        })
-    }
-    .await;
-    settings.metrics.set_leader(false);
-    match outcome {
-        None => {
-            info!("stopped while standing by");
-            Ok(())
-        }
-        Some(Ok(result)) => {
-            elector.release().await;
-            result
-        }
-        // Dropping the controllers' future stopped every reconcile.
-        Some(Err(lost)) => Err(lost.into()),
     }
 }
 
@@ -260,48 +161,6 @@ where
     matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
-/// Retry delay after failed reconciles of one object: 1s, doubled on each
-/// further failure up to 300s; forgotten after a success.
-pub struct Backoff<K> {
-    failures: Mutex<HashMap<K, u32>>,
-}
-
-const RETRY: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(300);
-
-impl<K: Eq + Hash> Default for Backoff<K> {
-    fn default() -> Self {
-        Backoff {
-            failures: Mutex::default(),
-        }
-    }
-}
-
-impl<K: Eq + Hash> Backoff<K> {
-    pub fn succeeded(&self, key: &K) {
-        if let Ok(mut f) = self.failures.lock() {
-            f.remove(key);
-        }
-    }
-
-    /// Counts a failure; returns how many in a row and the delay to wait.
-    pub fn failed(&self, key: K) -> (u32, Duration) {
-        let failures = self
-            .failures
-            .lock()
-            .map(|mut f| {
-                let n = f.entry(key).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
-            })
-            .unwrap_or(1);
-        let delay = RETRY
-            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
-            .min(RETRY_MAX);
-        (failures, delay)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,15 +188,5 @@ mod tests {
         assert_eq!(remaining(planned, planned + ms(300), after), ms(700));
         // Overdue: look again at once, not never.
         assert_eq!(remaining(planned, planned + ms(1500), after), ms(1));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_five_minutes_and_resets() {
-        let b = Backoff::default();
-        let delays: Vec<u64> = (0..11).map(|_| b.failed("a").1.as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        assert_eq!(b.failed("b"), (1, RETRY), "per object");
-        b.succeeded(&"a");
-        assert_eq!(b.failed("a"), (1, RETRY));
     }
 }
