@@ -4,6 +4,8 @@
 
 pub mod backoff;
 pub mod client;
+#[cfg(test)]
+pub(crate) mod fake_api;
 pub mod freshness;
 pub mod index;
 pub mod leader;

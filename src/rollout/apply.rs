@@ -156,17 +156,25 @@ pub async fn apply(
                                 .and_then(|s| s.collision_count)
                                 .unwrap_or(0)
                                 + 1;
-                            ro_api
-                                .patch_status(
-                                    &ro_name,
-                                    &merge,
-                                    &Patch::Merge(json!({"status": {"collisionCount": count}})),
-                                )
+                            // On the version the count was read from (a
+                            // count from a stale copy would not move the
+                            // hash on), and recorded, so that the next
+                            // plan waits for the cache to show it.
+                            let version = ro.metadata.resource_version.as_deref();
+                            let bump = json!({"metadata": {"resourceVersion": version}, "status": {"collisionCount": count}});
+                            let updated = ro_api
+                                .patch_status(&ro_name, &merge, &Patch::Merge(bump))
                                 .await
-                                .map_err(|source| ApplyError::Status {
-                                    name: ro_name.clone(),
-                                    source,
+                                .map_err(|source| match source {
+                                    kube::Error::Api(e) if e.code == 409 => ApplyError::Conflict {
+                                        what: format!("Rollout {ro_name}"),
+                                    },
+                                    source => ApplyError::Status {
+                                        name: ro_name.clone(),
+                                        source,
+                                    },
                                 })?;
+                            applied.wrote(updated);
                             return Err(ApplyError::Collision { name });
                         }
                     }

@@ -3,81 +3,15 @@
 //! purpose (a name collision, an adopted ReplicaSet, a refused template,
 //! objects already gone, an eviction a budget refuses, a stale read).
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-
-use http::{Method, Request, Response};
+use http::Method;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use kube::Client;
-use kube::client::Body;
 use serde_json::{Value, json};
 
 use super::{Applied, ApplyError, apply};
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
+use crate::controller::fake_api::{calls, requests, server, status};
 use crate::rollout::plan::{Action, Plan};
-
-/// One request as the server saw it: method, path, body.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: Method,
-    path: String,
-    body: Option<Value>,
-}
-
-/// One scripted answer: the request it expects (method, path), and the
-/// status and body to answer with.
-type Reply = (Method, String, u16, Value);
-
-/// A server that answers the requests in order from a script of
-/// (method, path, status, body), and records them. A request the script
-/// does not expect gets a 500 naming it, which fails the test's assertions.
-fn server(script: Vec<(Method, &str, u16, Value)>) -> (Client, Arc<Mutex<Vec<Seen>>>) {
-    let script: Arc<Mutex<VecDeque<Reply>>> = Arc::new(Mutex::new(
-        script
-            .into_iter()
-            .map(|(m, p, s, b)| (m, p.to_string(), s, b))
-            .collect(),
-    ));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let service = tower::service_fn(move |req: Request<Body>| {
-        let script = script.clone();
-        let log = log.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let bytes = body.collect_bytes().await.unwrap_or_default();
-            let body = serde_json::from_slice(&bytes).ok();
-            let path = parts.uri.path().to_string();
-            log.lock().unwrap().push(Seen {
-                method: parts.method.clone(),
-                path: path.clone(),
-                body,
-            });
-            let next = script.lock().unwrap().pop_front();
-            let (status, answer) = match next {
-                Some((m, p, s, b)) if m == parts.method && p == path => (s, b),
-                other => (
-                    500,
-                    json!({"kind": "Status", "code": 500, "message": format!("unexpected {} {path}; script had {other:?}", parts.method)}),
-                ),
-            };
-            Ok::<_, std::convert::Infallible>(
-                Response::builder()
-                    .status(status)
-                    .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&answer).unwrap_or_default()))
-                    .unwrap(),
-            )
-        }
-    });
-    (Client::new(service, "ns"), seen)
-}
-
-/// The API server's answer for an error `code`.
-fn status(code: u16, reason: &str, message: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": message})
-}
 
 const RS_PATH: &str = "/apis/apps/v1/namespaces/ns/replicasets";
 const RO_PATH: &str = "/apis/argoproj.io/v1alpha1/namespaces/ns/rollouts/web";
@@ -120,14 +54,6 @@ fn actions_only(ro: &Rollout, actions: Vec<Action>) -> Plan {
     }
 }
 
-fn calls(seen: &Arc<Mutex<Vec<Seen>>>) -> Vec<(String, String)> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .map(|s| (s.method.to_string(), s.path.clone()))
-        .collect()
-}
-
 /// A 409 on create for a ReplicaSet someone else controls: the name is
 /// taken, so `collisionCount` goes up by one (the next hash differs) and
 /// the reconcile ends with a Collision error; nothing else is written.
@@ -167,8 +93,11 @@ async fn a_name_taken_by_another_owner_bumps_the_collision_count() {
         "{result:?}"
     );
     assert_eq!(calls(&seen).len(), 3, "{:?}", calls(&seen));
-    let patch = seen.lock().unwrap()[2].body.clone();
-    assert_eq!(patch, Some(json!({"status": {"collisionCount": 3}})));
+    let patch = requests(&seen)[2].body.clone();
+    assert_eq!(
+        patch,
+        Some(json!({"metadata": {"resourceVersion": "10"}, "status": {"collisionCount": 3}}))
+    );
     assert_eq!(applied.done, 0);
     assert!(applied.created.is_none());
 }
@@ -333,7 +262,7 @@ async fn the_status_diff_is_written_on_the_version_read_and_a_conflict_replans()
     )]);
     let mut applied = Applied::default();
     assert!(apply(&client, &ro, &plan, &mut applied).await.is_ok());
-    let body = seen.lock().unwrap()[0].body.clone();
+    let body = requests(&seen)[0].body.clone();
     assert_eq!(
         body,
         Some(json!({
@@ -388,7 +317,7 @@ async fn a_scale_on_a_stale_replica_set_is_a_conflict() {
         matches!(result, Err(ApplyError::Conflict { ref what }) if what.contains("web-abc") && what.contains("1 -> 2")),
         "{result:?}"
     );
-    let body = seen.lock().unwrap()[0].body.clone();
+    let body = requests(&seen)[0].body.clone();
     assert_eq!(
         body.as_ref()
             .and_then(|b| b.pointer("/metadata/resourceVersion")),
@@ -416,7 +345,7 @@ async fn copied_annotations_are_one_merge_patch() {
     );
     let mut applied = Applied::default();
     assert!(apply(&client, &ro, &plan, &mut applied).await.is_ok());
-    let body = seen.lock().unwrap()[0].body.clone();
+    let body = requests(&seen)[0].body.clone();
     assert_eq!(
         body,
         Some(json!({"metadata": {"annotations": {"team": "payments"}}}))
@@ -455,7 +384,7 @@ async fn a_service_switch_is_conditional_on_the_version_seen() {
         matches!(result, Err(ApplyError::Conflict { ref what }) if what == "Service web-active"),
         "{result:?}"
     );
-    let body = seen.lock().unwrap()[0].body.clone();
+    let body = requests(&seen)[0].body.clone();
     assert_eq!(
         body,
         Some(json!({

@@ -18,6 +18,8 @@ mod memo;
 mod placement;
 mod reconcile;
 #[cfg(test)]
+mod scenarios;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
