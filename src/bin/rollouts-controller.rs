@@ -97,21 +97,25 @@ struct Args {
     #[arg(long = "leader-election-retry-period", default_value = "2s", value_parser = duration)]
     leader_election_retry_period: Duration,
     /// Port of /metrics.
-    #[arg(long = "metricsport", aliases = ["metricsPort", "metrics-port"], default_value_t = 8090)]
+    #[arg(long = "metricsport", visible_aliases = ["metricsPort", "metrics-port"], default_value_t = 8090)]
     metrics_port: u16,
     /// Port of /healthz and /readyz.
-    #[arg(long = "healthzPort", alias = "healthz-port", default_value_t = 8080)]
+    #[arg(
+        long = "healthzPort",
+        visible_alias = "healthz-port",
+        default_value_t = 8080
+    )]
     healthz_port: u16,
     /// Log level or tracing filter (e.g. info, debug, rollouts=debug).
     #[arg(
         long,
-        alias = "loglevel",
+        visible_alias = "loglevel",
         env = "ROLLOUTS_LOG_LEVEL",
         default_value = "info"
     )]
     log_level: String,
     /// Log format.
-    #[arg(long, alias = "logformat", value_enum, default_value = "text")]
+    #[arg(long, visible_alias = "logformat", value_enum, default_value = "text")]
     log_format: LogFormat,
     #[command(flatten)]
     upstream: UpstreamFlags,
