@@ -21,8 +21,8 @@
 //! `restart.rs`'s tests) is an error, never a panic: the plugin runs this on
 //! a user's file.
 //!
-//! It depends on the planner and the API types only, not on the
-//! controller's shell or the CLI.
+//! It depends on the planner, the API types and the generic merge patch
+//! (`controller::patch`), not on the Rollout controller's shell or the CLI.
 
 use std::collections::BTreeMap;
 
