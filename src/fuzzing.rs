@@ -21,6 +21,7 @@ use crate::api::analysis::{
 use crate::api::common::AnalysisTemplateRef;
 use crate::api::rollout::{AnalysisRunArgument, RolloutAnalysis};
 use crate::api::{AnalysisTemplate, ClusterAnalysisTemplate, Rollout};
+use crate::rollout::simulate::{Sim, invalid_spec};
 
 /// Reconciles the planner runs per Rollout: enough for a first deploy and
 /// an update of a few steps, few enough to keep thousands of runs a second.
@@ -61,7 +62,8 @@ fn check_rollout(ro: &Rollout) {
     let _ = crate::rollout::validate::validate(ro);
     let _ = crate::rollout::validate::invalid_spec_message(ro);
     let _ = crate::rollout::plan::unsupported(ro);
-    let _ = crate::cli::plan_table::exercise(ro, RECONCILES);
+    let _ = exercise(ro, RECONCILES);
+    // The plugin's `plan` runs on the same simulator, with its own driver.
     // The step table simulates every step until the end: only for a few
     // steps at a small size, or each input would take a second.
     let steps = ro
@@ -84,6 +86,30 @@ fn check_rollout(ro: &Rollout) {
     for (_, analysis) in crate::rollout::plan::analysis::analyses(ro) {
         let _ = template::rollout_args(&analysis.args, &ctx);
     }
+}
+
+/// Drives the planner through `reconciles` reconciles of a first deploy
+/// and then an update, for either strategy and at the Rollout's own size,
+/// on a simulated cluster with what the spec names: pods become available
+/// one tick after they are asked for, every pause is promoted, analyses
+/// succeed. Err with the planner's InvalidSpec message (or what the
+/// simulated cluster could not carry out).
+fn exercise(rollout: &Rollout, reconciles: usize) -> Result<(), String> {
+    let mut ro = rollout.clone();
+    ro.spec.paused = false;
+    let mut sim = Sim::with_references(ro);
+    for i in 0..reconciles {
+        let p = sim.try_reconcile().map_err(|e| e.to_string())?;
+        if let Some(message) = invalid_spec(&p) {
+            return Err(message);
+        }
+        sim.tick();
+        sim.promote();
+        if i == reconciles / 2 {
+            sim.update();
+        }
+    }
+    Ok(())
 }
 
 /// An AnalysisTemplate or ClusterAnalysisTemplate as lint reads it, then as

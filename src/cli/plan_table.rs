@@ -1,13 +1,14 @@
 //! `plan FILE [--replicas N]`: the step table the controller would follow,
 //! computed by running the controller's own planner on a simulated cluster.
 //!
-//! The simulation deploys the Rollout once, then changes its pod template
-//! (an annotation) and reconciles until every canary step is done: each
-//! plan's actions are applied to simulated ReplicaSets, Services, Ingresses
-//! and AnalysisRuns; pods become available one (simulated) second after
-//! their ReplicaSet asks for them; analyses succeed; indefinite pauses are
-//! promoted and timed ones waited out by moving the clock. No replica or
-//! weight arithmetic is done here: the numbers are what the planner did.
+//! The simulation (`crate::rollout::simulate`) deploys the Rollout once,
+//! then changes its pod template (an annotation) and reconciles until every
+//! canary step is done: each plan's actions are applied to simulated
+//! ReplicaSets, Services, Ingresses and AnalysisRuns; pods become available
+//! one (simulated) second after their ReplicaSet asks for them; analyses
+//! succeed; indefinite pauses are promoted and timed ones waited out by
+//! moving the clock. No replica or weight arithmetic is done here: the
+//! numbers are what the planner did.
 //!
 //! A row is recorded when the planner completes a step. Its pods are the
 //! ReplicaSet sizes the planner saw when it judged the step done (so a
@@ -29,33 +30,13 @@
 //! rollouts have no steps: they are refused ("plan supports
 //! canary rollouts").
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
-use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, ServiceBackendPort,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use k8s_openapi::jiff::Timestamp;
 
-use crate::analysis::template::{Templates, key};
 use crate::api::Rollout;
-use crate::api::analysis::{
-    AnalysisPhase, AnalysisRun, AnalysisRunStatus, AnalysisTemplateSpec, Metric, MetricProvider,
-    WebMetric,
-};
-use crate::api::rollout::{CanaryStep, RolloutStatus};
-use crate::controller::patch::merge_patch;
+use crate::api::rollout::{CanaryStep, RolloutPhase, RolloutStatus};
+use crate::rollout::plan::Plan;
 use crate::rollout::plan::steps::PAUSE_REASON_CANARY;
-use crate::rollout::plan::{Action, Plan, analysis, plan, status, workload};
-use crate::rollout::snapshot::{
-    DESIRED_REPLICAS_ANNOTATION, MANAGED_BY_ANNOTATION, REVISION_ANNOTATION, ReplicaSetExt,
-    Snapshot,
-};
-use crate::traffic::nginx;
+use crate::rollout::simulate::{Sim, invalid_spec};
 
 /// One completed canary step.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,8 +60,6 @@ const MAX_ITERATIONS: usize = 5_000;
 /// Consecutive idle reconciles (nothing to do, nothing to wait for) before
 /// the simulation gives up.
 const MAX_IDLE: usize = 3;
-/// The annotation the simulated update puts on the pod template.
-const UPDATE_ANNOTATION: &str = "rollouts.plan/update";
 
 /// Runs the planner on a simulated cluster through a first deploy and one
 /// update and returns a row per canary step. `replicas` overrides
@@ -94,33 +73,17 @@ pub fn plan_table(rollout: &Rollout, replicas: Option<i32>) -> Result<Vec<Row>, 
     if let Some(r) = replicas {
         ro.spec.replicas = Some(r);
     }
-    let mut sim = Sim::new(ro);
-    sim.run_until("the first deploy", |s| {
-        s.phase() == Some(crate::api::rollout::RolloutPhase::Healthy)
+    // The table is about the steps: a manual pause would only stop it.
+    ro.spec.paused = false;
+    let mut table = Table {
+        sim: Sim::with_references(ro),
+        iterations: 0,
+    };
+    table.run_until("the first deploy", |s| {
+        s.phase() == Some(RolloutPhase::Healthy)
     })?;
-    sim.update();
-    sim.run_steps()
-}
-
-/// Drives the planner through `reconciles` reconciles of a first deploy
-/// and then an update, for either strategy and at the Rollout's own size:
-/// pods become available one tick after they are asked for, every pause is
-/// promoted, analyses succeed. Err with the planner's InvalidSpec message
-/// (or the simulation's complaint). For the fuzz targets and their corpus
-/// test: it runs plan code on specs that validation accepted.
-pub fn exercise(rollout: &Rollout, reconciles: usize) -> Result<(), String> {
-    let mut sim = Sim::new(rollout.clone());
-    for i in 0..reconciles {
-        sim.reconcile()?;
-        sim.tick();
-        if let Some(s) = sim.ro.status.as_mut() {
-            s.pause_conditions.clear();
-        }
-        if i == reconciles / 2 {
-            sim.update();
-        }
-    }
-    Ok(())
+    table.sim.update();
+    table.run_steps()
 }
 
 /// Aligned columns: STEP  KIND  WEIGHT  CANARY  STABLE  NOTE.
@@ -227,106 +190,15 @@ fn template_names(refs: &[crate::api::common::AnalysisTemplateRef]) -> String {
         .join(", ")
 }
 
-/// The cluster as the planner sees it, and the rules that move it.
-struct Sim {
-    ro: Rollout,
-    replica_sets: Vec<ReplicaSet>,
-    services: Vec<Service>,
-    ingresses: Vec<Ingress>,
-    runs: Vec<AnalysisRun>,
-    templates: Templates,
-    /// The stand-in for the Deployment a workloadRef names.
-    deployment: Option<Deployment>,
-    /// Seconds since the epoch.
-    now: i64,
+/// The simulated cluster and the reconciles spent on it.
+struct Table {
+    sim: Sim,
     iterations: usize,
 }
 
-impl Sim {
-    /// The Rollout (without status) with what its spec names: its
-    /// Services, for nginx routing a stable Ingress per stableIngress with
-    /// a rule for the stable Service, and each referenced analysis
-    /// template with one metric.
-    fn new(mut ro: Rollout) -> Self {
-        let namespace = ro
-            .metadata
-            .namespace
-            .get_or_insert_with(|| "default".into())
-            .clone();
-        ro.metadata.name.get_or_insert_with(|| "rollout".into());
-        ro.metadata.uid = Some("plan-uid".into());
-        ro.metadata.generation = Some(1);
-        // The table is about the steps: a manual pause would only stop it.
-        ro.spec.paused = false;
-        ro.status = None;
-        let meta = |name: &str| ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(namespace.clone()),
-            ..Default::default()
-        };
-        let services = Snapshot::service_names(&ro)
-            .iter()
-            .map(|n| Service {
-                metadata: meta(n),
-                ..Default::default()
-            })
-            .collect();
-        let canary = ro.spec.strategy.canary.as_ref();
-        let stable_service = canary
-            .and_then(|c| c.stable_service.clone())
-            .unwrap_or_default();
-        let ingresses = canary
-            .and_then(|c| c.traffic_routing.as_ref())
-            .and_then(|t| t.nginx.as_ref())
-            .map(nginx::stable_ingresses)
-            .unwrap_or_default()
-            .iter()
-            .map(|n| Ingress {
-                metadata: meta(n),
-                spec: Some(IngressSpec {
-                    rules: Some(vec![rule_for(&stable_service)]),
-                    ..Default::default()
-                }),
-                status: None,
-            })
-            .collect();
-        let templates = analysis::analyses(&ro)
-            .into_iter()
-            .flat_map(|(_, a)| a.templates.iter().map(key))
-            .map(|k| (k, trivial_template()))
-            .collect();
-        let deployment = workload::deployment_name(&ro).map(|name| stand_in(&ro, meta(name)));
-        Sim {
-            ro,
-            replica_sets: vec![],
-            services,
-            ingresses,
-            runs: vec![],
-            templates,
-            deployment,
-            now: 1_700_000_000,
-            iterations: 0,
-        }
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        Snapshot::new(self.ro.clone(), self.replica_sets.clone())
-            .with_services(self.services.clone())
-            .with_analysis(self.runs.clone(), self.templates.clone())
-            .with_ingresses(self.ingresses.clone())
-            .with_workload(self.deployment.clone())
-    }
-
-    fn status(&self) -> RolloutStatus {
-        self.ro.status.clone().unwrap_or_default()
-    }
-
-    fn phase(&self) -> Option<crate::api::rollout::RolloutPhase> {
-        self.ro.status.as_ref().and_then(|s| s.phase)
-    }
-
-    /// One reconcile: plan, apply every action, write the status. Err with
-    /// the message when the planner reports an invalid spec.
+impl Table {
+    /// One reconcile. Err with the message when the planner reports an
+    /// invalid spec, or when the simulation runs too long.
     fn reconcile(&mut self) -> Result<Plan, String> {
         self.iterations += 1;
         if self.iterations > MAX_ITERATIONS {
@@ -334,216 +206,11 @@ impl Sim {
                 "the simulated rollout did not finish in {MAX_ITERATIONS} reconciles"
             ));
         }
-        let p = plan(&self.snapshot(), self.time());
-        if let Some(c) = status::find(&p.status.conditions, status::INVALID_SPEC)
-            && c.status == "True"
-        {
-            return Err(c.message.clone().unwrap_or_else(|| "invalid spec".into()));
+        let p = self.sim.try_reconcile().map_err(|e| e.to_string())?;
+        match invalid_spec(&p) {
+            Some(message) => Err(message),
+            None => Ok(p),
         }
-        for action in &p.actions {
-            self.apply(action)?;
-        }
-        self.ro.status = Some(p.status.clone());
-        Ok(p)
-    }
-
-    fn time(&self) -> Timestamp {
-        Timestamp::from_second(self.now).unwrap_or(Timestamp::UNIX_EPOCH)
-    }
-
-    fn apply(&mut self, action: &Action) -> Result<(), String> {
-        match action {
-            Action::CreateReplicaSet(rs) => {
-                let mut rs = (**rs).clone();
-                rs.metadata.creation_timestamp = Some(Time(self.time()));
-                self.replica_sets.push(rs);
-            }
-            Action::ScaleReplicaSet {
-                name,
-                to,
-                desired_replicas,
-                clear_deadline,
-                ..
-            } => {
-                let rs = self.replica_set(name)?;
-                rs.spec.get_or_insert_with(Default::default).replicas = Some(*to);
-                annotate(
-                    &mut rs.metadata,
-                    DESIRED_REPLICAS_ANNOTATION,
-                    Some(desired_replicas.to_string()),
-                );
-                if *clear_deadline {
-                    annotate(
-                        &mut rs.metadata,
-                        crate::rollout::plan::replica_set::SCALE_DOWN_DEADLINE_ANNOTATION,
-                        None,
-                    );
-                }
-            }
-            Action::EvictPod { name } => {
-                return Err(format!("unexpected eviction of pod {name}"));
-            }
-            Action::SetReplicaSetRevision { name, revision } => {
-                let rs = self.replica_set(name)?;
-                annotate(
-                    &mut rs.metadata,
-                    REVISION_ANNOTATION,
-                    Some(revision.to_string()),
-                );
-            }
-            Action::SetReplicaSetAnnotations { name, annotations } => {
-                let rs = self.replica_set(name)?;
-                for (k, v) in annotations {
-                    annotate(&mut rs.metadata, k, Some(v.clone()));
-                }
-            }
-            Action::SetMinReadySeconds { name, seconds } => {
-                let rs = self.replica_set(name)?;
-                rs.spec
-                    .get_or_insert_with(Default::default)
-                    .min_ready_seconds = Some(*seconds);
-            }
-            Action::DeleteReplicaSet { name } => {
-                self.replica_sets
-                    .retain(|r| r.metadata.name.as_deref() != Some(name));
-            }
-            Action::SetRolloutRevision { revision } => {
-                annotate(
-                    &mut self.ro.metadata,
-                    REVISION_ANNOTATION,
-                    Some(revision.to_string()),
-                );
-            }
-            Action::ReleaseService { name } => {
-                let svc = self
-                    .services
-                    .iter_mut()
-                    .find(|s| s.metadata.name.as_deref() == Some(name))
-                    .ok_or_else(|| format!("released Service {name} does not exist"))?;
-                if let Some(sel) = svc.spec.as_mut().and_then(|s| s.selector.as_mut()) {
-                    sel.remove(crate::rollout::hash::POD_TEMPLATE_HASH_LABEL);
-                }
-                annotate(&mut svc.metadata, MANAGED_BY_ANNOTATION, None);
-            }
-            Action::SetServiceSelector {
-                name, hash, adopt, ..
-            } => {
-                let owner = self.ro.metadata.name.clone();
-                let svc = self
-                    .services
-                    .iter_mut()
-                    .find(|s| s.metadata.name.as_deref() == Some(name))
-                    .ok_or_else(|| format!("planned Service {name} does not exist"))?;
-                svc.spec
-                    .get_or_insert_with(Default::default)
-                    .selector
-                    .get_or_insert_with(Default::default)
-                    .insert(
-                        crate::rollout::hash::POD_TEMPLATE_HASH_LABEL.into(),
-                        hash.clone(),
-                    );
-                if *adopt {
-                    annotate(&mut svc.metadata, MANAGED_BY_ANNOTATION, owner);
-                }
-            }
-            Action::SetScaleDownDeadline { name, deadline } => {
-                let rs = self.replica_set(name)?;
-                annotate(
-                    &mut rs.metadata,
-                    crate::rollout::plan::replica_set::SCALE_DOWN_DEADLINE_ANNOTATION,
-                    deadline.clone(),
-                );
-            }
-            // Labels and annotations of pods change no number in the table.
-            Action::SetPodMetadata { .. } => {}
-            Action::CreateIngress(ingress) => self.ingresses.push((**ingress).clone()),
-            Action::PatchIngress { name, patch } => {
-                let ingress = self
-                    .ingresses
-                    .iter_mut()
-                    .find(|i| i.metadata.name.as_deref() == Some(name))
-                    .ok_or_else(|| format!("patched Ingress {name} does not exist"))?;
-                let mut value = serde_json::to_value(&*ingress).map_err(|e| e.to_string())?;
-                merge_patch(&mut value, patch);
-                *ingress = serde_json::from_value(value).map_err(|e| e.to_string())?;
-            }
-            Action::DeleteIngress { name } => {
-                self.ingresses
-                    .retain(|i| i.metadata.name.as_deref() != Some(name));
-            }
-            Action::CreateAnalysisRun(run) => {
-                let mut run = (**run).clone();
-                run.metadata.creation_timestamp = Some(Time(self.time()));
-                self.runs.push(run);
-            }
-            Action::TerminateAnalysisRun { name } => {
-                if let Some(r) = self
-                    .runs
-                    .iter_mut()
-                    .find(|r| r.metadata.name.as_deref() == Some(name))
-                {
-                    r.spec.terminate = true;
-                }
-            }
-            Action::DeleteAnalysisRun { name } => {
-                self.runs
-                    .retain(|r| r.metadata.name.as_deref() != Some(name));
-            }
-            Action::ScaleDeployment { to, .. } => {
-                if let Some(spec) = self.deployment.as_mut().and_then(|d| d.spec.as_mut()) {
-                    spec.replicas = Some(*to);
-                }
-            }
-            Action::SetWorkloadGeneration { generation } => annotate(
-                &mut self.ro.metadata,
-                workload::WORKLOAD_GENERATION_ANNOTATION,
-                generation.clone(),
-            ),
-        }
-        Ok(())
-    }
-
-    fn replica_set(&mut self, name: &str) -> Result<&mut ReplicaSet, String> {
-        self.replica_sets
-            .iter_mut()
-            .find(|r| r.metadata.name.as_deref() == Some(name))
-            .ok_or_else(|| format!("planned ReplicaSet {name} does not exist"))
-    }
-
-    /// One simulated second: the ReplicaSet controller and kubelet (extra
-    /// pods go at once, missing ones are available a tick later) and the
-    /// analysis controller (every unfinished run succeeds).
-    fn tick(&mut self) {
-        self.now += 1;
-        for rs in &mut self.replica_sets {
-            let spec = rs.spec_replicas();
-            let st = rs.status.get_or_insert_with(ReplicaSetStatus::default);
-            let available = st.replicas.min(spec);
-            st.available_replicas = Some(available);
-            st.ready_replicas = Some(available);
-            st.replicas = spec;
-        }
-        for run in &mut self.runs {
-            let done = run
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(AnalysisPhase::completed);
-            if !done && !run.spec.terminate {
-                run.status = Some(AnalysisRunStatus {
-                    phase: Some(AnalysisPhase::Successful),
-                    ..Default::default()
-                });
-            }
-        }
-    }
-
-    /// Nothing moves by itself: every ReplicaSet has its pods, available.
-    fn settled(&self) -> bool {
-        self.replica_sets.iter().all(|rs| {
-            let spec = rs.spec_replicas();
-            rs.status_replicas() == spec && rs.available() == spec
-        })
     }
 
     /// Reconciles and ticks until `done`; the pauses and timers of a first
@@ -551,13 +218,13 @@ impl Sim {
     fn run_until(&mut self, what: &str, done: impl Fn(&Sim) -> bool) -> Result<(), String> {
         let mut idle = 0;
         loop {
-            let before = self.ro.status.clone();
+            let before = self.sim.ro.status.clone();
             let p = self.reconcile()?;
-            if done(self) {
+            if done(&self.sim) {
                 return Ok(());
             }
             self.wait(&p, before.as_ref(), &mut idle, what)?;
-            self.tick();
+            self.sim.tick();
         }
     }
 
@@ -570,17 +237,17 @@ impl Sim {
         idle: &mut usize,
         what: &str,
     ) -> Result<(), String> {
-        let quiet = p.actions.is_empty() && before == Some(&p.status) && self.settled();
+        let quiet = p.actions.is_empty() && before == Some(&p.status) && self.sim.settled();
         if !quiet {
             *idle = 0;
             return Ok(());
         }
-        let status = self.status();
+        let status = self.sim.status();
         let paused = status
             .pause_conditions
             .iter()
             .any(|c| c.reason == PAUSE_REASON_CANARY);
-        let step = self.ro.spec.strategy.canary.as_ref().and_then(|c| {
+        let step = self.sim.ro.spec.strategy.canary.as_ref().and_then(|c| {
             c.steps
                 .get(status.current_step_index.unwrap_or(0).max(0) as usize)
         });
@@ -589,12 +256,10 @@ impl Sim {
             .is_some_and(|p| p.duration.is_none());
         if paused && indefinite {
             // kubectl rollouts promote
-            if let Some(s) = self.ro.status.as_mut() {
-                s.pause_conditions.clear();
-            }
+            self.sim.promote();
             *idle = 0;
         } else if let Some(after) = p.requeue_after {
-            self.now += i64::try_from(after.as_secs())
+            self.sim.now += i64::try_from(after.as_secs())
                 .unwrap_or(i64::MAX / 2)
                 .max(1);
             *idle = 0;
@@ -610,32 +275,10 @@ impl Sim {
         Ok(())
     }
 
-    /// The update: a new pod template (an extra annotation).
-    fn update(&mut self) {
-        // With a workloadRef the change is the Deployment's, whose generation
-        // moves; the Rollout's does not.
-        let template = match self.deployment.as_mut() {
-            Some(d) => {
-                d.metadata.generation = Some(2);
-                &mut d.spec.get_or_insert_with(Default::default).template
-            }
-            None => {
-                self.ro.metadata.generation = Some(2);
-                self.ro.spec.template.get_or_insert_with(Default::default)
-            }
-        };
-        let meta = template.metadata.get_or_insert_with(Default::default);
-        annotate(meta, UPDATE_ANNOTATION, Some("true".into()));
-    }
-
-    fn pods_of(&self, hash: Option<&str>) -> i32 {
-        hash.and_then(|h| self.replica_sets.iter().find(|rs| rs.pod_hash() == Some(h)))
-            .map_or(0, ReplicaSetExt::spec_replicas)
-    }
-
     /// Reconciles through the update, a row per completed step.
     fn run_steps(&mut self) -> Result<Vec<Row>, String> {
         let steps = self
+            .sim
             .ro
             .spec
             .strategy
@@ -643,14 +286,14 @@ impl Sim {
             .as_ref()
             .map(|c| c.steps.clone())
             .unwrap_or_default();
-        let routed = crate::rollout::plan::traffic::routing(&self.ro).is_some();
+        let routed = crate::rollout::plan::traffic::routing(&self.sim.ro).is_some();
         let mut rows: Vec<Row> = Vec::new();
         let mut idle = 0;
         while rows.len() < steps.len() {
-            let before = self.ro.status.clone();
+            let before = self.sim.ro.status.clone();
             let old = before.clone().unwrap_or_default();
-            let canary_pods = self.pods_of(old.current_pod_hash.as_deref());
-            let stable_pods = self.pods_of(old.stable_rs.as_deref());
+            let canary_pods = self.sim.pods_of(&old.current_pod_hash);
+            let stable_pods = self.sim.pods_of(&old.stable_rs);
             let p = self.reconcile()?;
             let s = &p.status;
             if s.abort {
@@ -692,7 +335,7 @@ impl Sim {
                 }
             }
             self.wait(&p, before.as_ref(), &mut idle, "the end of the steps")?;
-            self.tick();
+            self.sim.tick();
         }
         Ok(rows)
     }
@@ -705,84 +348,6 @@ fn share(canary: i32, stable: i32) -> i32 {
         return 0;
     }
     ((f64::from(canary) * 100.0 / f64::from(total)).round()) as i32
-}
-
-/// The Deployment a workloadRef names, for the simulation: the Rollout's
-/// selector (or `app: <rollout>`) and a template with those labels.
-fn stand_in(ro: &Rollout, metadata: ObjectMeta) -> Deployment {
-    let name = ro.metadata.name.clone().unwrap_or_default();
-    let selector = ro.spec.selector.clone().unwrap_or_else(|| LabelSelector {
-        match_labels: Some([("app".to_string(), name)].into()),
-        match_expressions: None,
-    });
-    Deployment {
-        metadata: ObjectMeta {
-            generation: Some(1),
-            ..metadata
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(0),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: selector.match_labels.clone(),
-                    ..Default::default()
-                }),
-                spec: None,
-            },
-            selector,
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-fn annotate(meta: &mut ObjectMeta, key: &str, value: Option<String>) {
-    let a = meta.annotations.get_or_insert_with(BTreeMap::new);
-    match value {
-        Some(v) => a.insert(key.into(), v),
-        None => a.remove(key),
-    };
-}
-
-/// A rule of the stable Ingress sending `/` to the stable Service.
-fn rule_for(service: &str) -> IngressRule {
-    IngressRule {
-        host: None,
-        http: Some(HTTPIngressRuleValue {
-            paths: vec![HTTPIngressPath {
-                path: Some("/".into()),
-                path_type: "Prefix".into(),
-                backend: IngressBackend {
-                    service: Some(IngressServiceBackend {
-                        name: service.into(),
-                        port: Some(ServiceBackendPort {
-                            number: Some(80),
-                            name: None,
-                        }),
-                    }),
-                    resource: None,
-                },
-            }],
-        }),
-    }
-}
-
-/// Stands in for a referenced template: one web metric, always valid.
-fn trivial_template() -> AnalysisTemplateSpec {
-    AnalysisTemplateSpec {
-        metrics: vec![Metric {
-            name: "plan".into(),
-            provider: MetricProvider {
-                web: Some(WebMetric {
-                    url: "http://plan.invalid".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod controller;
 pub mod hash;
 pub mod plan;
 pub mod references;
+pub mod simulate;
 pub mod snapshot;
 pub mod template_match;
 pub mod validate;

@@ -1,8 +1,9 @@
-//! Planner tests: a small pure simulation of the cluster (ReplicaSets whose
-//! new pods become available one tick after they are created) driven by
-//! `plan`, checked against the invariants a rollout must keep.
+//! Planner tests: `plan` driven on the simulated cluster
+//! (`crate::rollout::simulate`: ReplicaSets whose new pods become available
+//! one tick after they are created), checked against the invariants a
+//! rollout must keep.
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
@@ -11,19 +12,17 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use proptest::prelude::*;
 
-use super::replica_set::{EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_DEADLINE_ANNOTATION};
+use super::replica_set::SCALE_DOWN_DEADLINE_ANNOTATION;
 use super::replicas::canary_limits;
 use super::status::{AVAILABLE, COMPLETED, HEALTHY, INVALID_SPEC, PROGRESSING, find};
 use super::workload::WORKLOAD_GENERATION_ANNOTATION;
 use super::{Action, after_create, events, plan};
-use crate::analysis::template::Templates;
 use crate::api::Rollout;
-use crate::api::analysis::AnalysisRun;
 use crate::api::rollout::RolloutPause;
 use crate::api::rollout::{CanaryStep, CanaryStrategy, RolloutPhase, RolloutSpec, RolloutStrategy};
-use crate::controller::patch::merge_patch;
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
-use crate::rollout::snapshot::{REVISION_ANNOTATION, ReplicaSetExt, Snapshot};
+use crate::rollout::simulate::Sim;
+use crate::rollout::snapshot::{ReplicaSetExt, Snapshot};
 
 fn rollout(
     replicas: i32,
@@ -71,306 +70,14 @@ fn rollout(
     ro
 }
 
-/// The cluster as the planner sees it, plus the rules that move it.
-struct World {
-    ro: Rollout,
-    rss: Vec<ReplicaSet>,
-    services: Vec<Service>,
-    runs: Vec<AnalysisRun>,
-    templates: Templates,
-    ingresses: Vec<Ingress>,
-    /// The Deployment a workloadRef names (workload.rs's tests).
-    deployment: Option<Deployment>,
-    /// Pod hashes whose pods never become available.
-    broken: Vec<String>,
-    /// Pod hashes of which at most this many pods become available.
-    capped: Vec<(String, i32)>,
-    now: i64,
-    /// Every event the plans published, oldest first.
-    events: Vec<events::Event>,
-    /// What the shell's template comparison found (`template_match`).
-    template_twin: Option<(String, String)>,
-}
-
-impl World {
-    fn new(ro: Rollout) -> Self {
-        World {
-            ro,
-            rss: vec![],
-            services: vec![],
-            runs: vec![],
-            templates: Templates::new(),
-            ingresses: vec![],
-            deployment: None,
-            broken: vec![],
-            capped: vec![],
-            now: 1_700_000_000,
-            events: vec![],
-            template_twin: None,
-        }
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        Snapshot::new(self.ro.clone(), self.rss.clone())
-            .with_services(self.services.clone())
-            .with_analysis(self.runs.clone(), self.templates.clone())
-            .with_ingresses(self.ingresses.clone())
-            .with_workload(self.deployment.clone())
-            .with_template_twin(self.template_twin.clone())
-    }
-
-    fn ingress(&self, name: &str) -> Option<&Ingress> {
-        self.ingresses
-            .iter()
-            .find(|i| i.metadata.name.as_deref() == Some(name))
-    }
-
-    fn run_mut(&mut self, name: &str) -> &mut AnalysisRun {
-        self.runs
-            .iter_mut()
-            .find(|r| r.metadata.name.as_deref() == Some(name))
-            .expect("planned AnalysisRun exists")
-    }
-
-    fn rs_mut(&mut self, name: &str) -> &mut ReplicaSet {
-        self.rss
-            .iter_mut()
-            .find(|r| r.metadata.name.as_deref() == Some(name))
-            .expect("planned RS exists")
-    }
-
-    /// One reconcile: plan, apply every action, write the status.
+impl Sim {
+    /// One reconcile; a plan the simulated cluster cannot carry out fails
+    /// the test.
     fn reconcile(&mut self) -> Vec<Action> {
-        let p = plan(&self.snapshot(), Timestamp::from_second(self.now).unwrap());
-        for a in &p.actions {
-            match a {
-                Action::CreateReplicaSet(rs) => {
-                    let mut rs = (**rs).clone();
-                    rs.metadata.creation_timestamp =
-                        Some(Time(Timestamp::from_second(self.now).unwrap()));
-                    self.rss.push(rs);
-                }
-                Action::ScaleReplicaSet {
-                    name,
-                    to,
-                    clear_deadline,
-                    ..
-                } => {
-                    let rs = self.rs_mut(name);
-                    rs.spec.as_mut().unwrap().replicas = Some(*to);
-                    if *clear_deadline {
-                        let a = rs.metadata.annotations.get_or_insert_with(Default::default);
-                        a.remove(SCALE_DOWN_DEADLINE_ANNOTATION);
-                    }
-                }
-                Action::DeleteReplicaSet { name } => self
-                    .rss
-                    .retain(|r| r.metadata.name.as_deref() != Some(name)),
-                Action::SetReplicaSetRevision { name, revision } => {
-                    let a = self
-                        .rs_mut(name)
-                        .metadata
-                        .annotations
-                        .get_or_insert_with(Default::default);
-                    a.insert(REVISION_ANNOTATION.into(), revision.to_string());
-                }
-                Action::SetReplicaSetAnnotations { name, annotations } => {
-                    self.rs_mut(name)
-                        .metadata
-                        .annotations
-                        .get_or_insert_with(Default::default)
-                        .extend(annotations.clone());
-                }
-                Action::SetServiceSelector {
-                    name, hash, adopt, ..
-                } => {
-                    let svc = self
-                        .services
-                        .iter_mut()
-                        .find(|s| s.metadata.name.as_deref() == Some(name))
-                        .expect("planned Service exists");
-                    let sel = svc
-                        .spec
-                        .get_or_insert_with(Default::default)
-                        .selector
-                        .get_or_insert_with(Default::default);
-                    sel.insert("rollouts-pod-template-hash".into(), hash.clone());
-                    if *adopt {
-                        let a = svc
-                            .metadata
-                            .annotations
-                            .get_or_insert_with(Default::default);
-                        a.insert(
-                            "argo-rollouts.argoproj.io/managed-by-rollouts".into(),
-                            "demo".into(),
-                        );
-                    }
-                }
-                Action::ReleaseService { name } => {
-                    let svc = self
-                        .services
-                        .iter_mut()
-                        .find(|s| s.metadata.name.as_deref() == Some(name))
-                        .expect("released Service exists");
-                    if let Some(sel) = svc.spec.as_mut().and_then(|s| s.selector.as_mut()) {
-                        sel.remove("rollouts-pod-template-hash");
-                    }
-                    if let Some(a) = svc.metadata.annotations.as_mut() {
-                        a.remove("argo-rollouts.argoproj.io/managed-by-rollouts");
-                    }
-                }
-                Action::SetRolloutRevision { revision } => {
-                    let a = self
-                        .ro
-                        .metadata
-                        .annotations
-                        .get_or_insert_with(Default::default);
-                    a.insert(REVISION_ANNOTATION.into(), revision.to_string());
-                }
-                Action::SetMinReadySeconds { name, seconds } => {
-                    self.rs_mut(name).spec.as_mut().unwrap().min_ready_seconds = Some(*seconds);
-                }
-                Action::CreateIngress(ingress) => {
-                    assert!(self.ingress(&ingress.name_any()).is_none(), "created twice");
-                    self.ingresses.push((**ingress).clone());
-                }
-                Action::PatchIngress { name, patch } => {
-                    let i = self
-                        .ingresses
-                        .iter_mut()
-                        .find(|i| i.metadata.name.as_deref() == Some(name))
-                        .expect("patched Ingress exists");
-                    let mut value = serde_json::to_value(&*i).unwrap();
-                    merge_patch(&mut value, patch);
-                    *i = serde_json::from_value(value).unwrap();
-                }
-                Action::DeleteIngress { name } => self
-                    .ingresses
-                    .retain(|i| i.metadata.name.as_deref() != Some(name)),
-                // Restarts are simulated with pods in restart.rs's tests.
-                Action::EvictPod { name } => panic!("unexpected eviction of {name}"),
-                Action::CreateAnalysisRun(run) => {
-                    let mut run = (**run).clone();
-                    run.metadata.creation_timestamp =
-                        Some(Time(Timestamp::from_second(self.now).unwrap()));
-                    self.runs.push(run);
-                }
-                Action::TerminateAnalysisRun { name } => {
-                    self.run_mut(name).spec.terminate = true;
-                }
-                Action::DeleteAnalysisRun { name } => self
-                    .runs
-                    .retain(|r| r.metadata.name.as_deref() != Some(name)),
-                Action::SetScaleDownDeadline { name, deadline } => {
-                    let a = self
-                        .rs_mut(name)
-                        .metadata
-                        .annotations
-                        .get_or_insert_with(Default::default);
-                    match deadline {
-                        Some(d) => a.insert(SCALE_DOWN_DEADLINE_ANNOTATION.into(), d.clone()),
-                        None => a.remove(SCALE_DOWN_DEADLINE_ANNOTATION),
-                    };
-                }
-                Action::ScaleDeployment { name, from, to, .. } => {
-                    let d = self.deployment.as_mut().expect("scaled Deployment exists");
-                    assert_eq!(d.metadata.name.as_deref(), Some(name.as_str()));
-                    let spec = d.spec.as_mut().unwrap();
-                    assert_eq!(spec.replicas, Some(*from), "scaled from what was read");
-                    spec.replicas = Some(*to);
-                    // The API server counts a change of spec.
-                    d.metadata.generation = Some(d.metadata.generation.unwrap_or(1) + 1);
-                }
-                Action::SetWorkloadGeneration { generation } => {
-                    let a = self
-                        .ro
-                        .metadata
-                        .annotations
-                        .get_or_insert_with(Default::default);
-                    match generation {
-                        Some(g) => a.insert(WORKLOAD_GENERATION_ANNOTATION.into(), g.clone()),
-                        None => a.remove(WORKLOAD_GENERATION_ANNOTATION),
-                    };
-                }
-                Action::SetPodMetadata {
-                    replica_set,
-                    wanted,
-                    previous,
-                    ..
-                } => {
-                    let rs = self.rs_mut(replica_set);
-                    let meta = rs
-                        .spec
-                        .as_mut()
-                        .unwrap()
-                        .template
-                        .as_mut()
-                        .unwrap()
-                        .metadata
-                        .get_or_insert_with(Default::default);
-                    let labels = meta.labels.get_or_insert_with(Default::default);
-                    for k in previous.iter().flat_map(|p| p.labels.iter().flatten()) {
-                        labels.remove(k.0);
-                    }
-                    labels.extend(
-                        wanted
-                            .iter()
-                            .flat_map(|w| w.labels.clone().unwrap_or_default()),
-                    );
-                    let record = serde_json::to_string(wanted).unwrap();
-                    let a = rs.metadata.annotations.get_or_insert_with(Default::default);
-                    if wanted.is_some() {
-                        a.insert(EPHEMERAL_METADATA_ANNOTATION.into(), record);
-                    } else {
-                        a.remove(EPHEMERAL_METADATA_ANNOTATION);
-                    }
-                }
-            }
+        match self.try_reconcile() {
+            Ok(p) => p.actions,
+            Err(e) => panic!("{e}"),
         }
-        self.ro.status = Some(p.status);
-        self.events.extend(p.events);
-        p.actions
-    }
-
-    /// The ReplicaSet controller and kubelet: extra pods go at once (the
-    /// unavailable ones first), missing pods are created and become available
-    /// on the next tick.
-    fn tick(&mut self) {
-        self.now += 1;
-        for rs in &mut self.rss {
-            let broken = rs
-                .pod_hash()
-                .is_some_and(|h| self.broken.iter().any(|b| b == h));
-            let spec = rs.spec_replicas();
-            let cap = self
-                .capped
-                .iter()
-                .find(|(h, _)| rs.pod_hash() == Some(h.as_str()))
-                .map_or(i32::MAX, |(_, c)| *c);
-            let st = rs.status.get_or_insert_with(ReplicaSetStatus::default);
-            let avail = st.available_replicas.unwrap_or(0);
-            let new_avail = if broken {
-                0
-            } else if st.replicas > spec {
-                avail.min(spec)
-            } else {
-                st.replicas.min(spec)
-            };
-            let new_avail = new_avail.min(cap);
-            st.available_replicas = Some(new_avail);
-            st.ready_replicas = Some(new_avail);
-            st.replicas = spec;
-        }
-    }
-
-    fn available(&self) -> i32 {
-        self.rss.iter().map(|r| r.available()).sum()
-    }
-    fn total_spec(&self) -> i32 {
-        self.rss.iter().map(|r| r.spec_replicas()).sum()
-    }
-    fn phase(&self) -> Option<RolloutPhase> {
-        self.ro.status.as_ref().and_then(|s| s.phase)
     }
 
     /// Runs reconcile+tick until the plan is empty and the phase Healthy,
@@ -409,7 +116,7 @@ impl World {
     }
 }
 
-fn set_image(w: &mut World, image: &str) {
+fn set_image(w: &mut Sim, image: &str) {
     let t = w.ro.spec.template.as_mut().unwrap();
     t.spec.as_mut().unwrap().containers[0].image = Some(image.into());
     w.ro.metadata.generation = Some(w.ro.metadata.generation.unwrap_or(1) + 1);
@@ -417,7 +124,7 @@ fn set_image(w: &mut World, image: &str) {
 
 #[test]
 fn first_deploy_creates_replica_set_and_becomes_healthy() {
-    let mut w = World::new(rollout(3, "nginx:1", None, None));
+    let mut w = Sim::new(rollout(3, "nginx:1", None, None));
     let actions = w.reconcile();
     let Action::CreateReplicaSet(rs) = &actions[0] else {
         panic!("expected a create, got {actions:?}")
@@ -499,7 +206,7 @@ fn first_deploy_creates_replica_set_and_becomes_healthy() {
 
 #[test]
 fn image_change_rolls_within_limits_and_promotes_new_stable() {
-    let mut w = World::new(rollout(
+    let mut w = Sim::new(rollout(
         4,
         "nginx:1",
         Some(IntOrString::Int(1)),
@@ -512,15 +219,15 @@ fn image_change_rolls_within_limits_and_promotes_new_stable() {
     let s = w.ro.status.clone().unwrap();
     assert_ne!(s.stable_rs, first);
     assert_eq!(s.stable_rs, s.current_pod_hash);
-    assert_eq!(w.rss.len(), 2);
+    assert_eq!(w.replica_sets.len(), 2);
     let old = w
-        .rss
+        .replica_sets
         .iter()
         .find(|r| r.pod_hash() == first.as_deref())
         .unwrap();
     assert_eq!(old.spec_replicas(), 0, "old ReplicaSet scaled to zero");
     let new = w
-        .rss
+        .replica_sets
         .iter()
         .find(|r| r.pod_hash() == s.current_pod_hash.as_deref())
         .unwrap();
@@ -529,7 +236,7 @@ fn image_change_rolls_within_limits_and_promotes_new_stable() {
 
 #[test]
 fn going_back_to_an_old_template_reuses_its_replica_set() {
-    let mut w = World::new(rollout(2, "nginx:1", None, None));
+    let mut w = Sim::new(rollout(2, "nginx:1", None, None));
     w.settle(false);
     set_image(&mut w, "nginx:2");
     w.settle(true);
@@ -542,7 +249,7 @@ fn going_back_to_an_old_template_reuses_its_replica_set() {
         "old template becomes revision 3: {actions:?}"
     );
     w.settle(true);
-    assert_eq!(w.rss.len(), 2, "no third ReplicaSet");
+    assert_eq!(w.replica_sets.len(), 2, "no third ReplicaSet");
 }
 
 /// The benchmark's Rollout: 2 replicas, setWeight 50, pause 1s, setWeight 100.
@@ -558,7 +265,7 @@ fn bench_rollout() -> Rollout {
 /// the next reconcile would make, and it scales the new ReplicaSet.
 #[test]
 fn the_plan_after_a_create_is_the_next_reconciles_and_scales_the_new_replica_set() {
-    let mut w = World::new(bench_rollout());
+    let mut w = Sim::new(bench_rollout());
     for update in [false, true] {
         if update {
             w.settle(false);
@@ -567,7 +274,7 @@ fn the_plan_after_a_create_is_the_next_reconciles_and_scales_the_new_replica_set
         let before = w.snapshot();
         let first = plan(&before, Timestamp::from_second(w.now).unwrap());
         w.reconcile();
-        let created = w.rss.last().cloned().unwrap();
+        let created = w.replica_sets.last().cloned().unwrap();
         assert!(
             matches!(first.actions.first(), Some(Action::CreateReplicaSet(rs)) if rs.metadata.name == created.metadata.name),
             "update {update}: {:?}",
@@ -628,7 +335,7 @@ fn the_plan_after_a_create_is_the_next_reconciles_and_scales_the_new_replica_set
 
 #[test]
 fn a_step_done_and_what_follows_from_it_are_one_status_write() {
-    let mut w = World::new(bench_rollout());
+    let mut w = Sim::new(bench_rollout());
     w.settle(false);
     set_image(&mut w, "nginx:2");
     let (mut paused_with, mut completed_with) = (None, None);
@@ -699,7 +406,7 @@ fn only_a_status_change_that_does_not_start_an_abort_chains() {
 
 #[test]
 fn manual_pause_holds_scaling() {
-    let mut w = World::new(rollout(2, "nginx:1", None, None));
+    let mut w = Sim::new(rollout(2, "nginx:1", None, None));
     w.settle(false);
     w.ro.spec.paused = true;
     set_image(&mut w, "nginx:2");
@@ -724,7 +431,7 @@ fn manual_pause_holds_scaling() {
 
 #[test]
 fn manual_pause_still_applies_a_change_of_replicas() {
-    let mut w = World::new(rollout(4, "nginx:1", None, None));
+    let mut w = Sim::new(rollout(4, "nginx:1", None, None));
     w.settle(false);
     w.ro.spec.paused = true;
     w.ro.spec.replicas = Some(6);
@@ -739,7 +446,7 @@ fn manual_pause_still_applies_a_change_of_replicas() {
 
 #[test]
 fn a_new_min_ready_seconds_reaches_the_current_replica_set() {
-    let mut w = World::new(rollout(2, "nginx:1", None, None));
+    let mut w = Sim::new(rollout(2, "nginx:1", None, None));
     w.settle(false);
     w.ro.spec.min_ready_seconds = 7;
     let actions = w.reconcile();
@@ -754,7 +461,7 @@ fn a_new_min_ready_seconds_reaches_the_current_replica_set() {
 
 #[test]
 fn progress_deadline_marks_degraded_and_requeues() {
-    let mut w = World::new(rollout(2, "nginx:1", None, None));
+    let mut w = Sim::new(rollout(2, "nginx:1", None, None));
     w.ro.spec.progress_deadline_seconds = Some(30);
     w.settle(false);
     set_image(&mut w, "nginx:2");
@@ -842,7 +549,7 @@ fn features_not_yet_implemented_are_reported_not_ignored() {
 
 #[test]
 fn invalid_spec_clears_once_fixed() {
-    let mut w = World::new(rollout(1, "x", None, None));
+    let mut w = Sim::new(rollout(1, "x", None, None));
     w.ro.spec.selector = None;
     w.reconcile();
     assert_eq!(w.phase(), Some(RolloutPhase::Degraded));
@@ -873,7 +580,7 @@ proptest! {
     ) {
         let zero = |v: &IntOrString| matches!(v, IntOrString::Int(0)) || *v == IntOrString::String("0%".into());
         prop_assume!(!(zero(&surge) && zero(&unavailable)));
-        let mut w = World::new(rollout(replicas, "app:1", Some(surge), Some(unavailable)));
+        let mut w = Sim::new(rollout(replicas, "app:1", Some(surge), Some(unavailable)));
         w.settle(false);
         set_image(&mut w, "app:2");
         if second_change {
@@ -887,7 +594,7 @@ proptest! {
         let s = w.ro.status.clone().unwrap();
         prop_assert_eq!(s.available_replicas, replicas);
         prop_assert_eq!(&s.stable_rs, &s.current_pod_hash);
-        let live: Vec<_> = w.rss.iter().filter(|r| r.spec_replicas() > 0).collect();
+        let live: Vec<_> = w.replica_sets.iter().filter(|r| r.spec_replicas() > 0).collect();
         prop_assert_eq!(live.len(), 1);
     }
 }
@@ -940,7 +647,7 @@ fn a_former_steps_hash_keeps_the_step_and_changed_steps_restart() {
         },
     ];
     ro.spec.strategy.canary.as_mut().unwrap().steps = steps.clone();
-    let mut w = World::new(ro);
+    let mut w = Sim::new(ro);
     w.templates
         .insert((false, "check".into()), check_template());
     w.settle(false);
@@ -1017,7 +724,7 @@ fn service(name: &str) -> Service {
 }
 
 /// The scenario: 5 replicas, 20 / pause / 40 / pause 2s / 60 / 80.
-fn stepped_world() -> World {
+fn stepped_world() -> Sim {
     let mut ro = rollout(
         5,
         "app:1",
@@ -1035,13 +742,13 @@ fn stepped_world() -> World {
     ];
     c.stable_service = Some("stable".into());
     c.canary_service = Some("canary".into());
-    let mut w = World::new(ro);
+    let mut w = Sim::new(ro);
     w.services = vec![service("stable"), service("canary")];
     w.settle(false);
     w
 }
 
-impl World {
+impl Sim {
     /// The messages of the events published with `reason`, oldest first.
     fn event_messages(&self, reason: &str) -> Vec<String> {
         self.events
@@ -1052,7 +759,7 @@ impl World {
     }
 
     /// Runs until `done` holds, checking surge and availability throughout.
-    fn run_until(&mut self, what: &str, done: impl Fn(&World) -> bool) {
+    fn run_until(&mut self, what: &str, done: impl Fn(&Sim) -> bool) {
         for _ in 0..200 {
             self.reconcile();
             assert!(
@@ -1061,7 +768,7 @@ impl World {
                 self.total_spec()
             );
             assert!(
-                self.available() >= 5 || self.rss.len() == 1,
+                self.available() >= 5 || self.replica_sets.len() == 1,
                 "availability {}",
                 self.available()
             );
@@ -1072,31 +779,6 @@ impl World {
         }
         panic!("never reached: {what}; status {:#?}", self.ro.status);
     }
-    fn status(&self) -> crate::api::rollout::RolloutStatus {
-        self.ro.status.clone().unwrap_or_default()
-    }
-    fn pods_of(&self, hash: &Option<String>) -> i32 {
-        self.rss
-            .iter()
-            .find(|r| r.pod_hash() == hash.as_deref())
-            .map_or(0, |r| r.spec_replicas())
-    }
-    fn selector(&self, svc: &str) -> Option<String> {
-        let s = self
-            .services
-            .iter()
-            .find(|s| s.metadata.name.as_deref() == Some(svc))?;
-        s.spec
-            .as_ref()?
-            .selector
-            .as_ref()?
-            .get("rollouts-pod-template-hash")
-            .cloned()
-    }
-    fn promote(&mut self) {
-        let s = self.ro.status.as_mut().unwrap();
-        s.pause_conditions.clear();
-    }
 }
 
 #[test]
@@ -1106,7 +788,7 @@ fn a_step_pause_shows_in_the_conditions_as_upstreams() {
     w.run_until("the first pause", |w| {
         w.phase() == Some(RolloutPhase::Paused)
     });
-    let reason = |w: &World, kind: &str| {
+    let reason = |w: &Sim, kind: &str| {
         let c = w.status().conditions.into_iter().find(|c| c.r#type == kind);
         c.map(|c| (c.status, c.reason.unwrap_or_default()))
     };
@@ -1353,7 +1035,7 @@ fn a_feature_not_implemented_is_named_before_other_errors() {
 /// isIndefiniteStep).
 #[test]
 fn progress_deadline_abort_turned_on_after_the_deadline_aborts() {
-    let mut w = World::new(rollout(2, "nginx:1", None, None));
+    let mut w = Sim::new(rollout(2, "nginx:1", None, None));
     w.ro.spec.progress_deadline_seconds = Some(30);
     w.settle(false);
     let stable = w.status().stable_rs;
@@ -1410,7 +1092,7 @@ fn the_progress_deadline_does_not_run_out_on_an_analysis_step() {
             ..Default::default()
         },
     ];
-    let mut w = World::new(ro);
+    let mut w = Sim::new(ro);
     w.templates
         .insert((false, "check".into()), check_template());
     w.settle(false);
@@ -1565,7 +1247,7 @@ fn a_missing_service_is_an_invalid_spec() {
 
 #[test]
 fn services_with_foreign_labels_or_another_manager_are_refused() {
-    let invalid = |w: &World| {
+    let invalid = |w: &Sim| {
         let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
         assert!(p.actions.is_empty());
         find(&p.status.conditions, INVALID_SPEC).and_then(|c| c.message.clone())
@@ -1608,7 +1290,7 @@ fn services_with_foreign_labels_or_another_manager_are_refused() {
 
 #[test]
 fn progress_deadline_abort_turns_the_deadline_into_an_abort() {
-    let mut w = World::new(rollout(2, "nginx:1", None, None));
+    let mut w = Sim::new(rollout(2, "nginx:1", None, None));
     w.ro.spec.progress_deadline_seconds = Some(30);
     w.ro.spec.progress_deadline_abort = true;
     w.settle(false);
@@ -1658,7 +1340,7 @@ proptest! {
         c.steps = steps;
         c.stable_service = Some("stable".into());
         c.canary_service = Some("canary".into());
-        let mut w = World::new(ro);
+        let mut w = Sim::new(ro);
         w.services = vec![service("stable"), service("canary")];
         w.settle(false);
         let stable = w.status().stable_rs;
@@ -1676,7 +1358,7 @@ proptest! {
             prop_assert!(w.available() >= replicas - limits.max_unavailable, "availability {}", w.available());
             let canary_sel = w.selector("canary");
             let on_canary = canary_sel.is_some() && canary_sel == s.current_pod_hash && s.current_pod_hash != s.stable_rs;
-            if let Some(rs) = w.rss.iter().find(|r| on_canary && r.pod_hash() == canary_sel.as_deref()) {
+            if let Some(rs) = w.replica_sets.iter().find(|r| on_canary && r.pod_hash() == canary_sel.as_deref()) {
                 prop_assert!(rs.available() > 0, "canary Service selects {canary_sel:?} with no available pods");
             }
             if aborted {
@@ -1716,7 +1398,7 @@ mod analysis_gates {
     }
 
     /// 20% / analysis / 60%, with the template in place, deployed once.
-    fn world(background: bool) -> World {
+    fn world(background: bool) -> Sim {
         let mut ro = rollout(
             5,
             "app:1",
@@ -1739,7 +1421,7 @@ mod analysis_gates {
                 starting_step: Some(1),
             });
         }
-        let mut w = World::new(ro);
+        let mut w = Sim::new(ro);
         w.templates
             .insert((false, "check".into()), check_template());
         w.settle(false);
@@ -1778,9 +1460,9 @@ mod analysis_gates {
         panic!("step 0 never completed: {:#?}", w.status());
     }
 
-    impl World {
+    impl Sim {
         fn finish_run(&mut self, name: &str, phase: AnalysisPhase, message: &str) {
-            self.run_mut(name).status = Some(AnalysisRunStatus {
+            self.run_mut(name).expect("the run exists").status = Some(AnalysisRunStatus {
                 phase: Some(phase),
                 message: (!message.is_empty()).then(|| message.into()),
                 ..Default::default()
@@ -1940,7 +1622,7 @@ mod analysis_gates {
         );
     }
 
-    fn invalid_spec(w: &mut World) -> String {
+    fn invalid_spec(w: &mut Sim) -> String {
         w.reconcile();
         let s = w.status();
         assert_eq!(s.phase, Some(RolloutPhase::Degraded));
@@ -2024,13 +1706,13 @@ fn only_plans_that_act_or_take_a_step_move_an_update_on() {
         (bench_rollout(), vec![]),
         (with_services, vec![service("stable"), service("canary")]),
     ] {
-        let mut w = World::new(ro);
+        let mut w = Sim::new(ro);
         w.services = services;
         walk_an_update_telling_moves_from_mirrors(w);
     }
 }
 
-fn walk_an_update_telling_moves_from_mirrors(mut w: World) {
+fn walk_an_update_telling_moves_from_mirrors(mut w: Sim) {
     w.settle(false);
     set_image(&mut w, "nginx:2");
     let (mut moved, mut mirrored) = (0, 0);
@@ -2117,7 +1799,7 @@ fn a_status_that_changes_only_in_counts_does_not_move_on() {
 /// is not used.
 #[test]
 fn an_undo_to_the_stable_template_is_a_fast_rollback() {
-    let mut w = World::new(rollout(
+    let mut w = Sim::new(rollout(
         5,
         "app:1",
         Some(IntOrString::Int(1)),
@@ -2128,7 +1810,7 @@ fn an_undo_to_the_stable_template_is_a_fast_rollback() {
     let stable = w.status().stable_rs.unwrap();
     set_image(&mut w, "app:2");
     w.run_until("the pause", |w| w.status().current_step_index == Some(1));
-    assert_eq!(w.rss.len(), 2);
+    assert_eq!(w.replica_sets.len(), 2);
 
     // The undo: app:1 again, with a default the API server filled in.
     set_image(&mut w, "app:1");
@@ -2137,8 +1819,8 @@ fn an_undo_to_the_stable_template_is_a_fast_rollback() {
     let copied = crate::rollout::hash::pod_template_hash(t, None);
     assert_ne!(copied, stable);
 
-    let planned = |w: &World| plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
-    let creates = |w: &World| {
+    let planned = |w: &Sim| plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
+    let creates = |w: &Sim| {
         planned(w)
             .actions
             .iter()
@@ -2152,7 +1834,7 @@ fn an_undo_to_the_stable_template_is_a_fast_rollback() {
     w.run_until("Healthy on the stable", |w| {
         w.phase() == Some(RolloutPhase::Healthy)
     });
-    assert_eq!(w.rss.len(), 2, "no new ReplicaSet");
+    assert_eq!(w.replica_sets.len(), 2, "no new ReplicaSet");
     let s = w.status();
     assert_eq!(s.current_pod_hash.as_deref(), Some(stable.as_str()));
     assert_eq!(s.stable_rs.as_deref(), Some(stable.as_str()));
@@ -2167,7 +1849,7 @@ fn an_undo_to_the_stable_template_is_a_fast_rollback() {
 fn replica_progress_threshold_lets_a_partly_available_canary_on() {
     use crate::api::rollout::ReplicaProgressThreshold;
     let run = |threshold: Option<ReplicaProgressThreshold>, cap: i32| {
-        let mut w = World::new(rollout(
+        let mut w = Sim::new(rollout(
             10,
             "app:1",
             Some(IntOrString::Int(1)),
@@ -2239,7 +1921,7 @@ fn replica_progress_threshold_lets_a_partly_available_canary_on() {
 /// notification record) stay off, and a settled Rollout copies nothing.
 #[test]
 fn annotations_added_to_the_rollout_reach_its_current_replica_set() {
-    let mut w = World::new(rollout(2, "nginx:1", None, None));
+    let mut w = Sim::new(rollout(2, "nginx:1", None, None));
     w.settle(false);
     let annotations =
         w.ro.metadata
@@ -2264,7 +1946,7 @@ fn annotations_added_to_the_rollout_reach_its_current_replica_set() {
         vec![[("team".to_string(), "payments".to_string())].into()],
         "{actions:?}"
     );
-    let rs = &w.rss[0];
+    let rs = &w.replica_sets[0];
     assert_eq!(
         rs.metadata
             .annotations
@@ -2285,12 +1967,12 @@ fn a_replica_set_under_an_older_hash_of_the_template_is_reused() {
     let hashes = crate::rollout::hash::pod_template_hashes(&template, None);
     assert_eq!(hashes.len(), 3, "three distinct hashes: {hashes:?}");
     for older in &hashes[1..] {
-        let mut w = World::new(rollout(2, "nginx:1", None, None));
+        let mut w = Sim::new(rollout(2, "nginx:1", None, None));
         w.settle(false);
         let current = w.status().current_pod_hash.unwrap();
         assert_eq!(current, hashes[0], "a new template gets upstream's hash");
         // As the older controller left it.
-        let rs = &mut w.rss[0];
+        let rs = &mut w.replica_sets[0];
         let relabel = |labels: &mut Option<std::collections::BTreeMap<String, String>>| {
             if let Some(l) = labels.as_mut() {
                 l.insert(POD_TEMPLATE_HASH_LABEL.into(), older.clone());
@@ -2323,7 +2005,7 @@ fn a_replica_set_under_an_older_hash_of_the_template_is_reused() {
             );
             w.tick();
         }
-        assert_eq!(w.rss.len(), 1);
+        assert_eq!(w.replica_sets.len(), 1);
         let s = w.status();
         assert_eq!(s.current_pod_hash.as_deref(), Some(older.as_str()));
         assert_eq!(s.stable_rs.as_deref(), Some(older.as_str()));

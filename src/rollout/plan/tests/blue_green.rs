@@ -8,7 +8,7 @@ use crate::api::rollout::BlueGreenStrategy;
 const ACTIVE: &str = "active";
 const PREVIEW: &str = "preview";
 
-fn bg_world(replicas: i32, bg: BlueGreenStrategy) -> World {
+fn bg_world(replicas: i32, bg: BlueGreenStrategy) -> Sim {
     let mut ro = rollout(replicas, "app:1", None, None);
     ro.spec.strategy = RolloutStrategy {
         canary: None,
@@ -18,7 +18,7 @@ fn bg_world(replicas: i32, bg: BlueGreenStrategy) -> World {
             ..bg
         }),
     };
-    let mut w = World::new(ro);
+    let mut w = Sim::new(ro);
     w.services = vec![service(ACTIVE), service(PREVIEW)];
     w.templates
         .insert((false, "check".into()), check_template());
@@ -36,14 +36,14 @@ fn bg_world(replicas: i32, bg: BlueGreenStrategy) -> World {
 /// Gives every ReplicaSet the newest creation time: made within one
 /// second (creation times have one-second resolution), as in a quick test
 /// on a real cluster.
-fn same_creation_second(w: &mut World) {
+fn same_creation_second(w: &mut Sim) {
     let created = w
-        .rss
+        .replica_sets
         .iter()
         .map(|rs| rs.metadata.creation_timestamp.clone())
         .max()
         .flatten();
-    for rs in &mut w.rss {
+    for rs in &mut w.replica_sets {
         rs.metadata.creation_timestamp = created.clone();
     }
 }
@@ -51,12 +51,15 @@ fn same_creation_second(w: &mut World) {
 /// Reconcile and tick until `done`, checking at every step that the active
 /// Service only ever points at pods that are all available, and back at
 /// stable whenever the rollout is aborted.
-fn drive(w: &mut World, what: &str, done: impl Fn(&World) -> bool) {
+fn drive(w: &mut Sim, what: &str, done: impl Fn(&Sim) -> bool) {
     let replicas = w.ro.spec.replicas_or_default();
     for _ in 0..300 {
         w.reconcile();
         if let Some(active) = w.selector(ACTIVE) {
-            let rs = w.rss.iter().find(|r| r.pod_hash() == Some(active.as_str()));
+            let rs = w
+                .replica_sets
+                .iter()
+                .find(|r| r.pod_hash() == Some(active.as_str()));
             let available = rs.map_or(0, |r| r.available());
             assert!(
                 available >= replicas || w.status().abort,
@@ -79,12 +82,12 @@ fn drive(w: &mut World, what: &str, done: impl Fn(&World) -> bool) {
 }
 
 /// Updates the image to app:2 and drives the update to its pause.
-fn update_to_pause(w: &mut World) {
+fn update_to_pause(w: &mut Sim) {
     set_image(w, "app:2");
     drive(w, "the pause", |w| w.phase() == Some(RolloutPhase::Paused));
 }
 
-fn pause_reasons(w: &World) -> Vec<String> {
+fn pause_reasons(w: &Sim) -> Vec<String> {
     w.status()
         .pause_conditions
         .iter()
@@ -92,7 +95,7 @@ fn pause_reasons(w: &World) -> Vec<String> {
         .collect()
 }
 
-fn bg_run(w: &World, pre: bool) -> Option<String> {
+fn bg_run(w: &Sim, pre: bool) -> Option<String> {
     let s = w.status().blue_green;
     let entry = if pre {
         s.pre_promotion_analysis_run_status
@@ -102,8 +105,8 @@ fn bg_run(w: &World, pre: bool) -> Option<String> {
     entry.map(|r| r.name)
 }
 
-fn finish(w: &mut World, name: &str, phase: AnalysisPhase, message: &str) {
-    w.run_mut(name).status = Some(AnalysisRunStatus {
+fn finish(w: &mut Sim, name: &str, phase: AnalysisPhase, message: &str) {
+    w.run_mut(name).expect("the run exists").status = Some(AnalysisRunStatus {
         phase: Some(phase),
         message: (!message.is_empty()).then(|| message.into()),
         ..Default::default()
@@ -144,7 +147,7 @@ fn manual_promotion_switches_active_and_keeps_old_pods_for_the_delay() {
     // The next plan (triggered by the status write) starts the delay.
     w.reconcile();
     let old_rs = w
-        .rss
+        .replica_sets
         .iter()
         .find(|r| r.pod_hash() == old.as_deref())
         .unwrap();
@@ -344,7 +347,7 @@ fn failed_pre_promotion_analysis_aborts_without_switching() {
     w.reconcile();
     let new = w.status().current_pod_hash;
     let new_rs = w
-        .rss
+        .replica_sets
         .iter()
         .find(|r| r.pod_hash() == new.as_deref())
         .unwrap();
@@ -473,9 +476,9 @@ fn preview_and_active_metadata_follow_the_role() {
             ..Default::default()
         },
     );
-    let role = |w: &World, hash: &Option<String>| {
+    let role = |w: &Sim, hash: &Option<String>| {
         let rs = w
-            .rss
+            .replica_sets
             .iter()
             .find(|r| r.pod_hash() == hash.as_deref())
             .unwrap();
@@ -516,7 +519,13 @@ fn anti_affinity_points_new_pods_away_from_stable() {
             ..Default::default()
         },
     );
-    let first = w.rss[0].spec.as_ref().unwrap().template.clone().unwrap();
+    let first = w.replica_sets[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .clone()
+        .unwrap();
     assert!(
         first.spec.unwrap().affinity.is_none(),
         "nothing on the first deploy"
@@ -524,7 +533,13 @@ fn anti_affinity_points_new_pods_away_from_stable() {
     let old = w.status().stable_rs.unwrap();
     set_image(&mut w, "app:2");
     w.reconcile();
-    let t = w.rss[1].spec.as_ref().unwrap().template.clone().unwrap();
+    let t = w.replica_sets[1]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .clone()
+        .unwrap();
     let anti = t.spec.unwrap().affinity.unwrap().pod_anti_affinity.unwrap();
     let term = &anti
         .preferred_during_scheduling_ignored_during_execution
@@ -551,7 +566,7 @@ fn same_active_and_preview_service_is_invalid() {
             ..Default::default()
         }),
     };
-    let w = World::new(ro);
+    let w = Sim::new(ro);
     let p = plan(&w.snapshot(), Timestamp::from_second(w.now).unwrap());
     let msg = find(&p.status.conditions, INVALID_SPEC)
         .unwrap()
@@ -583,7 +598,7 @@ fn promote_full_skips_the_pause_and_the_check_analysis() {
     assert_eq!(w.selector(ACTIVE), s.current_pod_hash);
     assert!(!s.promote_full);
     assert!(
-        w.run_mut(&run).spec.terminate,
+        w.run_mut(&run).expect("the run exists").spec.terminate,
         "the running analysis is stopped"
     );
 }
@@ -593,7 +608,7 @@ fn restart_evicts_one_pod_at_a_time_with_max_unavailable_zero() {
     use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     let mut w = bg_world(3, BlueGreenStrategy::default());
-    w.rss[0].metadata.uid = Some("rs-uid".into());
+    w.replica_sets[0].metadata.uid = Some("rs-uid".into());
     let old = Time(Timestamp::from_second(w.now - 100).unwrap());
     let pods: Vec<Pod> = (0..3)
         .map(|i| {
@@ -645,13 +660,13 @@ fn canary_metadata_follows_the_role_too() {
     c.canary_metadata = Some(meta("canary"));
     c.stable_metadata = Some(meta("stable"));
     c.steps = vec![weight(50), pause_for(None)];
-    let mut w = World::new(ro);
+    let mut w = Sim::new(ro);
     w.settle(false);
     set_image(&mut w, "app:2");
     w.run_until("the pause", |w| w.phase() == Some(RolloutPhase::Paused));
-    let role = |w: &World, hash: &Option<String>| {
+    let role = |w: &Sim, hash: &Option<String>| {
         let rs = w
-            .rss
+            .replica_sets
             .iter()
             .find(|r| r.pod_hash() == hash.as_deref())
             .unwrap();
@@ -718,7 +733,7 @@ proptest! {
             w.reconcile();
             let s = w.status();
             if let Some(active) = w.selector(ACTIVE) {
-                let rs = w.rss.iter().find(|r| r.pod_hash() == Some(active.as_str()));
+                let rs = w.replica_sets.iter().find(|r| r.pod_hash() == Some(active.as_str()));
                 let available = rs.map_or(0, |r| r.available());
                 prop_assert!(
                     available >= replicas || s.abort,
@@ -729,7 +744,7 @@ proptest! {
                 prop_assert_eq!(w.selector(ACTIVE), s.stable_rs.clone());
             }
             if let Some(stable) = s.stable_rs.as_deref() {
-                let rs = w.rss.iter().find(|r| r.pod_hash() == Some(stable));
+                let rs = w.replica_sets.iter().find(|r| r.pod_hash() == Some(stable));
                 prop_assert_eq!(rs.map(|r| r.spec_replicas()), Some(replicas));
             }
         }
@@ -778,7 +793,7 @@ fn a_retry_waits_for_the_preview_pods_before_analysing_again() {
     );
     drive(&mut w, "the retry's run", |w| bg_run(w, true).is_some());
     let rs = w
-        .rss
+        .replica_sets
         .iter()
         .find(|r| r.pod_hash() == new.as_deref())
         .unwrap();
@@ -877,7 +892,7 @@ fn a_fast_rollback_runs_no_check_analysis() {
     drive(&mut w, "promoted, the old pods within their delay", |w| {
         w.phase() == Some(RolloutPhase::Healthy)
             && w.status().stable_rs != first
-            && w.rss.iter().any(|rs| {
+            && w.replica_sets.iter().any(|rs| {
                 rs.pod_hash() == first.as_deref()
                     && crate::rollout::plan::replica_set::has_scale_down_deadline(rs)
             })
@@ -893,7 +908,7 @@ fn a_fast_rollback_runs_no_check_analysis() {
         w.reconcile();
         eprintln!(
             "DBG {:?} {:?}",
-            w.rss
+            w.replica_sets
                 .iter()
                 .map(|r| (
                     r.pod_hash().map(str::to_string),
@@ -916,7 +931,7 @@ fn a_fast_rollback_runs_no_check_analysis() {
         w.runs.iter().map(|r| r.name_any()).collect::<Vec<_>>()
     );
     let rs = w
-        .rss
+        .replica_sets
         .iter()
         .find(|r| r.pod_hash() == first.as_deref())
         .unwrap();
@@ -987,7 +1002,7 @@ fn a_replica_set_scaled_down_loses_its_deadline() {
     w.now += 6;
     drive(&mut w, "old pods gone", |w| w.pods_of(&first) == 0);
     let rs = w
-        .rss
+        .replica_sets
         .iter()
         .find(|r| r.pod_hash() == first.as_deref())
         .unwrap();
@@ -1021,7 +1036,7 @@ fn a_retry_in_the_same_second_runs_its_analysis_again() {
     finish(&mut w, &name, AnalysisPhase::Failed, "failed");
     drive(&mut w, "aborted, the preview within its abort delay", |w| {
         w.status().abort
-            && w.rss.iter().any(|rs| {
+            && w.replica_sets.iter().any(|rs| {
                 rs.pod_hash() != w.status().stable_rs.as_deref()
                     && crate::rollout::plan::replica_set::has_scale_down_deadline(rs)
             })

@@ -14,7 +14,7 @@ const INCONCLUSIVE: &str = "InconclusiveAnalysisRun";
 
 /// A canary of 5 with `steps` and, if asked, background analysis from the
 /// first step; deployed once, then updated to app:2.
-fn canary_world(steps: Vec<CanaryStep>, background: bool) -> World {
+fn canary_world(steps: Vec<CanaryStep>, background: bool) -> Sim {
     let mut ro = rollout(
         5,
         "app:1",
@@ -29,7 +29,7 @@ fn canary_world(steps: Vec<CanaryStep>, background: bool) -> World {
             starting_step: None,
         });
     }
-    let mut w = World::new(ro);
+    let mut w = Sim::new(ro);
     w.templates
         .insert((false, "check".into()), check_template());
     w.settle(false);
@@ -44,7 +44,7 @@ fn analysis_step() -> CanaryStep {
     }
 }
 
-fn reasons(w: &World) -> Vec<String> {
+fn reasons(w: &Sim) -> Vec<String> {
     w.status()
         .pause_conditions
         .iter()
@@ -52,21 +52,21 @@ fn reasons(w: &World) -> Vec<String> {
         .collect()
 }
 
-fn set_phase(w: &mut World, name: &str, phase: AnalysisPhase) {
-    w.run_mut(name).status = Some(AnalysisRunStatus {
+fn set_phase(w: &mut Sim, name: &str, phase: AnalysisPhase) {
+    w.run_mut(name).expect("the run exists").status = Some(AnalysisRunStatus {
         phase: Some(phase),
         ..Default::default()
     });
 }
 
-fn background_run(w: &World) -> Option<String> {
+fn background_run(w: &Sim) -> Option<String> {
     w.status()
         .canary
         .current_background_analysis_run_status
         .map(|r| r.name)
 }
 
-fn step_run(w: &World) -> Option<String> {
+fn step_run(w: &Sim) -> Option<String> {
     w.status()
         .canary
         .current_step_analysis_run_status
@@ -190,7 +190,7 @@ enum Client {
 }
 
 impl Client {
-    fn apply(self, w: &mut World) {
+    fn apply(self, w: &mut Sim) {
         let s = w.ro.status.get_or_insert_with(Default::default);
         match self {
             Client::ClearPauseConditions => s.pause_conditions.clear(),
@@ -268,7 +268,7 @@ enum Shape {
     BlueGreen,
 }
 
-fn shape_world(shape: Shape) -> World {
+fn shape_world(shape: Shape) -> Sim {
     match shape {
         Shape::CanaryStep => canary_world(
             vec![weight(20), analysis_step(), pause_for(None), weight(60)],
@@ -292,7 +292,7 @@ fn shape_world(shape: Shape) -> World {
                     ..Default::default()
                 }),
             };
-            let mut w = World::new(ro);
+            let mut w = Sim::new(ro);
             w.services = vec![service("active"), service("preview")];
             w.templates
                 .insert((false, "check".into()), check_template());
@@ -323,7 +323,7 @@ fn shape() -> impl Strategy<Value = Shape> {
     ]
 }
 
-impl World {
+impl Sim {
     /// The AnalysisRun controller: a run ends two ticks after it was
     /// created, with the next outcome; a terminated run ends Successful.
     fn measure(&mut self, outcomes: &[AnalysisPhase], next: &mut usize) {

@@ -93,8 +93,8 @@ fn routed_rollout(steps: Vec<CanaryStep>, tweak: impl FnOnce(&mut CanaryStrategy
 
 /// 5 replicas behind Ingress `web` (one rule for the stable Service),
 /// first deploy done.
-fn routed(steps: Vec<CanaryStep>, tweak: impl FnOnce(&mut CanaryStrategy)) -> World {
-    let mut w = World::new(routed_rollout(steps, tweak));
+fn routed(steps: Vec<CanaryStep>, tweak: impl FnOnce(&mut CanaryStrategy)) -> Sim {
+    let mut w = Sim::new(routed_rollout(steps, tweak));
     w.services = vec![service("stable"), service("canary")];
     w.ingresses = vec![ingress(STABLE_INGRESS, vec![rule("example.com", "stable")])];
     drive(&mut w, "the first deploy", |w| {
@@ -141,7 +141,7 @@ fn scale_step(scale: SetCanaryScale) -> CanaryStep {
     }
 }
 
-impl World {
+impl Sim {
     fn annotation(&self, key: &str) -> Option<String> {
         self.ingress(CANARY_INGRESS)?
             .annotations()
@@ -152,7 +152,7 @@ impl World {
         self.annotation("canary-weight")?.parse().ok()
     }
     fn available_of(&self, hash: &Option<String>) -> i32 {
-        self.rss
+        self.replica_sets
             .iter()
             .find(|r| r.pod_hash() == hash.as_deref())
             .map_or(0, |r| r.available())
@@ -163,7 +163,7 @@ impl World {
 /// on a canary with available pods, none after an abort, the recorded
 /// weights equal to the Ingress's, and (without dynamicStableScale) the
 /// stable at full size throughout an update.
-fn drive(w: &mut World, what: &str, done: impl Fn(&World) -> bool) {
+fn drive(w: &mut Sim, what: &str, done: impl Fn(&Sim) -> bool) {
     let replicas = w.ro.spec.replicas_or_default();
     for _ in 0..400 {
         w.reconcile();
@@ -198,7 +198,7 @@ fn drive(w: &mut World, what: &str, done: impl Fn(&World) -> bool) {
     panic!("never reached: {what}; status {:#?}", w.ro.status);
 }
 
-fn paused(w: &World) -> bool {
+fn paused(w: &Sim) -> bool {
     w.phase() == Some(RolloutPhase::Paused)
 }
 
@@ -217,7 +217,7 @@ fn weights_follow_the_steps_and_return_to_zero_at_completion() {
     );
     let old = w.status().stable_rs;
     set_image(&mut w, "app:2");
-    let record = |w: &World, seen: &mut Vec<i32>| {
+    let record = |w: &Sim, seen: &mut Vec<i32>| {
         let x = w.canary_weight().unwrap();
         if seen.last() != Some(&x) {
             seen.push(x);
@@ -283,8 +283,8 @@ fn weights_follow_the_steps_and_return_to_zero_at_completion() {
     assert_eq!((weights.canary.weight, weights.stable.weight), (0, 100));
     assert_eq!(weights.stable.pod_template_hash, new);
     // The old stable keeps its pods for scaleDownDelaySeconds (30).
-    let old_rs = |w: &World| {
-        w.rss
+    let old_rs = |w: &Sim| {
+        w.replica_sets
             .iter()
             .find(|r| r.pod_hash() == old.as_deref())
             .cloned()
@@ -315,7 +315,7 @@ fn replica_set_deadline(rs: &ReplicaSet) -> Option<String> {
 
 #[test]
 fn the_canary_ingress_copies_only_the_stable_rules_with_tls_and_class() {
-    let mut w = World::new(routed_rollout(vec![weight(50), pause_for(None)], |c| {
+    let mut w = Sim::new(routed_rollout(vec![weight(50), pause_for(None)], |c| {
         let nginx = c.traffic_routing.as_mut().unwrap().nginx.as_mut().unwrap();
         nginx.additional_ingress_annotations = Some(
             [
@@ -437,7 +437,7 @@ fn abort_sends_all_traffic_to_stable_at_once_and_scales_the_canary_down_after_th
     assert_eq!(w.pods_of(&old), 5);
     // As upstream, the aborted canary keeps its deadline: its delay is over.
     let canary_rs = w
-        .rss
+        .replica_sets
         .iter()
         .find(|r| r.pod_hash() == new.as_deref())
         .unwrap();
@@ -559,7 +559,9 @@ fn dynamic_stable_scale_shrinks_the_stable_with_its_traffic() {
     });
     assert_eq!(w.pods_of(&new), 5);
     assert!(
-        w.rss.iter().all(|r| replica_set_deadline(r).is_none()),
+        w.replica_sets
+            .iter()
+            .all(|r| replica_set_deadline(r).is_none()),
         "no scale-down delay with dynamicStableScale"
     );
 
@@ -671,14 +673,14 @@ fn header_route_steps_set_and_clear_canary_by_header() {
 
 #[test]
 fn routing_problems_are_invalid_specs_with_upstream_messages() {
-    let invalid = |w: &mut World| {
+    let invalid = |w: &mut Sim| {
         w.reconcile();
         assert_eq!(w.phase(), Some(RolloutPhase::Degraded));
         find(&w.status().conditions, INVALID_SPEC)
             .and_then(|c| c.message.clone())
             .expect("InvalidSpec")
     };
-    let mut w = World::new(routed_rollout(vec![weight(20)], |_| {}));
+    let mut w = Sim::new(routed_rollout(vec![weight(20)], |_| {}));
     w.services = vec![service("stable"), service("canary")];
     assert_eq!(
         invalid(&mut w),
@@ -704,7 +706,7 @@ fn routing_problems_are_invalid_specs_with_upstream_messages() {
         invalid(&mut w),
         "The Rollout \"demo\" cannot route traffic: canary ingress `demo-web-canary` controlled by different object"
     );
-    assert!(w.rss.is_empty(), "nothing done while invalid");
+    assert!(w.replica_sets.is_empty(), "nothing done while invalid");
 
     let header_spec = |steps: Vec<CanaryStep>, managed: bool| {
         let ro = routed_rollout(steps, |c| {
@@ -811,7 +813,7 @@ fn removing_max_traffic_weight_removes_the_weight_total() {
 
 #[test]
 fn two_stable_ingresses_get_a_canary_each() {
-    let mut w = World::new(routed_rollout(vec![weight(40), pause_for(None)], |c| {
+    let mut w = Sim::new(routed_rollout(vec![weight(40), pause_for(None)], |c| {
         let n = c.traffic_routing.as_mut().unwrap().nginx.as_mut().unwrap();
         n.stable_ingress = None;
         n.stable_ingresses = vec!["web".into(), "api".into()];

@@ -54,13 +54,13 @@ fn referencing(scale_down: Option<&str>) -> Rollout {
     ro
 }
 
-fn world(scale_down: Option<&str>, deployment_replicas: i32) -> World {
-    let mut w = World::new(referencing(scale_down));
+fn world(scale_down: Option<&str>, deployment_replicas: i32) -> Sim {
+    let mut w = Sim::new(referencing(scale_down));
     w.deployment = Some(deployment(deployment_replicas, "nginx:1"));
     w
 }
 
-fn deployment_replicas(w: &World) -> i32 {
+fn deployment_replicas(w: &Sim) -> i32 {
     w.deployment
         .as_ref()
         .and_then(|d| d.spec.as_ref())
@@ -69,7 +69,7 @@ fn deployment_replicas(w: &World) -> i32 {
 }
 
 /// A `kubectl set image deployment/...`: new template, next generation.
-fn set_deployment_image(w: &mut World, image: &str) {
+fn set_deployment_image(w: &mut Sim, image: &str) {
     let d = w.deployment.as_mut().unwrap();
     d.spec.as_mut().unwrap().template = template(image);
     d.metadata.generation = Some(d.metadata.generation.unwrap() + 1);
@@ -235,8 +235,8 @@ fn onsuccess_scales_to_zero_only_once_healthy() {
 }
 
 /// Pods the Rollout has available, over all its ReplicaSets.
-fn set_available(w: &mut World, available: i32) {
-    let rs = w.rss.first_mut().unwrap();
+fn set_available(w: &mut Sim, available: i32) {
+    let rs = w.replica_sets.first_mut().unwrap();
     let st = rs.status.get_or_insert_with(Default::default);
     st.available_replicas = Some(available);
     st.ready_replicas = Some(available);
