@@ -15,7 +15,6 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::info;
 
 use super::error;
-use crate::analysis::run::result;
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, JobMetric, Measurement, Metric};
 
 /// Label on the Job and its pods: the owning run's UID.
@@ -35,11 +34,12 @@ const TERMINAL_WAITING_REASONS: [&str; 3] =
 /// name is shortened when the whole would exceed 63 characters.
 pub fn job_name(run: &AnalysisRun, metric: &str) -> String {
     let uid = run.metadata.uid.as_deref().unwrap_or_default();
-    let n = result(
-        run.status.as_ref().map_or(&Default::default(), |s| s),
-        metric,
-    )
-    .map_or(1, |r| r.count + r.error + 1);
+    let results = run.status.iter().flat_map(|s| &s.metric_results);
+    let n = results
+        .filter(|r| r.name == metric)
+        .map(|r| r.count + r.error + 1)
+        .next()
+        .unwrap_or(1);
     let name = format!("{uid}.{metric}.{n}");
     if name.len() <= DNS_LABEL_LIMIT {
         return name;
