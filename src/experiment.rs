@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::api::experiment::Experiment;
-use crate::controller::Settings;
 use crate::controller::recorder::{Event, Recorder};
+use crate::settings::Settings;
 
 pub const NOT_IMPLEMENTED: &str =
     "Experiments are not implemented by this controller yet: this Experiment was not run";

@@ -12,5 +12,6 @@ pub mod manager;
 pub mod metrics;
 pub mod rollout;
 pub mod server;
+pub mod settings;
 pub mod testing;
 pub mod traffic;

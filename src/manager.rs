@@ -10,8 +10,8 @@ use futures::FutureExt;
 use kube::Client;
 use tracing::info;
 
-use crate::controller::Settings;
 use crate::controller::leader::{self, Elector};
+use crate::settings::Settings;
 use crate::{analysis, rollout};
 
 #[derive(Debug, thiserror::Error)]

@@ -46,6 +46,24 @@ impl Queue {
     }
 }
 
+/// The workers' reports of one queue, into the metrics.
+struct QueueObserver(Metrics, Queue);
+
+impl crate::controller::workers::Observer for QueueObserver {
+    fn waited(&self, took: Duration) {
+        self.0.waited(self.1, took);
+    }
+    fn reconciled(&self, namespace: &str, name: &str, took: Duration, ok: bool) {
+        self.0.reconciled(self.1, namespace, name, took, ok);
+    }
+}
+
+impl crate::controller::client::Observer for Metrics {
+    fn request(&self, kind: &str, verb: &str, status: &str, took: Duration) {
+        Metrics::request(self, kind, verb, status, took);
+    }
+}
+
 /// All metrics of one controller process. Cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -166,6 +184,11 @@ impl Metrics {
     }
 
     /// The controllers hand over their caches once they run.
+    /// What the workers of `queue` report, counted here.
+    pub fn queue(&self, queue: Queue) -> std::sync::Arc<dyn crate::controller::workers::Observer> {
+        std::sync::Arc::new(QueueObserver(self.clone(), queue))
+    }
+
     pub fn watch_rollouts(&self, store: Store<Rollout>) {
         if let Ok(mut s) = self.inner.state.rollouts.lock() {
             *s = Some(store);

@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams};
 use rollouts::api::INSTANCE_ID_LABEL;
 use rollouts::api::Rollout;
 use rollouts::api::analysis::ClusterAnalysisTemplate;
-use rollouts::controller::Scope;
+use rollouts::settings::Scope;
 use support::{TestEnv, healthy, wait_for};
 
 /// How soon after the missing object appears the Rollout must be Healthy.

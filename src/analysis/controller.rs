@@ -27,8 +27,9 @@ use crate::api::analysis::{AnalysisPhase, AnalysisRun, Argument, Measurement, Me
 use crate::controller::patch::merge_diff;
 use crate::controller::recorder::{Event, Recorder};
 use crate::controller::workers::{Place, Workers};
-use crate::controller::{Backoff, Settings, requeue_since};
+use crate::controller::{Backoff, requeue_since};
 use crate::metrics::{Metrics, Queue};
+use crate::settings::Settings;
 
 /// A run with nothing scheduled is still looked at this often.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -95,8 +96,7 @@ pub async fn run(
         client,
         workers: Workers::new(
             settings.analysis_workers,
-            settings.metrics.clone(),
-            Queue::AnalysisRuns,
+            settings.metrics.queue(Queue::AnalysisRuns),
         ),
         runs: reader.clone(),
         backoff: Backoff::default(),

@@ -11,10 +11,10 @@ use clap::{ArgAction, Parser, ValueEnum};
 use futures::FutureExt;
 use rollouts::controller::client::{self as kube_client, RateLimit};
 use rollouts::controller::leader;
-use rollouts::controller::{Scope, Settings};
 use rollouts::manager::{Health, run_elected};
 use rollouts::metrics::Metrics;
 use rollouts::server::Listeners;
+use rollouts::settings::{Scope, Settings};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
@@ -424,13 +424,14 @@ async fn run() -> ExitCode {
         cluster: args.cluster.clone(),
         user: args.user.clone(),
     };
-    let client = match kube_client::client(&source, limit, metrics.clone()).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("rollouts-controller: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let client =
+        match kube_client::client(&source, limit, std::sync::Arc::new(metrics.clone())).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("rollouts-controller: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let listeners = match Listeners::bind(
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.metrics_port)),
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.healthz_port)),

@@ -14,7 +14,7 @@ use kube::{Client, Config};
 use tower::limit::RateLimitLayer;
 use tower::{Layer, Service};
 
-use crate::metrics::Metrics;
+use std::sync::Arc;
 
 /// Client-side request rate limit.
 #[derive(Clone, Copy, Debug)]
@@ -85,7 +85,18 @@ impl Source {
 }
 
 /// A client with the rate limit and the request counter.
-pub async fn client(source: &Source, limit: RateLimit, metrics: Metrics) -> Result<Client, Error> {
+/// What the client reports of each request (the metrics implement it).
+pub trait Observer: Send + Sync {
+    /// One request of `kind` and `verb` answered with `status` (a code, or
+    /// "error") after `took`.
+    fn request(&self, kind: &str, verb: &str, status: &str, took: Duration);
+}
+
+pub async fn client(
+    source: &Source,
+    limit: RateLimit,
+    observer: Arc<dyn Observer>,
+) -> Result<Client, Error> {
     if !(limit.qps > 0.0 && limit.qps.is_finite()) || limit.burst == 0 {
         return Err(Error::Limit {
             qps: limit.qps,
@@ -97,7 +108,7 @@ pub async fn client(source: &Source, limit: RateLimit, metrics: Metrics) -> Resu
     // and up to `burst` back to back after a quiet spell.
     let window = Duration::from_secs_f64(f64::from(limit.burst) / f64::from(limit.qps));
     Ok(ClientBuilder::try_from(config)?
-        .with_layer(&CountLayer(metrics))
+        .with_layer(&CountLayer(observer))
         .with_layer(&RateLimitLayer::new(u64::from(limit.burst), window))
         .build())
 }
@@ -142,7 +153,7 @@ pub fn classify(method: &Method, uri: &Uri) -> (String, &'static str) {
 
 /// Counts requests into the metrics.
 #[derive(Clone)]
-struct CountLayer(Metrics);
+struct CountLayer(Arc<dyn Observer>);
 
 impl<S> Layer<S> for CountLayer {
     type Service = Count<S>;
@@ -157,7 +168,7 @@ impl<S> Layer<S> for CountLayer {
 #[derive(Clone)]
 struct Count<S> {
     inner: S,
-    metrics: Metrics,
+    metrics: Arc<dyn Observer>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Count<S>

@@ -33,8 +33,6 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::{Notify, oneshot};
 
-use crate::metrics::{Metrics, Queue};
-
 /// Which line a reconcile waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Line {
@@ -181,16 +179,31 @@ impl Drop for Listening {
     }
 }
 
+/// What the workers report of each reconcile (the metrics implement it).
+pub trait Observer: Send + Sync {
+    /// How long a reconcile waited for a worker.
+    fn waited(&self, took: Duration);
+    /// How long a reconcile of `namespace/name` took, and whether it failed.
+    fn reconciled(&self, namespace: &str, name: &str, took: Duration, ok: bool);
+}
+
+/// Reports nothing.
+pub struct Unobserved;
+
+impl Observer for Unobserved {
+    fn waited(&self, _: Duration) {}
+    fn reconciled(&self, _: &str, _: &str, _: Duration, _: bool) {}
+}
+
 #[derive(Clone)]
 pub struct Workers {
     lines: Arc<Mutex<Lines>>,
     nudges: Nudges,
-    metrics: Metrics,
-    queue: Queue,
+    observer: Arc<dyn Observer>,
 }
 
 impl Workers {
-    pub fn new(workers: u16, metrics: Metrics, queue: Queue) -> Self {
+    pub fn new(workers: u16, observer: Arc<dyn Observer>) -> Self {
         let lines = Lines {
             free: usize::from(workers).max(1),
             ..Lines::default()
@@ -198,8 +211,7 @@ impl Workers {
         Workers {
             lines: Arc::new(Mutex::new(lines)),
             nudges: Arc::default(),
-            metrics,
-            queue,
+            observer,
         }
     }
 
@@ -338,7 +350,7 @@ impl Workers {
         };
         let placed = || cache.get(&key).map_or(Place::Other, |k| place(&k));
         let _permit = self.acquire_placed(id, placed).await;
-        self.metrics.waited(self.queue, asked.elapsed());
+        self.observer.waited(asked.elapsed());
         let Some(latest) = cache.get(&key) else {
             return Ok(Requeue::await_change());
         };
@@ -348,8 +360,7 @@ impl Workers {
         // still waiting stay small.
         let result = Box::pin(work(latest)).await;
         let ok = result.is_ok();
-        self.metrics
-            .reconciled(self.queue, &ns, &name, started.elapsed(), ok);
+        self.observer.reconciled(&ns, &name, started.elapsed(), ok);
         result
     }
 }
@@ -363,7 +374,7 @@ mod tests {
     /// Queues `lines` in order while every worker is taken, then lets them
     /// run; returns the order they started in and the most that ran at once.
     async fn started_order(workers: u16, lines: &[Line]) -> (Vec<usize>, usize) {
-        let pool = Workers::new(workers, Metrics::new(), Queue::Rollouts);
+        let pool = Workers::new(workers, Arc::new(Unobserved));
         let log = Arc::new(Mutex::new(Vec::new()));
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
@@ -467,7 +478,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reconcile_that_stops_waiting_does_not_keep_a_worker() {
-        let pool = Workers::new(1, Metrics::new(), Queue::Rollouts);
+        let pool = Workers::new(1, Arc::new(Unobserved));
         let held = pool.acquire(Line::Other).await;
         // Gives up while waiting; then one that gives up after its turn came
         // but before it ran.
@@ -491,7 +502,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_moves_to_the_first_line_when_its_step_comes_due() {
         use std::sync::atomic::AtomicBool;
-        let pool = Workers::new(1, Metrics::new(), Queue::Rollouts);
+        let pool = Workers::new(1, Arc::new(Unobserved));
         let log = Arc::new(Mutex::new(Vec::new()));
         let gate = pool.acquire(Line::Other).await;
         let due = [
@@ -540,7 +551,7 @@ mod tests {
     #[tokio::test]
     async fn the_place_a_moved_waiter_left_does_not_keep_a_worker() {
         use std::sync::atomic::AtomicBool;
-        let pool = Workers::new(1, Metrics::new(), Queue::Rollouts);
+        let pool = Workers::new(1, Arc::new(Unobserved));
         let log = Arc::new(Mutex::new(Vec::new()));
         let gate = pool.acquire(Line::Other).await;
         let due = Arc::new(AtomicBool::new(false));
@@ -580,7 +591,7 @@ mod tests {
     /// not placed at all.
     #[tokio::test]
     async fn only_a_reconcile_that_waits_is_placed() {
-        let pool = Workers::new(1, Metrics::new(), Queue::Rollouts);
+        let pool = Workers::new(1, Arc::new(Unobserved));
         let placed = AtomicUsize::new(0);
         let place = || {
             placed.fetch_add(1, Ordering::SeqCst);

@@ -148,7 +148,7 @@ impl TestEnv {
     }
 
     pub fn start_controller(&mut self) {
-        self.start_controller_in(rollouts::controller::Scope::namespace(&self.ns));
+        self.start_controller_in(rollouts::settings::Scope::namespace(&self.ns));
     }
 
     /// Starts the controller on `scope` (a cluster-wide one should carry an
@@ -158,10 +158,10 @@ impl TestEnv {
     /// threads have the binary's stack size: a debug build's reconcile
     /// needs more than the 2 MiB of a test thread or a default tokio worker.
     /// Dropping the TestEnv stops it.
-    pub fn start_controller_in(&mut self, scope: rollouts::controller::Scope) {
+    pub fn start_controller_in(&mut self, scope: rollouts::settings::Scope) {
         let (tx, rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel();
-        let settings = rollouts::controller::Settings::new(scope);
+        let settings = rollouts::settings::Settings::new(scope);
         let ns = self.ns.clone();
         let run = move || -> std::result::Result<(), String> {
             let runtime = tokio::runtime::Builder::new_multi_thread()

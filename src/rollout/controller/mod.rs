@@ -39,15 +39,16 @@ use tracing::{info, warn};
 
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
+use crate::controller::Backoff;
 use crate::controller::freshness::Freshness;
 use crate::controller::index::Index;
 use crate::controller::recorder::Recorder;
 use crate::controller::workers::Workers;
-use crate::controller::{Backoff, Settings};
 use crate::metrics::{Metrics, Queue};
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::plan::events;
 use crate::rollout::references;
+use crate::settings::Settings;
 
 use caches::{
     Caches, Referrers, manager_key, managing_rollout, object_key, rollout_ref, slim_ingress,
@@ -201,8 +202,7 @@ pub async fn run(
     // reconcile should it wait in the other line (see `placement`).
     let workers = Workers::new(
         settings.rollout_workers,
-        settings.metrics.clone(),
-        Queue::Rollouts,
+        settings.metrics.queue(Queue::Rollouts),
     );
     let nudges = workers.clone();
     // The Rollouts by the objects they name, so that a change to one of

@@ -43,7 +43,10 @@ pub(super) fn place(ctx: &Context, ro: &Rollout) -> Place {
 
 /// Whether the status has not observed the Rollout's current spec.
 fn spec_unobserved(ro: &Rollout) -> bool {
-    let observed = ro.status.as_ref().and_then(|s| s.observed_generation.as_deref());
+    let observed = ro
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation.as_deref());
     let generation = ro.metadata.generation.map(|g| g.to_string());
     observed != generation.as_deref()
 }

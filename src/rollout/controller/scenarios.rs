@@ -43,7 +43,7 @@ impl Context {
         Context {
             recorder: Recorder::start(client.clone()),
             client,
-            workers: Workers::new(1, metrics.clone(), Queue::Rollouts),
+            workers: Workers::new(1, metrics.queue(Queue::Rollouts)),
             caches,
             freshness: Default::default(),
             memos: Default::default(),
