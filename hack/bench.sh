@@ -9,6 +9,8 @@
 #        BENCH_TIMEOUT (seconds allowed per phase, default 3600),
 #        BENCH_THREADS (controller --rollout-threads, default 10),
 #        BENCH_SERVICES=1 (each Rollout names a stable and a canary Service),
+#        BENCH_CONTROLLER (the controller to run; default the release build;
+#        hack/upstream-controller.sh runs upstream's, for a side-by-side),
 #        ROLLOUTS_BENCH_CLUSTER_DIR (default /tmp/rollouts-bench-cluster)
 set -euo pipefail
 
@@ -39,6 +41,7 @@ out=$root/bench/results
 mkdir -p "$out"
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet 2>/dev/null || commit="$commit+changes"
+[ -z "${BENCH_CONTROLLER:-}" ] || commit="$(basename "$BENCH_CONTROLLER")@$commit"
 
 for n in "${sizes[@]}"; do
   echo "== $n Rollouts" >&2
@@ -46,5 +49,5 @@ for n in "${sizes[@]}"; do
     --rollouts "$n" --namespaces "${BENCH_NAMESPACES:-1}" --qps "${BENCH_QPS:-500}" \
     --update-rate "${BENCH_UPDATE_RATE:-0}" --timeout-secs "${BENCH_TIMEOUT:-3600}" \
     --threads "${BENCH_THREADS:-10}" ${BENCH_SERVICES:+--services} \
-    --controller "$target/release/rollouts-controller" --out "$out"
+    --controller "${BENCH_CONTROLLER:-$target/release/rollouts-controller}" --out "$out"
 done
