@@ -9,6 +9,7 @@ pub(crate) mod fake_api;
 pub mod freshness;
 pub mod index;
 pub mod leader;
+pub mod listed;
 pub mod patch;
 pub mod recorder;
 pub mod workers;

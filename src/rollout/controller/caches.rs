@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use futures::FutureExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -19,6 +18,8 @@ use crate::api::analysis::{
     AnalysisRun, AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate,
 };
 use crate::controller::index::Index;
+use crate::controller::is_synced;
+use crate::controller::listed::Listed;
 use crate::rollout::plan::analysis as gates;
 use crate::rollout::references;
 use crate::rollout::snapshot::{MANAGED_BY_ANNOTATION, Snapshot};
@@ -44,6 +45,8 @@ pub(super) struct Caches {
     /// None when not watched: a namespaced controller (its Role cannot
     /// grant cluster-scoped reads) reads the few it is asked for by name.
     pub cluster_templates: Option<Store<ClusterAnalysisTemplate>>,
+    /// All of the above (but the Rollouts) have listed once (`all_listed`).
+    pub listed: Listed,
 }
 
 impl Caches {
@@ -51,32 +54,37 @@ impl Caches {
     /// Planning before would take a rollout in progress for an initial
     /// deploy (no ReplicaSets yet) or a missing Ingress for an invalid spec.
     pub async fn synced(&self) -> Result<(), Error> {
-        let mut waits = vec![
-            ("ReplicaSets", self.replica_sets.wait_until_ready().boxed()),
-            (
-                "AnalysisRuns",
-                self.analysis_runs.wait_until_ready().boxed(),
-            ),
-            ("Services", self.services.wait_until_ready().boxed()),
-            ("Ingresses", self.ingresses.wait_until_ready().boxed()),
-            (
-                "AnalysisTemplates",
-                self.templates.wait_until_ready().boxed(),
-            ),
+        if self.listed.within(CACHE_SYNC).await {
+            return Ok(());
+        }
+        let mut caches = vec![
+            ("ReplicaSets", is_synced(&self.replica_sets)),
+            ("AnalysisRuns", is_synced(&self.analysis_runs)),
+            ("Services", is_synced(&self.services)),
+            ("Ingresses", is_synced(&self.ingresses)),
+            ("AnalysisTemplates", is_synced(&self.templates)),
         ];
         if let Some(cluster) = &self.cluster_templates {
-            waits.push((
-                "ClusterAnalysisTemplates",
-                cluster.wait_until_ready().boxed(),
-            ));
+            caches.push(("ClusterAnalysisTemplates", is_synced(cluster)));
         }
-        for (cache, ready) in waits {
-            match tokio::time::timeout(CACHE_SYNC, ready).await {
-                Ok(Ok(())) => {}
-                _ => return Err(Error::CacheNotReady { cache }),
-            }
-        }
-        Ok(())
+        let cache = caches
+            .iter()
+            .find(|(_, synced)| !synced)
+            .map_or("", |c| c.0);
+        Err(Error::CacheNotReady { cache })
+    }
+
+    /// What `synced` waits for: one wait shared by every reconcile.
+    pub fn all_listed(&self) -> Listed {
+        let mut stores = vec![
+            Listed::store(&self.replica_sets),
+            Listed::store(&self.analysis_runs),
+            Listed::store(&self.services),
+            Listed::store(&self.ingresses),
+            Listed::store(&self.templates),
+        ];
+        stores.extend(self.cluster_templates.as_ref().map(Listed::store));
+        Listed::all(stores)
     }
 
     /// The cached ReplicaSets the Rollout with this UID controls.

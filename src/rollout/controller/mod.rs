@@ -42,6 +42,7 @@ use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplat
 use crate::controller::Backoff;
 use crate::controller::freshness::Freshness;
 use crate::controller::index::Index;
+use crate::controller::listed::Listed;
 use crate::controller::recorder::Recorder;
 use crate::controller::workers::Workers;
 use crate::metrics::{Metrics, Queue};
@@ -342,7 +343,7 @@ pub async fn run(
         cluster_templates_by_nested: cat_index,
     };
 
-    let caches = Caches {
+    let mut caches = Caches {
         rollouts: ro_reader.clone(),
         replica_sets: rs_reader,
         replica_sets_by_owner: rs_index,
@@ -354,7 +355,9 @@ pub async fn run(
         ingresses_by_owner: ing_index,
         templates: at_reader,
         cluster_templates: cluster_wide.then_some(cat_reader),
+        listed: Listed::all(vec![]),
     };
+    caches.listed = caches.all_listed();
     let ctx = Arc::new(Context {
         recorder,
         freshness,

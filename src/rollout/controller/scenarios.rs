@@ -38,6 +38,7 @@ impl Context {
             ingresses_by_owner: Index::by_owner(),
             templates: reflector::store().0,
             cluster_templates: None,
+            listed: crate::controller::listed::Listed::all(vec![]),
         };
         let metrics = Metrics::new();
         Context {
