@@ -5,7 +5,9 @@
 //! only the last to wait is woken when the store lists. At start the others
 //! (9 of 10 workers) sat until their timeout polled them again, 30 s, with
 //! nothing logged. Here one shared future waits on the stores and wakes
-//! every waiter.
+//! every waiter. Any other readiness check of a store (`now_or_never`, as
+//! `is_synced` and the metrics do) takes that one waker too, so the shared
+//! future is also polled again every `RECHECK`.
 
 use std::hash::Hash;
 use std::time::Duration;
@@ -13,6 +15,10 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use kube::runtime::reflector::Store;
+
+/// How often a wait polls the stores again, in case their one waker was
+/// taken by another readiness check.
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// Resolves once each of some caches has listed once (its watch's first
 /// list is in).
@@ -38,10 +44,15 @@ impl Listed {
 
     /// Whether every store has listed within `timeout`.
     pub async fn within(&self, timeout: Duration) -> bool {
-        matches!(
-            tokio::time::timeout(timeout, self.0.clone()).await,
-            Ok(true)
-        )
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left.min(RECHECK), self.0.clone()).await {
+                Ok(listed) => return listed,
+                Err(_) if left <= RECHECK => return false,
+                Err(_) => {}
+            }
+        }
     }
 }
 
@@ -84,6 +95,27 @@ mod tests {
         assert!(done.into_iter().all(|listed| matches!(listed, Ok(true))));
         // Later reconciles do not wait.
         assert_eq!(listed.within(Duration::ZERO).now_or_never(), Some(true));
+    }
+
+    /// Another readiness check of a store (the metrics' `now_or_never`)
+    /// takes the store's one waker: the waiters still go on.
+    #[tokio::test]
+    async fn a_readiness_check_elsewhere_does_not_strand_the_waiters() {
+        let (maps, mut writer) = reflector::store::<ConfigMap>();
+        let listed = Listed::all(vec![Listed::store(&maps)]);
+        let waiter = {
+            let listed = listed.clone();
+            tokio::spawn(async move { listed.within(Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(maps.wait_until_ready().now_or_never().is_none());
+        for ev in [watcher::Event::Init, watcher::Event::InitDone] {
+            writer.apply_watcher_event(&ev);
+        }
+        let Ok(done) = tokio::time::timeout(Duration::from_secs(2), waiter).await else {
+            panic!("the waiter was stranded by the other check");
+        };
+        assert!(matches!(done, Ok(true)));
     }
 
     #[tokio::test]
