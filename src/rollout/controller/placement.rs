@@ -1,20 +1,14 @@
 //! Placement: where a Rollout's reconcile waits for a worker (see
 //! `crate::controller::workers`, which takes it as a function).
 //!
-//! Two kinds of reconcile go first:
-//! - one whose spec the status has not observed yet (a new update, a new
-//!   Rollout, a spec change mid-update): taking it in is one write, and it
-//!   should not wait behind the steps of updates already under way, or a
-//!   wave of updates is taken in later than a single queue would;
-//! - one of an update under way (its status names a new pod template hash
-//!   beside the stable one) whose plan moves it on (a step due, a
-//!   ReplicaSet to scale: `plan::moves_on`).
-//!
-//! One whose plan would only mirror replica counts, and any reconcile of a
-//! settled Rollout, waits in the other line until its next step comes due.
-//! The plan is made from the caches alone; a Rollout whose snapshot needs
-//! reads (a workloadRef's Deployment, the pods of a restart) is not told
-//! apart: under way, it goes first.
+//! Only an update under way can go first: its status names a new pod
+//! template hash beside the stable one, which the update's first write does.
+//! It goes first when its plan moves it on (a step due, a ReplicaSet to
+//! scale: `plan::moves_on`); one whose plan would only mirror replica counts
+//! waits in the other line until its next step comes due. That plan is made
+//! from the caches alone; a Rollout whose snapshot needs reads (a
+//! workloadRef's Deployment, the pods of a restart) is not told apart:
+//! under way, it goes first.
 
 use k8s_openapi::jiff::Timestamp;
 
@@ -27,9 +21,6 @@ use crate::rollout::plan::{moves_on, plan};
 use crate::rollout::snapshot::Snapshot;
 
 pub(super) fn place(ctx: &Context, ro: &Rollout) -> Place {
-    if spec_unobserved(ro) {
-        return Place::Progress;
-    }
     if !underway(ro.status.as_ref()) {
         return Place::Other;
     }
@@ -39,16 +30,6 @@ pub(super) fn place(ctx: &Context, ro: &Rollout) -> Place {
     }
     let snapshot = dereference::cached(&ctx.caches, &ctx.memos, ro);
     place_of(&snapshot, now)
-}
-
-/// Whether the status has not observed the Rollout's current spec.
-fn spec_unobserved(ro: &Rollout) -> bool {
-    let observed = ro
-        .status
-        .as_ref()
-        .and_then(|s| s.observed_generation.as_deref());
-    let generation = ro.metadata.generation.map(|g| g.to_string());
-    observed != generation.as_deref()
 }
 
 pub(super) fn underway(status: Option<&RolloutStatus>) -> bool {
@@ -88,21 +69,5 @@ mod tests {
         assert!(!with(Some("a"), None), "first deploy");
         assert!(!with(Some("a"), Some("a")), "settled");
         assert!(with(Some("b"), Some("a")));
-    }
-
-    #[test]
-    fn a_spec_the_status_has_not_observed_is_taken_in_first() {
-        let with = |generation: Option<i64>, observed: Option<&str>| {
-            let mut ro = Rollout::new("r", Default::default());
-            ro.metadata.generation = generation;
-            ro.status = observed.map(|o| RolloutStatus {
-                observed_generation: Some(o.into()),
-                ..Default::default()
-            });
-            spec_unobserved(&ro)
-        };
-        assert!(with(Some(1), None), "a new Rollout");
-        assert!(with(Some(3), Some("2")), "a new update, or a spec change");
-        assert!(!with(Some(3), Some("3")), "observed: placed by its plan");
     }
 }
