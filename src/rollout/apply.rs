@@ -165,15 +165,12 @@ pub async fn apply(
                             let updated = ro_api
                                 .patch_status(&ro_name, &merge, &Patch::Merge(bump))
                                 .await
-                                .map_err(|source| match source {
-                                    kube::Error::Api(e) if e.code == 409 => ApplyError::Conflict {
-                                        what: format!("Rollout {ro_name}"),
-                                    },
-                                    source => ApplyError::Status {
+                                .map_err(conflict_or(format!("Rollout {ro_name}"), |source| {
+                                    ApplyError::Status {
                                         name: ro_name.clone(),
                                         source,
-                                    },
-                                })?;
+                                    }
+                                }))?;
                             applied.wrote(updated);
                             return Err(ApplyError::Collision { name });
                         }
@@ -296,15 +293,12 @@ pub async fn apply(
                 let patched = svc_api
                     .patch(name, &merge, &Patch::Merge(patch))
                     .await
-                    .map_err(|source| match source {
-                        kube::Error::Api(e) if e.code == 409 => ApplyError::Conflict {
-                            what: format!("Service {name}"),
-                        },
-                        source => ApplyError::PatchService {
+                    .map_err(conflict_or(format!("Service {name}"), |source| {
+                        ApplyError::PatchService {
                             name: name.clone(),
                             source,
-                        },
-                    })?;
+                        }
+                    }))?;
                 applied.wrote_object(&patched.metadata);
                 info!(rollout = %ro_name, service = %name, hash = %hash, "switched Service selector");
             }
@@ -514,15 +508,12 @@ pub async fn apply(
         let updated = ro_api
             .patch_status(&ro_name, &merge, &Patch::Merge(patch))
             .await
-            .map_err(|source| match source {
-                kube::Error::Api(e) if e.code == 409 => ApplyError::Conflict {
-                    what: format!("Rollout {ro_name}"),
-                },
-                source => ApplyError::Status {
+            .map_err(conflict_or(format!("Rollout {ro_name}"), |source| {
+                ApplyError::Status {
                     name: ro_name.clone(),
                     source,
-                },
-            })?;
+                }
+            }))?;
         applied.wrote(updated);
         info!(
             rollout = %ro_name,
@@ -657,15 +648,24 @@ async fn patch_replica_set(
 ) -> Result<ReplicaSet, ApplyError> {
     api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map_err(|source| match source {
-            kube::Error::Api(e) if e.code == 409 => ApplyError::Conflict {
-                what: format!("ReplicaSet {name}"),
-            },
-            source => ApplyError::PatchReplicaSet {
+        .map_err(conflict_or(format!("ReplicaSet {name}"), |source| {
+            ApplyError::PatchReplicaSet {
                 name: name.to_string(),
                 source,
-            },
-        })
+            }
+        }))
+}
+
+/// Maps a write's error: a 409 means `what` changed since it was read (the
+/// reconcile plans again from a fresh read), anything else is `other`.
+fn conflict_or(
+    what: String,
+    other: impl FnOnce(kube::Error) -> ApplyError,
+) -> impl FnOnce(kube::Error) -> ApplyError {
+    move |source| match source {
+        kube::Error::Api(e) if e.code == 409 => ApplyError::Conflict { what },
+        source => other(source),
+    }
 }
 
 #[cfg(test)]
