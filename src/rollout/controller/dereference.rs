@@ -30,17 +30,16 @@ use crate::rollout::plan::workload;
 use crate::rollout::snapshot::{ReplicaSetExt, Snapshot};
 use crate::rollout::template_match;
 
-/// The snapshot a reconcile plans from: the caches, the reads they cannot
-/// answer, and what earlier reconciles learnt (a refused template, the
-/// ReplicaSet an undo goes back to).
+/// The snapshot a reconcile plans from: the caches (its cached ReplicaSets
+/// and Services are given), the reads they cannot answer, and what earlier
+/// reconciles learnt (a refused template, the ReplicaSet an undo goes back to).
 pub(super) async fn snapshot(
     ctx: &Context,
     ro: Rollout,
+    replica_sets: Vec<ReplicaSet>,
+    services: Vec<Service>,
     now: Timestamp,
 ) -> Result<Snapshot, Error> {
-    let uid = ro.uid().unwrap_or_default();
-    let replica_sets = ctx.caches.replica_sets(&uid);
-    let services = ctx.caches.services(&ro);
     let snapshot = complete(ctx, ro, replica_sets, services, now).await?;
     // Boxed: inline, its future deepens every reconcile's stack.
     Box::pin(with_template_twin(&ctx.client, &ctx.memos, snapshot)).await

@@ -18,6 +18,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
@@ -52,12 +54,14 @@ pub(super) async fn reconcile(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeu
     // not reached the cache yet: a plan from the older copies would only
     // meet a conflict (and a re-read). The watch events of those writes
     // bring the Rollout back; the requeue is a safety net.
-    if behind(ctx, ro) {
+    let replica_sets = ctx.caches.replica_sets(&uid);
+    let services = ctx.caches.services(ro);
+    if behind(ctx, ro, &replica_sets, &services) {
         debug!(rollout = %ro.name_any(), namespace = ro.namespace().unwrap_or_default(), "cache behind our own write; waiting for it");
         return Ok(Requeue::requeue(BEHIND_RETRY));
     }
     let (now, planned_at) = (Timestamp::now(), Instant::now());
-    let snapshot = dereference::snapshot(ctx, (**ro).clone(), now).await?;
+    let snapshot = dereference::snapshot(ctx, (**ro).clone(), replica_sets, services, now).await?;
     let mut versions = Vec::new();
     let planned = plan_and_apply(ctx, snapshot, now, &mut versions).await;
     // Also after a failure: what was written is written.
@@ -75,10 +79,8 @@ pub(super) async fn reconcile(ro: &Arc<Rollout>, ctx: &Context) -> Result<Requeu
 
 /// Whether the cached Rollout, or one of its cached ReplicaSets or
 /// Services, is older than what the last reconcile wrote to it.
-fn behind(ctx: &Context, ro: &Rollout) -> bool {
+fn behind(ctx: &Context, ro: &Rollout, replica_sets: &[ReplicaSet], services: &[Service]) -> bool {
     let uid = ro.uid().unwrap_or_default();
-    let replica_sets = ctx.caches.replica_sets(&uid);
-    let services = ctx.caches.services(ro);
     std::iter::once(&ro.metadata)
         .chain(replica_sets.iter().map(|rs| &rs.metadata))
         .chain(services.iter().map(|svc| &svc.metadata))
