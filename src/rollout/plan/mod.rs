@@ -325,8 +325,18 @@ fn plan_at(snapshot: &Snapshot, now: Time) -> Plan {
     // condition does. A client that resumed by clearing the conditions only
     // (Argo CD, upstream's plugin) left controllerPause set: the plan that
     // reacts to the resume (a step done, a fresh analysis run) clears it, so
-    // the next plan does not take the same resume again.
-    if plan.status.pause_conditions.is_empty() {
+    // the next plan does not take the same resume again. While the spec is
+    // paused, steps and the blue-green switch wait, so only a fresh run can
+    // take the resume; otherwise it is kept. The plugin's promote of a manual
+    // pause clears the conditions before it unpauses the spec, and a plan
+    // between the two writes must not restart the pause step (upstream's
+    // does).
+    let resume_taken = !ro.spec.paused
+        || plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateAnalysisRun(_)));
+    if plan.status.pause_conditions.is_empty() && resume_taken {
         plan.status.controller_pause = false;
     }
     let released = released_services(snapshot);

@@ -814,6 +814,38 @@ fn a_step_pause_shows_in_the_conditions_as_upstreams() {
     );
 }
 
+/// The plugin's promote of a manually paused rollout is two writes: the
+/// status (pause conditions cleared), then the spec (`paused: false`). A
+/// reconcile between the two must keep the resume for when the spec is
+/// unpaused, not restart the pause step.
+#[test]
+fn a_promote_of_a_manual_pause_survives_a_reconcile_between_its_two_patches() {
+    let mut w = stepped_world();
+    set_image(&mut w, "app:2");
+    w.run_until("the first pause", |w| {
+        w.phase() == Some(RolloutPhase::Paused)
+    });
+    assert_eq!(w.status().current_step_index, Some(1));
+    w.ro.spec.paused = true; // kubectl rollouts pause
+    w.reconcile();
+    w.promote(); // the status patch
+    for _ in 0..3 {
+        w.reconcile();
+        w.tick();
+    }
+    assert_eq!(
+        w.status().current_step_index,
+        Some(1),
+        "still paused by the spec"
+    );
+    assert!(w.status().controller_pause, "the resume is kept");
+    w.ro.spec.paused = false; // the spec patch
+    w.reconcile();
+    let s = w.status();
+    assert_eq!(s.current_step_index, Some(2), "the pause step is done");
+    assert!(s.pause_conditions.is_empty(), "{:?}", s.pause_conditions);
+}
+
 #[test]
 fn steps_pause_and_promote_to_completion() {
     let mut w = stepped_world();

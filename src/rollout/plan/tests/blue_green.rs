@@ -1048,3 +1048,34 @@ fn a_retry_in_the_same_second_runs_its_analysis_again() {
     });
     assert_eq!(bg_run(&w, true), Some(format!("{name}.1")));
 }
+
+/// The plugin's promote of a manually paused blue-green update: the status
+/// write (pause conditions cleared), a plan, then the spec write. The
+/// switch waits for the spec, then happens: the pause is not started again.
+#[test]
+fn a_promote_of_a_manual_pause_survives_a_reconcile_between_its_two_patches() {
+    let mut w = bg_world(
+        2,
+        BlueGreenStrategy {
+            auto_promotion_enabled: Some(false),
+            ..Default::default()
+        },
+    );
+    update_to_pause(&mut w);
+    let new = w.status().current_pod_hash;
+    w.ro.spec.paused = true; // kubectl rollouts pause
+    w.reconcile();
+    w.promote(); // the status patch
+    for _ in 0..3 {
+        w.reconcile();
+        w.tick();
+    }
+    assert_ne!(
+        w.selector(ACTIVE),
+        new,
+        "no switch while the spec is paused"
+    );
+    w.ro.spec.paused = false; // the spec patch
+    drive(&mut w, "the switch", |w| w.selector(ACTIVE) == new);
+    assert!(pause_reasons(&w).is_empty(), "{:?}", pause_reasons(&w));
+}
