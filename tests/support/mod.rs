@@ -7,6 +7,7 @@
 
 pub mod process;
 pub mod prometheus;
+pub mod rig;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

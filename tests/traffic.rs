@@ -1,0 +1,567 @@
+//! Real requests through a real proxy (tests/support/rig.rs): Traefik reads
+//! the Ingresses the controller writes, a steady load goes through it to
+//! the pods, and every claim about traffic is checked on what the requests
+//! met. Runs itself inside a network namespace (hack/data-plane.sh) with a
+//! local cluster of its own; needs root.
+//!
+//! Own harness (`harness = false`): the rig is set up once and the
+//! scenarios run one after the other in it. An argument filters them by
+//! name, as `cargo test --test traffic -- NAME` would.
+
+mod support;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use k8s_openapi::api::networking::v1::IngressClass;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use rollouts::api::Rollout;
+use rollouts::api::rollout::RolloutPhase;
+use serde_json::json;
+use support::rig::{self, Load, PodServer, Traefik};
+use support::{TestEnv, healthy, kubeconfig, patch_status, paused, wait_rollout};
+
+const RO: &str = "web";
+/// Requests a second through the proxy.
+const RATE: u32 = 100;
+/// Traefik splits by weighted round robin: exact once settled.
+const TOLERANCE: f64 = 2.0;
+
+/// The Services, the Ingress (ingress-nginx's class, which Traefik's
+/// NGINX provider serves) and the Rollout of a scenario. Every pod answers
+/// with its image tag ("blue", "green", ...).
+fn manifest(host: &str, strategy: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: web-stable}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: http}}]
+  selector: {{app: web}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-canary}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: http}}]
+  selector: {{app: web}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: web}}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {{service: {{name: web-stable, port: {{number: 80}}}}}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {{name: web}}
+spec:
+  replicas: 4
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: web
+        image: rig/web:blue
+        ports: [{{name: http, containerPort: 8080}}]
+  strategy:
+{strategy}
+"#
+    )
+}
+
+/// A canary with nginx routing and these steps (a YAML flow sequence).
+fn nginx_canary(host: &str, steps: &str) -> String {
+    manifest(
+        host,
+        &format!(
+            "    canary:
+      stableService: web-stable
+      canaryService: web-canary
+      trafficRouting:
+        managedRoutes: [{{name: testers}}]
+        nginx: {{stableIngress: web}}
+      steps: {steps}"
+        ),
+    )
+}
+
+fn main() -> ExitCode {
+    if let Some(code) = support::rig::enter() {
+        return code;
+    }
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(filter.as_deref())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("traffic: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Scenario = for<'a> fn(&'a Rig) -> futures::future::LocalBoxFuture<'a, Result<()>>;
+
+/// What every scenario shares: the proxy and the pod server.
+struct Rig {
+    traefik: Traefik,
+    _pods: PodServer,
+}
+
+async fn run(filter: Option<&str>) -> Result<()> {
+    let client = support::client().await?;
+    let classes: Api<IngressClass> = Api::all(client.clone());
+    let class: IngressClass = serde_json::from_value(json!({
+        "metadata": {"name": "nginx"},
+        "spec": {"controller": "k8s.io/ingress-nginx"}
+    }))?;
+    classes
+        .patch(
+            "nginx",
+            &PatchParams::apply("rollouts-tests").force(),
+            &Patch::Apply(&class),
+        )
+        .await?;
+    let rig = Rig {
+        _pods: PodServer::start(client).await?,
+        traefik: Traefik::start(kubeconfig()).await?,
+    };
+    let scenarios: [(&str, Scenario); 5] = [
+        (
+            "nginx_share_follows_each_weight_and_abort_returns_every_request_to_stable",
+            |r| {
+                Box::pin(
+                    nginx_share_follows_each_weight_and_abort_returns_every_request_to_stable(r),
+                )
+            },
+        ),
+        (
+            "nginx_header_route_sends_every_matching_request_to_the_canary",
+            |r| Box::pin(nginx_header_route_sends_every_matching_request_to_the_canary(r)),
+        ),
+        ("a_full_release_fails_no_request", |r| {
+            Box::pin(a_full_release_fails_no_request(r))
+        }),
+        ("without_routing_the_share_follows_the_pod_count", |r| {
+            Box::pin(without_routing_the_share_follows_the_pod_count(r))
+        }),
+        (
+            "blue_green_switches_at_promotion_and_the_preview_serves_only_the_new_pods",
+            |r| {
+                Box::pin(
+                    blue_green_switches_at_promotion_and_the_preview_serves_only_the_new_pods(r),
+                )
+            },
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, scenario) in scenarios {
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let began = Instant::now();
+        match scenario(&rig).await {
+            Ok(()) => eprintln!("test {name} ... ok ({:.1}s)", began.elapsed().as_secs_f64()),
+            Err(e) => {
+                eprintln!(
+                    "test {name} ... FAILED: {e:#}\n--- traefik log (tail) ---\n{}",
+                    rig.traefik.log_tail(20)
+                );
+                failed.push(name);
+            }
+        }
+    }
+    ensure!(failed.is_empty(), "failed: {failed:?}");
+    Ok(())
+}
+
+async fn deploy(manifest: &str) -> Result<TestEnv> {
+    let env = TestEnv::new("traffic").await?;
+    env.apply_yaml(manifest).await?;
+    wait_rollout(&env, RO, "the first deploy", healthy).await?;
+    Ok(env)
+}
+
+async fn set_image(env: &TestEnv, image: &str) -> Result<()> {
+    // A merge patch replaces the whole containers list: the port the
+    // Services name goes with it.
+    let container =
+        json!({"name": "web", "image": image, "ports": [{"name": "http", "containerPort": 8080}]});
+    let patch = json!({"spec": {"template": {"spec": {"containers": [container]}}}});
+    env.api::<Rollout>()
+        .patch(RO, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+async fn pause_at(env: &TestEnv, index: i32) -> Result<()> {
+    wait_rollout(env, RO, &format!("the pause at step {index}"), |s| {
+        paused(s) && s.current_step_index == Some(index)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Waits until the requests all reach "blue", and returns that moment:
+/// failures are counted from there (the proxy learns of a new Ingress a
+/// few seconds after it is written, and answers 404/503 meanwhile).
+async fn all_blue(load: &Load) -> Result<Instant> {
+    load.settle("the first deploy", "blue", 100.0, 0.0, WINDOW, SETTLE)
+        .await?;
+    Ok(Instant::now())
+}
+
+/// No request answered after `from` failed.
+fn no_failures(load: &Load, from: Instant) -> Result<u32> {
+    let seen = load.tally(from, None);
+    let failed: Vec<_> = load
+        .failed_seconds()
+        .into_iter()
+        .filter(|(s, _)| load.started() + Duration::from_secs(*s + 1) > from)
+        .collect();
+    ensure!(
+        seen.failed.is_empty(),
+        "{} of {} requests failed; by second: {failed:?}",
+        seen.failed.len(),
+        seen.total(),
+    );
+    Ok(seen.total())
+}
+
+const WINDOW: Duration = Duration::from_secs(3);
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// setWeight 20 and 50 give the canary 20 % and 50 % of the requests; an
+/// abort sends every request back to stable within a second, with no
+/// failed request at any point.
+async fn nginx_share_follows_each_weight_and_abort_returns_every_request_to_stable(
+    rig: &Rig,
+) -> Result<()> {
+    // A host per scenario: a namespace being deleted still has its Ingress.
+    let host = "weights.rig.test";
+    let env = deploy(&nginx_canary(
+        host,
+        "[{setWeight: 20}, {pause: {}}, {setWeight: 50}, {pause: {}}]",
+    ))
+    .await?;
+    let load = Load::start(rig.traefik.web_port, host, RATE);
+    let from = all_blue(&load).await?;
+
+    set_image(&env, "rig/web:green").await?;
+    pause_at(&env, 1).await?;
+    let at20 = load
+        .settle("setWeight 20", "green", 20.0, TOLERANCE, WINDOW, SETTLE)
+        .await?;
+    patch_status(&env, RO, json!({"pauseConditions": null})).await?;
+    pause_at(&env, 3).await?;
+    let at50 = load
+        .settle("setWeight 50", "green", 50.0, TOLERANCE, WINDOW, SETTLE)
+        .await?;
+
+    // From the abort's write to the first whole second all stable.
+    let aborted = Instant::now();
+    patch_status(&env, RO, json!({"abort": true})).await?;
+    let back = loop {
+        let second = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let tally = load.tally(second, None);
+        if tally.total() > 0 && tally.share("blue") == 100.0 {
+            break second.duration_since(aborted);
+        }
+        ensure!(
+            aborted.elapsed() < SETTLE,
+            "{SETTLE:?} after the abort, requests still reach the canary: {tally:?}"
+        );
+    };
+    wait_rollout(&env, RO, "the abort", |s| {
+        s.phase == Some(RolloutPhase::Degraded)
+    })
+    .await?;
+    load.settle("after the abort", "blue", 100.0, 0.0, WINDOW, SETTLE)
+        .await?;
+    let total = no_failures(&load, from)?;
+    eprintln!(
+        "  setWeight 20: {:?}; setWeight 50: {:?}; abort -> 100 % stable from {:.1}s after the write; {total} requests, none failed",
+        at20.served,
+        at50.served,
+        back.as_secs_f64()
+    );
+    env.cleanup().await
+}
+
+/// setHeaderRoute: every request with the header reaches the canary, at
+/// weight 0 and at weight 20; the others follow the weight; the route goes
+/// with the next setHeaderRoute without match.
+async fn nginx_header_route_sends_every_matching_request_to_the_canary(rig: &Rig) -> Result<()> {
+    let host = "header.rig.test";
+    let env = deploy(&nginx_canary(
+        host,
+        r#"[{setCanaryScale: {replicas: 1}},
+            {setHeaderRoute: {name: testers, match: [{headerName: X-Canary, headerValue: {exact: "yes"}}]}},
+            {pause: {}},
+            {setWeight: 20}, {setCanaryScale: {matchTrafficWeight: true}}, {pause: {}},
+            {setHeaderRoute: {name: testers}}, {pause: {}}]"#,
+    ))
+    .await?;
+    let plain = Load::start(rig.traefik.web_port, host, RATE / 2);
+    let testers = Load::with_headers(rig.traefik.web_port, host, &[("X-Canary", "yes")], RATE / 2);
+    let others = Load::with_headers(rig.traefik.web_port, host, &[("X-Canary", "no")], RATE / 4);
+    let from = all_blue(&plain).await?;
+
+    set_image(&env, "rig/web:green").await?;
+    pause_at(&env, 2).await?;
+    testers
+        .settle(
+            "the header route at weight 0",
+            "green",
+            100.0,
+            0.0,
+            WINDOW,
+            SETTLE,
+        )
+        .await?;
+    plain
+        .settle(
+            "weight 0 beside the header route",
+            "blue",
+            100.0,
+            0.0,
+            WINDOW,
+            SETTLE,
+        )
+        .await?;
+    others
+        .settle(
+            "another header value at weight 0",
+            "blue",
+            100.0,
+            0.0,
+            WINDOW,
+            SETTLE,
+        )
+        .await?;
+
+    patch_status(&env, RO, json!({"pauseConditions": null})).await?;
+    pause_at(&env, 5).await?;
+    testers
+        .settle(
+            "the header route at weight 20",
+            "green",
+            100.0,
+            0.0,
+            WINDOW,
+            SETTLE,
+        )
+        .await?;
+    let at20 = rig::settle(
+        &[&plain, &others],
+        "weight 20 beside the header route",
+        "green",
+        20.0,
+        TOLERANCE,
+        WINDOW,
+        SETTLE,
+    )
+    .await?;
+
+    patch_status(&env, RO, json!({"pauseConditions": null})).await?;
+    pause_at(&env, 7).await?;
+    let gone = rig::settle(
+        &[&plain, &testers, &others],
+        "the header route removed",
+        "green",
+        20.0,
+        TOLERANCE,
+        WINDOW,
+        SETTLE,
+    )
+    .await?;
+    let mut total = 0;
+    for load in [&plain, &testers, &others] {
+        total += no_failures(load, from)?;
+    }
+    eprintln!(
+        "  X-Canary: yes -> 100 % canary at weight 0 and 20; the rest at 20: {:?}; all after the route is removed: {:?}; {total} requests, none failed",
+        at20.served, gone.served
+    );
+    env.cleanup().await
+}
+
+/// A good release from first step to completion: timed pauses, the stable
+/// Service moved to the new pods at the end, the canary weight back to 0.
+/// Every request is answered, and at the end all by the new pods.
+async fn a_full_release_fails_no_request(rig: &Rig) -> Result<()> {
+    let host = "release.rig.test";
+    let env = deploy(&nginx_canary(
+        host,
+        "[{setWeight: 25}, {pause: {duration: 3}}, {setWeight: 75}, {pause: {duration: 3}}]",
+    ))
+    .await?;
+    let load = Load::start(rig.traefik.web_port, host, RATE);
+    let from = all_blue(&load).await?;
+    set_image(&env, "rig/web:green").await?;
+    wait_rollout(&env, RO, "the release", |s| {
+        healthy(s) && s.stable_rs == s.current_pod_hash
+    })
+    .await?;
+    let end = load
+        .settle("after the release", "green", 100.0, 0.0, WINDOW, SETTLE)
+        .await?;
+    // The stable pods go once the release is done: still nothing fails.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let total = no_failures(&load, from)?;
+    eprintln!(
+        "  after the release: {:?}; {total} requests, none failed",
+        end.served
+    );
+    env.cleanup().await
+}
+
+/// Without traffic routing the canary gets traffic by pod count: a plain
+/// Service over all the Rollout's pods, as its clients see it.
+async fn without_routing_the_share_follows_the_pod_count(rig: &Rig) -> Result<()> {
+    let host = "pods.rig.test";
+    let manifest = manifest(
+        host,
+        "    canary:
+      steps: [{setWeight: 25}, {pause: {}}, {setWeight: 50}, {pause: {}}]",
+    );
+    let env = deploy(&manifest).await?;
+    let load = Load::start(rig.traefik.web_port, host, RATE);
+    let from = all_blue(&load).await?;
+    set_image(&env, "rig/web:green").await?;
+    let mut seen = Vec::new();
+    for (step, weight) in [(1, 25.0), (3, 50.0)] {
+        pause_at(&env, step).await?;
+        let ro = env.api::<Rollout>().get(RO).await?;
+        let status = ro.status.unwrap_or_default();
+        let (canary, total) = (status.updated_replicas, status.available_replicas);
+        // The pod ratio the replica math gives, and what the requests show.
+        let ratio = 100.0 * f64::from(canary) / f64::from(total.max(1));
+        ensure!(
+            (ratio - weight).abs() <= 100.0 / f64::from(total.max(1)),
+            "setWeight {weight}: {canary} of {total} pods"
+        );
+        let tally = load
+            .settle(
+                &format!("setWeight {weight}"),
+                "green",
+                ratio,
+                TOLERANCE,
+                WINDOW,
+                SETTLE,
+            )
+            .await?;
+        seen.push((weight, canary, total, tally.served));
+        patch_status(&env, RO, json!({"pauseConditions": null})).await?;
+    }
+    let total = no_failures(&load, from)?;
+    eprintln!(
+        "  (setWeight, canary pods, pods, requests): {seen:?}; {total} requests, none failed"
+    );
+    env.cleanup().await
+}
+
+/// Blue-green: the preview Service serves only the new pods before the
+/// promotion, the active one only the old; at the promotion the active
+/// Service switches with no failed request.
+async fn blue_green_switches_at_promotion_and_the_preview_serves_only_the_new_pods(
+    rig: &Rig,
+) -> Result<()> {
+    let (host, preview_host) = ("active.rig.test", "preview.rig.test");
+    let preview_ingress = format!(
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: web-preview}}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: {preview_host}
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {{service: {{name: web-canary, port: {{number: 80}}}}}}
+"#
+    );
+    let manifest = manifest(
+        host,
+        "    blueGreen:
+      activeService: web-stable
+      previewService: web-canary
+      autoPromotionEnabled: false
+      scaleDownDelaySeconds: 10",
+    ) + &preview_ingress;
+    let env = deploy(&manifest).await?;
+    let active = Load::start(rig.traefik.web_port, host, RATE);
+    let preview = Load::start(rig.traefik.web_port, preview_host, RATE / 4);
+    let from = all_blue(&active).await?;
+    set_image(&env, "rig/web:green").await?;
+    wait_rollout(&env, RO, "the pause before promotion", paused).await?;
+    let before = preview
+        .settle(
+            "the preview before promotion",
+            "green",
+            100.0,
+            0.0,
+            WINDOW,
+            SETTLE,
+        )
+        .await?;
+    active
+        .settle(
+            "the active Service before promotion",
+            "blue",
+            100.0,
+            0.0,
+            WINDOW,
+            SETTLE,
+        )
+        .await?;
+    patch_status(&env, RO, json!({"pauseConditions": null})).await?;
+    let after = active
+        .settle(
+            "the active Service after promotion",
+            "green",
+            100.0,
+            0.0,
+            WINDOW,
+            SETTLE,
+        )
+        .await?;
+    wait_rollout(&env, RO, "the promotion", |s| {
+        healthy(s) && s.stable_rs == s.current_pod_hash
+    })
+    .await?;
+    // Past the scale-down delay: the old pods go, nothing fails.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let total = no_failures(&active, from)?;
+    eprintln!(
+        "  preview before: {:?}; active after: {:?}; {total} requests to the active Service, none failed",
+        before.served, after.served
+    );
+    env.cleanup().await
+}
