@@ -20,6 +20,7 @@ use kube::api::{Patch, PatchParams};
 use rollouts::api::Rollout;
 use rollouts::api::rollout::RolloutPhase;
 use serde_json::json;
+use support::prometheus::Prometheus;
 use support::rig::{self, Load, PodServer, Traefik};
 use support::{TestEnv, healthy, kubeconfig, patch_status, paused, wait_rollout};
 
@@ -147,33 +148,21 @@ async fn run(filter: Option<&str>) -> Result<()> {
         _pods: PodServer::start(client).await?,
         traefik: Traefik::start(kubeconfig()).await?,
     };
-    let scenarios: [(&str, Scenario); 5] = [
-        (
-            "nginx_share_follows_each_weight_and_abort_returns_every_request_to_stable",
-            |r| {
-                Box::pin(
-                    nginx_share_follows_each_weight_and_abort_returns_every_request_to_stable(r),
-                )
-            },
-        ),
-        (
-            "nginx_header_route_sends_every_matching_request_to_the_canary",
-            |r| Box::pin(nginx_header_route_sends_every_matching_request_to_the_canary(r)),
-        ),
-        ("a_full_release_fails_no_request", |r| {
-            Box::pin(a_full_release_fails_no_request(r))
-        }),
-        ("without_routing_the_share_follows_the_pod_count", |r| {
-            Box::pin(without_routing_the_share_follows_the_pod_count(r))
-        }),
-        (
-            "blue_green_switches_at_promotion_and_the_preview_serves_only_the_new_pods",
-            |r| {
-                Box::pin(
-                    blue_green_switches_at_promotion_and_the_preview_serves_only_the_new_pods(r),
-                )
-            },
-        ),
+    // Each scenario with its name, as libtest would list it.
+    macro_rules! scenarios {
+        ($($f:ident),* $(,)?) => {
+            [$((stringify!($f), (|r| Box::pin($f(r))) as Scenario)),*]
+        };
+    }
+    let scenarios = scenarios![
+        nginx_share_follows_each_weight_and_abort_returns_every_request_to_stable,
+        nginx_header_route_sends_every_matching_request_to_the_canary,
+        a_full_release_fails_no_request,
+        without_routing_the_share_follows_the_pod_count,
+        blue_green_switches_at_promotion_and_the_preview_serves_only_the_new_pods,
+        an_analysis_of_the_proxys_metrics_passes_a_good_release_and_aborts_a_bad_one,
+        a_progress_deadline_abort_sends_no_request_to_a_canary_that_never_got_ready,
+        max_traffic_weight_splits_out_of_its_total,
     ];
     let mut failed = Vec::new();
     for (name, scenario) in scenarios {
@@ -204,11 +193,30 @@ async fn deploy(manifest: &str) -> Result<TestEnv> {
 }
 
 async fn set_image(env: &TestEnv, image: &str) -> Result<()> {
+    set_release(env, image, &[]).await
+}
+
+/// A new image whose pod template carries `labels` (the test labels not
+/// given are removed): [`rig::ANSWER_LABEL`] makes a release whose pods
+/// answer with an error, kwok's `fail-readiness` one whose pods never
+/// become Ready.
+async fn set_release(env: &TestEnv, image: &str, labels: &[(&str, &str)]) -> Result<()> {
     // A merge patch replaces the whole containers list: the port the
     // Services name goes with it.
     let container =
         json!({"name": "web", "image": image, "ports": [{"name": "http", "containerPort": 8080}]});
-    let patch = json!({"spec": {"template": {"spec": {"containers": [container]}}}});
+    let mut set = serde_json::Map::new();
+    for key in [rig::ANSWER_LABEL, "fail-readiness"] {
+        set.insert(key.into(), serde_json::Value::Null);
+    }
+    for (key, value) in labels {
+        set.insert(key.to_string(), json!(value));
+    }
+    let labels = set;
+    let patch = json!({"spec": {"template": {
+        "metadata": {"labels": labels},
+        "spec": {"containers": [container]}
+    }}});
     env.api::<Rollout>()
         .patch(RO, &PatchParams::default(), &Patch::Merge(patch))
         .await?;
@@ -562,6 +570,157 @@ spec:
     eprintln!(
         "  preview before: {:?}; active after: {:?}; {total} requests to the active Service, none failed",
         before.served, after.served
+    );
+    env.cleanup().await
+}
+
+/// An AnalysisTemplate on Traefik's own request metrics (the canary's 5xx
+/// rate, analysis-examples/traefik-canary-error-rate.yaml) as a step: a good
+/// release goes through; a bad one (its pods answer 500) is aborted by the
+/// analysis alone, every request returns to stable, and nothing fails after.
+async fn an_analysis_of_the_proxys_metrics_passes_a_good_release_and_aborts_a_bad_one(
+    rig: &Rig,
+) -> Result<()> {
+    let host = "analysis.rig.test";
+    let prometheus = Prometheus::start(&format!("127.0.0.1:{}", rig.traefik.metrics_port)).await?;
+    let steps = "[{setWeight: 20}, {analysis: {templates: [{templateName: traefik-canary-error-rate}], \
+                 args: [{name: canary-service, value: CANARY}, {name: prometheus-address, value: PROMETHEUS}]}}, \
+                 {setWeight: 60}, {pause: {duration: 2}}]";
+    let env = TestEnv::new("traffic").await?;
+    let canary = format!("{}-web-web-stable-80-canary@kubernetesingressnginx", env.ns);
+    let interval = 5;
+    env.apply_yaml(&support::example(
+        "traefik-canary-error-rate.yaml",
+        &[("interval: 10s", &format!("interval: {interval}s"))],
+    )?)
+    .await?;
+    env.apply_yaml(&nginx_canary(
+        host,
+        &steps
+            .replace("CANARY", &format!("\"{canary}\""))
+            .replace("PROMETHEUS", &format!("\"{}\"", prometheus.url())),
+    ))
+    .await?;
+    wait_rollout(&env, RO, "the first deploy", healthy).await?;
+    let load = Load::start(rig.traefik.web_port, host, RATE);
+    let from = all_blue(&load).await?;
+
+    // A good release: the analysis passes, the release completes.
+    set_image(&env, "rig/web:green").await?;
+    wait_rollout(&env, RO, "the good release", |s| {
+        healthy(s) && s.stable_rs == s.current_pod_hash
+    })
+    .await?;
+    load.settle(
+        "after the good release",
+        "green",
+        100.0,
+        0.0,
+        WINDOW,
+        SETTLE,
+    )
+    .await?;
+    let good = no_failures(&load, from)?;
+
+    // A bad release: its pods answer 500.
+    let bad_from = Instant::now();
+    set_release(&env, "rig/web:red", &[(rig::ANSWER_LABEL, "500")]).await?;
+    let aborted = wait_rollout(&env, RO, "the abort by the analysis", |s| {
+        s.abort && s.phase == Some(RolloutPhase::Degraded)
+    })
+    .await?;
+    let abort_seen = Instant::now();
+    let failing = load.tally(bad_from, None);
+    let first_failure = load
+        .first_failure(bad_from)
+        .ok_or_else(|| anyhow::anyhow!("the bad release failed no request: {failing:?}"))?;
+    let back = load
+        .settle("after the abort", "green", 100.0, 0.0, WINDOW, SETTLE)
+        .await?;
+    let after = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    no_failures(&load, after)?;
+    let message = aborted.message.unwrap_or_default();
+    ensure!(
+        message.contains("analysis"),
+        "the abort does not name the analysis: {message}"
+    );
+    // The first measurement with errors in Prometheus's 20 s window fails
+    // the run (failureLimit 0): at most one interval after the first 500,
+    // plus a scrape (1 s) and the controller's reaction.
+    let took = abort_seen.duration_since(first_failure);
+    ensure!(
+        took <= Duration::from_secs(interval + 5),
+        "the abort came {took:?} after the first failed request (interval {interval}s)"
+    );
+    eprintln!(
+        "  good release: {good} requests, none failed; bad release: aborted {:.1}s after its first failed request (interval {interval}s, failureLimit 0), {} of {} requests failed until then; then {:?} and none failed; {message}",
+        took.as_secs_f64(),
+        failing.failed.len(),
+        failing.total(),
+        back.served,
+    );
+    env.cleanup().await
+}
+
+/// A canary whose pods never become Ready: the weight never moves to it,
+/// the progress deadline aborts the update (`progressDeadlineAbort`), and
+/// no request goes to it or fails at any point.
+async fn a_progress_deadline_abort_sends_no_request_to_a_canary_that_never_got_ready(
+    rig: &Rig,
+) -> Result<()> {
+    let host = "deadline.rig.test";
+    let manifest = nginx_canary(host, "[{setWeight: 20}, {pause: {}}]")
+        + "  progressDeadlineSeconds: 10\n  progressDeadlineAbort: true\n";
+    let env = deploy(&manifest).await?;
+    let load = Load::start(rig.traefik.web_port, host, RATE);
+    let from = all_blue(&load).await?;
+    set_release(&env, "rig/web:green", &[("fail-readiness", "true")]).await?;
+    let aborted = wait_rollout(&env, RO, "the abort at the progress deadline", |s| {
+        s.abort && s.phase == Some(RolloutPhase::Degraded)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = load.tally(from, None);
+    ensure!(
+        seen.share("blue") == 100.0,
+        "requests reached the canary that never got ready: {seen:?}"
+    );
+    let total = no_failures(&load, from)?;
+    eprintln!(
+        "  {total} requests, all to stable, none failed; {}",
+        aborted.message.unwrap_or_default()
+    );
+    env.cleanup().await
+}
+
+/// `maxTrafficWeight: 1000`: `setWeight: 200` is 20 % of the requests
+/// (the canary Ingress's `canary-weight-total` is 1000).
+async fn max_traffic_weight_splits_out_of_its_total(rig: &Rig) -> Result<()> {
+    let host = "total.rig.test";
+    let manifest = nginx_canary(host, "[{setWeight: 200}, {pause: {}}]").replace(
+        "        nginx: {stableIngress: web}",
+        "        maxTrafficWeight: 1000\n        nginx: {stableIngress: web}",
+    );
+    let env = deploy(&manifest).await?;
+    let load = Load::start(rig.traefik.web_port, host, RATE);
+    let from = all_blue(&load).await?;
+    set_image(&env, "rig/web:green").await?;
+    pause_at(&env, 1).await?;
+    let at = load
+        .settle(
+            "setWeight 200 of 1000",
+            "green",
+            20.0,
+            TOLERANCE,
+            WINDOW,
+            SETTLE,
+        )
+        .await?;
+    let total = no_failures(&load, from)?;
+    eprintln!(
+        "  setWeight 200 of 1000: {:?}; {total} requests, none failed",
+        at.served
     );
     env.cleanup().await
 }

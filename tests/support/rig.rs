@@ -408,6 +408,15 @@ impl Load {
         self.tally(self.start, None)
     }
 
+    /// When the first request answered at or after `from` failed.
+    pub fn first_failure(&self, from: Instant) -> Option<Instant> {
+        lock(&self.log)
+            .iter()
+            .filter(|(at, o)| *at >= from && matches!(o, Outcome::Failed(_)))
+            .map(|(at, _)| *at)
+            .min()
+    }
+
     /// When the load started.
     pub fn started(&self) -> Instant {
         self.start
