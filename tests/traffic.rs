@@ -161,6 +161,7 @@ async fn run(filter: Option<&str>) -> Result<()> {
         without_routing_the_share_follows_the_pod_count,
         blue_green_switches_at_promotion_and_the_preview_serves_only_the_new_pods,
         an_analysis_of_the_proxys_metrics_passes_a_good_release_and_aborts_a_bad_one,
+        a_web_metric_on_the_canarys_own_service_passes_a_good_release_and_aborts_a_bad_one,
         a_progress_deadline_abort_sends_no_request_to_a_canary_that_never_got_ready,
         max_traffic_weight_splits_out_of_its_total,
     ];
@@ -601,6 +602,17 @@ async fn an_analysis_of_the_proxys_metrics_passes_a_good_release_and_aborts_a_ba
             .replace("PROMETHEUS", &format!("\"{}\"", prometheus.url())),
     ))
     .await?;
+    // The first measurement with errors in Prometheus's 20 s window fails
+    // the run (failureLimit 0): at most one interval after the first 500,
+    // plus a scrape (1 s) and the controller's reaction.
+    let bound = Duration::from_secs(interval + 5);
+    good_then_bad(rig, env, host, bound).await
+}
+
+/// A good release through the analysis, then a bad one (its pods answer
+/// 500), aborted by the analysis within `bound` of its first failed
+/// request; every request back on stable after, none failing.
+async fn good_then_bad(rig: &Rig, env: TestEnv, host: &str, bound: Duration) -> Result<()> {
     wait_rollout(&env, RO, "the first deploy", healthy).await?;
     let load = Load::start(rig.traefik.web_port, host, RATE);
     let from = all_blue(&load).await?;
@@ -645,22 +657,67 @@ async fn an_analysis_of_the_proxys_metrics_passes_a_good_release_and_aborts_a_ba
         message.contains("analysis"),
         "the abort does not name the analysis: {message}"
     );
-    // The first measurement with errors in Prometheus's 20 s window fails
-    // the run (failureLimit 0): at most one interval after the first 500,
-    // plus a scrape (1 s) and the controller's reaction.
     let took = abort_seen.duration_since(first_failure);
     ensure!(
-        took <= Duration::from_secs(interval + 5),
-        "the abort came {took:?} after the first failed request (interval {interval}s)"
+        took <= bound,
+        "the abort came {took:?} after the first failed request (bound {bound:?})"
     );
     eprintln!(
-        "  good release: {good} requests, none failed; bad release: aborted {:.1}s after its first failed request (interval {interval}s, failureLimit 0), {} of {} requests failed until then; then {:?} and none failed; {message}",
+        "  good release: {good} requests, none failed; bad release: aborted {:.1}s after its first failed request (bound {bound:?}), {} of {} requests failed until then; then {:?} and none failed; {message}",
         took.as_secs_f64(),
         failing.failed.len(),
         failing.total(),
         back.served,
     );
     env.cleanup().await
+}
+
+/// A web metric that calls the canary's own Service
+/// (analysis-examples/web-canary-health.yaml; here through the proxy, by
+/// an Ingress of its own, as the rig has no kube-proxy): a good release
+/// goes through, a bad one is aborted by the analysis alone.
+async fn a_web_metric_on_the_canarys_own_service_passes_a_good_release_and_aborts_a_bad_one(
+    rig: &Rig,
+) -> Result<()> {
+    let (host, canary_host) = ("web-metric.rig.test", "canary.web-metric.rig.test");
+    let canary_ingress = format!(
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: web-canary-direct}}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: {canary_host}
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {{service: {{name: web-canary, port: {{number: 80}}}}}}
+"#
+    );
+    let steps = format!(
+        "[{{setWeight: 20}}, {{analysis: {{templates: [{{templateName: web-canary-health}}], \
+         args: [{{name: canary-url, value: \"http://127.0.0.1:{}/\"}}, {{name: canary-host, value: {canary_host}}}]}}}}, \
+         {{setWeight: 60}}, {{pause: {{duration: 2}}}}]",
+        rig.traefik.web_port
+    );
+    let env = TestEnv::new("traffic").await?;
+    let interval = 2;
+    env.apply_yaml(&support::example(
+        "web-canary-health.yaml",
+        &[("interval: 10s", &format!("interval: {interval}s"))],
+    )?)
+    .await?;
+    env.apply_yaml(&(nginx_canary(host, &steps) + &canary_ingress))
+        .await?;
+    // consecutiveErrorLimit 1: the second error in a row ends the run. As
+    // upstream, a measurement after an error waits 10 s, not the interval;
+    // the first one of a run may still reach the old pods (Traefik applies
+    // the canary Service's new endpoints within its 2 s throttle).
+    let bound = Duration::from_secs(interval + 10 + 5);
+    good_then_bad(rig, env, host, bound).await
 }
 
 /// A canary whose pods never become Ready: the weight never moves to it,
