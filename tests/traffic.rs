@@ -744,10 +744,12 @@ async fn a_progress_deadline_abort_sends_no_request_to_a_canary_that_never_got_r
         "requests reached the canary that never got ready: {seen:?}"
     );
     let total = no_failures(&load, from)?;
-    eprintln!(
-        "  {total} requests, all to stable, none failed; {}",
-        aborted.message.unwrap_or_default()
+    let message = aborted.message.unwrap_or_default();
+    ensure!(
+        message.contains("has timed out progressing"),
+        "the abort does not name the deadline: {message}"
     );
+    eprintln!("  {total} requests, all to stable, none failed; {message}");
     env.cleanup().await
 }
 

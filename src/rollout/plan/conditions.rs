@@ -70,10 +70,18 @@ pub fn conditions(
         // happens, and kept as long as the abort lasts.
         let message = match abort_message {
             Some(m) => format!("Rollout aborted update to revision {revision}: {m}"),
+            // An abort at the progress deadline names it, as upstream's
+            // (`ReplicaSet "x" has timed out progressing.`).
             None => progressing
                 .as_ref()
-                .filter(|c| c.reason.as_deref() == Some(st::REASON_ABORTED))
-                .and_then(|c| c.message.clone())
+                .and_then(|c| match c.reason.as_deref() {
+                    Some(st::REASON_ABORTED) => c.message.clone(),
+                    Some(st::REASON_DEADLINE) => c
+                        .message
+                        .as_ref()
+                        .map(|m| format!("Rollout aborted update to revision {revision}: {m}")),
+                    _ => None,
+                })
                 .unwrap_or_else(|| format!("Rollout aborted update to revision {revision}")),
         };
         st::set(

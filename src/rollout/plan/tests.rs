@@ -1340,7 +1340,22 @@ fn progress_deadline_abort_turns_the_deadline_into_an_abort() {
     w.reconcile();
     let s = w.status();
     assert_eq!(s.phase, Some(RolloutPhase::Degraded));
-    assert!(s.message.unwrap().starts_with("RolloutAborted: "));
+    // As upstream: the abort names the deadline.
+    let new_rs = format!(
+        "{}-{}",
+        w.ro.metadata.name.clone().unwrap_or_default(),
+        s.current_pod_hash.clone().unwrap_or_default()
+    );
+    assert_eq!(
+        s.message.as_deref(),
+        Some(format!("RolloutAborted: Rollout aborted update to revision 2: ReplicaSet \"{new_rs}\" has timed out progressing.").as_str())
+    );
+    w.reconcile();
+    assert_eq!(
+        w.status().message,
+        s.message,
+        "kept as long as the abort lasts"
+    );
 }
 
 fn step_strategy() -> impl Strategy<Value = CanaryStep> {
