@@ -30,10 +30,33 @@ const RATE: u32 = 100;
 /// Traefik splits by weighted round robin: exact once settled.
 const TOLERANCE: f64 = 2.0;
 
+/// An Ingress of ingress-nginx's class (which Traefik's NGINX provider
+/// serves) sending every request for `host` to `service`, as a YAML document.
+fn ingress(name: &str, host: &str, service: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}}}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {{service: {{name: {service}, port: {{number: 80}}}}}}
+"#
+    )
+}
+
 /// The Services, the Ingress (ingress-nginx's class, which Traefik's
 /// NGINX provider serves) and the Rollout of a scenario. Every pod answers
 /// with its image tag ("blue", "green", ...).
 fn manifest(host: &str, strategy: &str) -> String {
+    let ingress = ingress("web", host, "web-stable");
     format!(
         r#"
 apiVersion: v1
@@ -49,19 +72,7 @@ metadata: {{name: web-canary}}
 spec:
   ports: [{{name: http, port: 80, targetPort: http}}]
   selector: {{app: web}}
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: web}}
-spec:
-  ingressClassName: nginx
-  rules:
-  - host: {host}
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend: {{service: {{name: web-stable, port: {{number: 80}}}}}}
+{ingress}
 ---
 apiVersion: argoproj.io/v1alpha1
 kind: Rollout
@@ -499,23 +510,7 @@ async fn blue_green_switches_at_promotion_and_the_preview_serves_only_the_new_po
     rig: &Rig,
 ) -> Result<()> {
     let (host, preview_host) = ("active.rig.test", "preview.rig.test");
-    let preview_ingress = format!(
-        r#"
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: web-preview}}
-spec:
-  ingressClassName: nginx
-  rules:
-  - host: {preview_host}
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend: {{service: {{name: web-canary, port: {{number: 80}}}}}}
-"#
-    );
+    let preview_ingress = ingress("web-preview", preview_host, "web-canary");
     let manifest = manifest(
         host,
         "    blueGreen:
@@ -680,23 +675,7 @@ async fn a_web_metric_on_the_canarys_own_service_passes_a_good_release_and_abort
     rig: &Rig,
 ) -> Result<()> {
     let (host, canary_host) = ("web-metric.rig.test", "canary.web-metric.rig.test");
-    let canary_ingress = format!(
-        r#"
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: web-canary-direct}}
-spec:
-  ingressClassName: nginx
-  rules:
-  - host: {canary_host}
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend: {{service: {{name: web-canary, port: {{number: 80}}}}}}
-"#
-    );
+    let canary_ingress = ingress("web-canary-direct", canary_host, "web-canary");
     let steps = format!(
         "[{{setWeight: 20}}, {{analysis: {{templates: [{{templateName: web-canary-health}}], \
          args: [{{name: canary-url, value: \"http://127.0.0.1:{}/\"}}, {{name: canary-host, value: {canary_host}}}]}}}}, \

@@ -403,11 +403,6 @@ impl Load {
         tally
     }
 
-    /// Everything since the load started.
-    pub fn all(&self) -> Tally {
-        self.tally(self.start, None)
-    }
-
     /// When the first request answered at or after `from` failed.
     pub fn first_failure(&self, from: Instant) -> Option<Instant> {
         lock(&self.log)
@@ -420,11 +415,6 @@ impl Load {
     /// When the load started.
     pub fn started(&self) -> Instant {
         self.start
-    }
-
-    /// Seconds since the load started.
-    pub fn now(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
     }
 
     /// Each second (since the load started) that saw a failure, with the
