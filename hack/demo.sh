@@ -1,31 +1,76 @@
 #!/usr/bin/env bash
-# The main job: a local cluster, the CRDs, the controller, and the story of
-# three releases told with the project's own kubectl plugin:
-#   1. a canary that pauses at 20% until promoted;
-#   2. a release whose analysis finds errors: aborted and rolled back by
-#      the controller itself;
+# The main job: a local cluster with a real data plane, the CRDs, the
+# controller, and the story of three releases told with the project's own
+# kubectl plugin while a steady load goes through a real proxy (Traefik) to
+# the pods, its split shown live, second by second:
+#   1. a canary whose traffic moves 20% (paused until promoted), 40, 60,
+#      80, 100% to the new version;
+#   2. a release whose pods answer errors: an analysis of the proxy's own
+#      metrics in Prometheus catches it, the controller aborts by itself and
+#      every request is back on the stable version;
 #   3. a blue-green release: preview, promote, switch.
-# Each part ends with a check; the demo fails loudly if one does not hold.
+# Each part ends with checks, on the cluster and on what the requests met;
+# the demo fails loudly if one does not hold.
+#
+# The cluster runs in a network namespace of its own (hack/data-plane.sh
+# up), where every pod IP is local, so that one small server can answer for
+# every pod and requests really reach them: run it as root.
 #
 # Usage: hack/demo.sh        bring everything up and run the demo
-#        hack/demo.sh down   stop what the demo started (the controller, the
-#                            metrics server; the cluster if the demo started it)
-# Env:   ROLLOUTS_CLUSTER_DIR (default /tmp/rollouts-cluster)
-#        ROLLOUTS_CONTROLLER_BIN, ROLLOUTS_PLUGIN_BIN: prebuilt binaries
-#        (otherwise `cargo build`)
+#        hack/demo.sh down   stop everything the demo started (the cluster,
+#                            the controller, the proxy, Prometheus, the
+#                            load) and delete its network namespace
+# Env:   ROLLOUTS_CLUSTER_DIR (the demo cluster's state; default
+#        /tmp/rollouts-demo), ROLLOUTS_DEMO_NETNS (the network namespace;
+#        default rollouts-demo),
+#        ROLLOUTS_CONTROLLER_BIN, ROLLOUTS_PLUGIN_BIN, ROLLOUTS_RIG_BIN:
+#        prebuilt binaries (otherwise `cargo build`)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=lib.sh
 source hack/lib.sh
-state=${ROLLOUTS_CLUSTER_DIR:-${TMPDIR:-/tmp}/rollouts-cluster}
+state=${ROLLOUTS_CLUSTER_DIR:-${TMPDIR:-/tmp}/rollouts-demo}
 export ROLLOUTS_CLUSTER_DIR=$state
+netns=${ROLLOUTS_DEMO_NETNS:-rollouts-demo}
 ns=rollouts-demo
 
 die() { echo "demo: $*" >&2; exit 1; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 ok() { printf '\033[32mok:\033[0m %s\n' "$*"; }
+
+# Outside the network namespace: build and download (nothing inside reaches
+# the network), create the namespace, and run this script again in it.
+if [ -z "${ROLLOUTS_RIG:-}" ]; then
+  if [ "${1:-}" = down ]; then
+    bash hack/data-plane.sh down "$netns"
+    echo "demo: stopped; network namespace $netns and $state are gone"
+    exit 0
+  fi
+  [ $# -eq 0 ] || die "usage: hack/demo.sh [down]"
+  [ "$(id -u)" = 0 ] ||
+    die "the demo runs its cluster in a network namespace of its own, so that requests reach the pods: run it as root (sudo hack/demo.sh)"
+
+  say "Build and downloads (the first run builds the control plane from the Go module proxy)"
+  bash hack/build-control-plane.sh >/dev/null
+  echo "Traefik: $(bash hack/traefik.sh | tail -n1)"
+  echo "Prometheus: $(bash hack/prometheus.sh | tail -n1)"
+  if [ -n "${ROLLOUTS_CONTROLLER_BIN:-}" ] && [ -n "${ROLLOUTS_PLUGIN_BIN:-}" ] && [ -n "${ROLLOUTS_RIG_BIN:-}" ]; then
+    controller=$ROLLOUTS_CONTROLLER_BIN plugin=$ROLLOUTS_PLUGIN_BIN rig=$ROLLOUTS_RIG_BIN
+  else
+    command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs)"
+    cargo build --locked --bin rollouts-controller --bin kubectl-rollouts --example demo-rig
+    target=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
+    controller=$target/debug/rollouts-controller
+    plugin=$target/debug/kubectl-rollouts
+    rig=$target/debug/examples/demo-rig
+  fi
+  bash hack/data-plane.sh up "$netns"
+  echo "network namespace $netns: the pod range 10.244.0.0/16 is local in it"
+  exec ip netns exec "$netns" env ROLLOUTS_RIG="$netns" ROLLOUTS_CONTROLLER_BIN="$controller" \
+    ROLLOUTS_PLUGIN_BIN="$plugin" ROLLOUTS_RIG_BIN="$rig" bash "$0"
+fi
 
 stop_pidfile() {
   local f=$1
@@ -35,23 +80,8 @@ stop_pidfile() {
   rm -f "$f"
 }
 
-if [ "${1:-}" = down ]; then
-  stop_pidfile "$state/demo-controller.pid"
-  stop_pidfile "$state/demo-metrics-server.pid"
-  if [ -f "$state/demo-started-cluster" ]; then
-    bash hack/cluster.sh down
-  else
-    echo "demo: stopped the controller; the cluster was running before the demo, so it keeps running"
-  fi
-  exit 0
-fi
-[ $# -eq 0 ] || die "usage: hack/demo.sh [down]"
-
-say "Local control plane (the first run builds it from the Go module proxy)"
-started_cluster=false
-bash hack/cluster.sh status >/dev/null 2>&1 || started_cluster=true
+say "Local control plane, in network namespace $netns"
 kubeconfig=$(bash hack/cluster.sh up | tail -n1)
-[ "$started_cluster" = false ] || touch "$state/demo-started-cluster"
 export KUBECONFIG=$kubeconfig
 kubectl=("$(cat "$state/bin")/kubectl")
 "${kubectl[@]}" get nodes
@@ -64,16 +94,8 @@ for crd in rollouts analysisruns analysistemplates clusteranalysistemplates expe
 done
 
 say "Controller and plugin"
-if [ -n "${ROLLOUTS_CONTROLLER_BIN:-}" ] && [ -n "${ROLLOUTS_PLUGIN_BIN:-}" ]; then
-  controller=$ROLLOUTS_CONTROLLER_BIN
-  plugin=$ROLLOUTS_PLUGIN_BIN
-else
-  command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs)"
-  cargo build --locked --bin rollouts-controller --bin kubectl-rollouts
-  target=${CARGO_TARGET_DIR:-target}
-  controller=$target/debug/rollouts-controller
-  plugin=$target/debug/kubectl-rollouts
-fi
+controller=$ROLLOUTS_CONTROLLER_BIN
+plugin=$ROLLOUTS_PLUGIN_BIN
 # kubectl finds the plugin on PATH as `kubectl rollouts`.
 plugin_dir=$state/demo-plugin
 mkdir -p "$plugin_dir"
@@ -97,6 +119,24 @@ wait_until "the controller ready on :$healthz_port" 60 bash -c \
   "kill -0 $(cat "$state/demo-controller.pid") && curl -sf http://127.0.0.1:$healthz_port/readyz" ||
   die "the controller did not become ready; see $state/logs/controller.log"
 echo "rollouts-controller running (pid $(cat "$state/demo-controller.pid"), logs in $state/logs/controller.log)"
+
+say "Data plane: an answer for every pod, Traefik in front, Prometheus scraping Traefik"
+"${kubectl[@]}" apply -f examples/demo/ingress-class.yaml
+rig_dir=$state/demo-rig
+stop_pidfile "$state/demo-rig.pid"
+rm -rf "$rig_dir"
+mkdir -p "$rig_dir"
+nohup "$ROLLOUTS_RIG_BIN" "$rig_dir" >"$state/logs/demo-rig.log" 2>&1 &
+echo $! >"$state/demo-rig.pid"
+rig_up() {
+  kill -0 "$(cat "$state/demo-rig.pid")" 2>/dev/null ||
+    { echo "the rig exited: $(tail -n 5 "$state/logs/demo-rig.log")"; return 42; }
+  test -f "$rig_dir/rig.env"
+}
+wait_until "Traefik and Prometheus" 120 rig_up || die "the data plane did not start; see $state/logs/demo-rig.log"
+# shellcheck disable=SC1091
+source "$rig_dir/rig.env"
+cat "$state/logs/demo-rig.log"
 
 say "Namespace $ns, from empty"
 if "${kubectl[@]}" get namespace "$ns" >/dev/null 2>&1; then
@@ -127,20 +167,102 @@ wait_phase() { # rollout phase timeout
 }
 hash_of() { k get rs -l "app=$1" -o "jsonpath={range .items[?(@.spec.template.spec.containers[0].image==\"$2\")]}{.metadata.labels.rollouts-pod-template-hash}{end}"; }
 selector_of() { k get service "$1" -o 'jsonpath={.spec.selector.rollouts-pod-template-hash}'; }
+scaled_down() { # replicaset-hash
+  local n
+  n=$(k get rs -l rollouts-pod-template-hash="$1" -o 'jsonpath={.items[0].spec.replicas}')
+  [ "$n" = 0 ] || { echo "ReplicaSet $1 at ${n:-?} replicas"; return 1; }
+}
 check() { # description, test...
   local what=$1; shift
   "$@" || die "check failed: $what"
   ok "$what"
 }
 
-say "1. A canary release: pause at 20%, promote, done"
+# --- The load and its live view (hack/demo-rig.rs writes them) ---------------
+# A steady stream of requests through Traefik for HOST, tallied per second
+# in $rig_dir/traffic/NAME.log as `<unix second> <requests> <failed> <tag>=<n>...`.
+start_load() { # name host
+  echo "load \"$1\": 20 requests a second to http://$2/ through Traefik"
+  echo "$2" >"$rig_dir/load/.$1" && mv "$rig_dir/load/.$1" "$rig_dir/load/$1"
+  wait_until "requests to $2" 30 test -s "$rig_dir/traffic/$1.log" || die "no load for $2; see $state/logs/demo-rig.log"
+}
+stop_load() { rm -f "$rig_dir/load/$1"; }
+# The seconds of a load from unix time SINCE on (and before UNTIL):
+# "<served by TAG> <requests> <failed> <seconds>".
+tally_since() { # name tag since [until]
+  awk -v tag="$2" -v since="$3" -v until="${4:-}" '$1 >= since && (until == "" || $1 < until) {
+      s++; total += $2; failed += $3
+      for (i = 4; i <= NF; i++) { split($i, kv, "="); if (kv[1] == tag) n += kv[2] }
+    } END { printf "%d %d %d %d\n", n, total, failed, s }' "$rig_dir/traffic/$1.log"
+}
+# Succeeds when, over the last SECONDS full seconds, TAG served PCT% of the
+# requests (within TOLERANCE points) and none failed.
+share_is() { # name tag pct seconds tolerance
+  local n total failed s
+  read -r n total failed s < <(tally_since "$1" "$2" $(($(date +%s) - $4)))
+  if [ "$s" -ge "$4" ] && [ "$total" -gt 0 ] && [ "$failed" = 0 ] &&
+    awk -v n="$n" -v t="$total" -v p="$3" -v tol="$5" 'BEGIN { d = 100 * n / t - p; exit !(d <= tol && -d <= tol) }'; then
+    return 0
+  fi
+  echo "last $4 s: $2 served $n of $total requests, $failed failed"
+  return 1
+}
+pct() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", t ? 100 * n / t : 0 }'; }
+
+# As wait_until, drawing the last second of each named load while it waits:
+# in place on a terminal, every 5 s otherwise (a log).
+watch_until() { # what timeout load... -- test...
+  local what=$1 timeout=$2 loads=() code last next=0 drawn=false
+  shift 2
+  while [ "$1" != -- ]; do loads+=("$1"); shift; done
+  shift
+  local deadline=$((SECONDS + timeout))
+  while true; do
+    code=0
+    last=$("$@" 2>&1) || code=$?
+    if [ -t 1 ]; then
+      [ "$drawn" = false ] || printf '\033[%dA' "${#loads[@]}"
+      draw "${loads[@]}"
+      drawn=true
+    elif [ "$code" = 0 ] || [ "$SECONDS" -ge "$next" ]; then
+      draw "${loads[@]}"
+      next=$((SECONDS + 5))
+    fi
+    [ "$code" != 0 ] || return 0
+    if [ "$code" = 42 ]; then echo "gave up waiting for $what: ${last:-<no output>}" >&2; return 1; fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "timed out after ${timeout}s waiting for $what; last seen: ${last:-<no output>}" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+draw() {
+  local l clear=
+  [ -t 1 ] && clear='\r\033[K'
+  for l; do printf "$clear%s\n" "$(cat "$rig_dir/view/$l" 2>/dev/null || echo "$l: no requests yet")"; done
+}
+watch_phase() { # rollout phase timeout load...
+  local ro=$1 phase=$2 timeout=$3
+  shift 3
+  watch_until "rollout $ro $phase" "$timeout" "$@" -- phase_is "$ro" "$phase" || die "rollout $ro is not $phase"
+}
+watch_share() { # load tag pct seconds tolerance timeout
+  watch_until "$2 at $3% of the requests to $1" "$6" "$1" -- share_is "$1" "$2" "$3" "$4" "$5" ||
+    die "$2 did not get $3% of the requests to $1"
+}
+
+say "1. A canary release: 20% of the traffic until promoted, then 40, 60, 80, 100%"
 k apply -f examples/demo/canary.yaml
 wait_phase canary-demo Healthy 120
-ro get rollout canary-demo
+start_load canary canary.demo.local
+watch_share canary blue 100 3 0 60
 echo
 echo "\$ kubectl rollouts set image canary-demo rollouts-demo=argoproj/rollouts-demo:yellow"
+release=$(date +%s)
 ro set image canary-demo rollouts-demo=argoproj/rollouts-demo:yellow
-wait_phase canary-demo Paused 120
+watch_phase canary-demo Paused 120 canary
+watch_share canary yellow 20 5 3 60
 ro get rollout canary-demo
 blue=$(hash_of canary-demo argoproj/rollouts-demo:blue)
 yellow=$(hash_of canary-demo argoproj/rollouts-demo:yellow)
@@ -149,48 +271,57 @@ check "paused at step 1 of 8 (setWeight 20): 1 of 5 pods run the new version" \
   "$(k get rs -l rollouts-pod-template-hash="$yellow" -o 'jsonpath={.items[0].status.availableReplicas}')" = 1
 check "the canary Service selects the new pods, the stable Service the old ones" \
   test "$(selector_of canary-demo-canary)" = "$yellow" -a "$(selector_of canary-demo-stable)" = "$blue"
+read -r n total _ _ < <(tally_since canary yellow $(($(date +%s) - 5)))
+check "the proxy sends 20% of the requests to the new version (the last 5 s: $n of $total)" \
+  share_is canary yellow 20 5 3
 echo
 echo "\$ kubectl rollouts promote canary-demo"
 ro promote canary-demo
+watch_phase canary-demo Healthy 120 canary
+watch_share canary yellow 100 3 0 60
 echo "\$ kubectl rollouts status canary-demo --timeout 2m"
 ro status canary-demo --timeout 2m || die "kubectl rollouts status did not end Healthy"
 ro get rollout canary-demo
 check "the new version is stable, both Services select it" \
   test "$(field canary-demo '{.status.stableRS}')" = "$yellow" -a \
   "$(selector_of canary-demo-stable)" = "$yellow" -a "$(selector_of canary-demo-canary)" = "$yellow"
+read -r _ total failed _ < <(tally_since canary yellow "$release")
+check "no request failed during the release ($total requests through the proxy)" test "$failed" = 0
+stop_load canary
 
-say "2. A bad release: the analysis finds errors, the controller rolls back by itself"
-# The new version's metrics: a small server answering a 35% error rate.
-metrics_server_port=$(free_port)
-stop_pidfile "$state/demo-metrics-server.pid"
-nohup python3 - "$metrics_server_port" >"$state/logs/demo-metrics-server.log" 2>&1 <<'PY' &
-import http.server, json, sys
-class ErrorRate(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({"errorRate": 0.35}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), ErrorRate).serve_forever()
-PY
-echo $! >"$state/demo-metrics-server.pid"
-wait_until "the metrics server on :$metrics_server_port" 30 curl -sf "http://127.0.0.1:$metrics_server_port/" ||
-  die "the metrics server did not start; see $state/logs/demo-metrics-server.log"
-echo "metrics server: curl http://127.0.0.1:$metrics_server_port/ -> $(curl -sf "http://127.0.0.1:$metrics_server_port/")"
-sed "s#ERROR_RATE_URL#http://127.0.0.1:$metrics_server_port/#" examples/demo/analysis.yaml | k apply -f -
+say "2. A bad release: its pods answer errors; an analysis of the proxy's metrics catches it, the controller rolls back by itself"
+echo "Prometheus at $PROMETHEUS_URL scrapes Traefik's metrics every second."
+k apply -f analysis-examples/traefik-canary-error-rate.yaml
+sed "s#PROMETHEUS_URL#$PROMETHEUS_URL#" examples/demo/analysis.yaml | k apply -f -
 wait_phase analysis-demo Healthy 120
+start_load analysis analysis.demo.local
+watch_share analysis blue 100 3 0 60
 echo
-echo "\$ kubectl rollouts set image analysis-demo rollouts-demo=argoproj/rollouts-demo:red"
-ro set image analysis-demo rollouts-demo=argoproj/rollouts-demo:red
-wait_phase analysis-demo Degraded 180
+echo "The new version, red, answers HTTP 500 to every request (the rig's pods do what label rig.rollouts.test/answer says):"
+patch='[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"argoproj/rollouts-demo:red"},
+        {"op":"add","path":"/spec/template/metadata/labels/rig.rollouts.test~1answer","value":"500"}]'
+echo "\$ kubectl patch rollout analysis-demo --type json -p '$patch'"
+release=$(date +%s)
+k patch rollout analysis-demo --type json -p "$patch"
+watch_phase analysis-demo Degraded 180 analysis
+# When the controller wrote the abort (its Progressing condition's time).
+aborted_at=$(field analysis-demo '{.status.conditions[?(@.type=="Progressing")].lastTransitionTime}')
+aborted=$(date -d "$aborted_at" +%s 2>/dev/null || date +%s)
+watch_share analysis blue 100 3 0 60
+# The first second, from the abort on, in which blue served every request.
+clean_second() {
+  awk -v since="$aborted" '$1 >= since && $3 == 0 && $2 > 0 {
+      for (i = 4; i <= NF; i++) if ($i == "blue=" $2) { print $1; found = 1; exit }
+    } END { exit !found }' "$rig_dir/traffic/analysis.log"
+}
+wait_until "a second with every request on blue" 30 clean_second || die "the requests did not all go back to blue"
+clean=$(clean_second)
 ro get rollout analysis-demo
 echo
 k get analysisrun -l rollout-type=Step
 run=$(k get analysisrun -l rollout-type=Step -o 'jsonpath={.items[0].metadata.name}')
 echo
-echo "measurements of $run:"
+echo "measurements of $run (the canary's error rate as Prometheus saw it through Traefik):"
 k get analysisrun "$run" -o 'jsonpath={range .status.metricResults[*].measurements[*]}  {.phase}  value={.value}  at {.finishedAt}{"\n"}{end}'
 message=$(field analysis-demo '{.status.message}')
 echo
@@ -204,30 +335,61 @@ case $message in
 esac
 blue=$(hash_of analysis-demo argoproj/rollouts-demo:blue)
 red=$(hash_of analysis-demo argoproj/rollouts-demo:red)
-wait_until "the bad version scaled down" 60 test "$(k get rs -l rollouts-pod-template-hash="$red" -o 'jsonpath={.items[0].spec.replicas}')" = 0 ||
+# With traffic routing, upstream's default keeps the aborted canary's pods
+# for abortScaleDownDelaySeconds (30 s) after no request goes to them.
+watch_until "the bad version scaled down" 90 analysis -- scaled_down "$red" ||
   die "the bad version kept its pods"
 check "all pods run the stable version again, which stays stable" \
   test "$(field analysis-demo '{.status.stableRS}')" = "$blue" -a \
   "$(k get rs -l rollouts-pod-template-hash="$blue" -o 'jsonpath={.items[0].status.availableReplicas}')" = 4
+read -r _ total failed _ < <(tally_since analysis blue "$release" "$clean")
+echo "the bad release failed $failed of $total requests until the abort (the canary's share, 25%, while the analysis measured);"
+echo "every request was on blue again in the second starting $((clean - aborted)) s after the controller wrote the abort ($aborted_at)"
+sleep 3
+read -r n total failed _ < <(tally_since analysis blue "$clean")
+check "after the abort, the stable version serves every request and none fails ($n of $total)" \
+  test "$failed" = 0 -a "$n" = "$total"
+stop_load analysis
 
 say "3. A blue-green release: preview, promote, switch"
 k apply -f examples/demo/bluegreen.yaml
 wait_phase bluegreen-demo Healthy 120
+start_load active bluegreen.demo.local
+start_load preview preview.bluegreen.demo.local
+watch_share active blue 100 3 0 60
+echo "The preview Service moves to the new pods at once, as upstream's does: its requests fail until they are ready."
 echo "\$ kubectl rollouts set image bluegreen-demo rollouts-demo=argoproj/rollouts-demo:green"
+release=$(date +%s)
 ro set image bluegreen-demo rollouts-demo=argoproj/rollouts-demo:green
-wait_phase bluegreen-demo Paused 120
+watch_phase bluegreen-demo Paused 120 active preview
+watch_share preview green 100 3 0 60
 ro get rollout bluegreen-demo
 blue=$(hash_of bluegreen-demo argoproj/rollouts-demo:blue)
 green=$(hash_of bluegreen-demo argoproj/rollouts-demo:green)
 check "the new version is up behind the preview Service; users still get the old one" \
   test "$(selector_of bluegreen-demo-preview)" = "$green" -a "$(selector_of bluegreen-demo-active)" = "$blue"
+split_before_promotion() { share_is preview green 100 3 0 && share_is active blue 100 3 0; }
+check "through the proxy, the preview serves only the new version and the active Service only the old one" \
+  split_before_promotion
 echo
 echo "\$ kubectl rollouts promote bluegreen-demo"
 ro promote bluegreen-demo
+watch_phase bluegreen-demo Healthy 120 active preview
+watch_share active green 100 3 0 60
 ro status bluegreen-demo --timeout 2m || die "kubectl rollouts status did not end Healthy"
 ro get rollout bluegreen-demo
 check "the active Service switched to the new version" \
   test "$(selector_of bluegreen-demo-active)" = "$green" -a "$(field bluegreen-demo '{.status.stableRS}')" = "$green"
+# Past scaleDownDelaySeconds (5 s): the old pods are gone, and that too
+# fails no request.
+watch_until "the old version scaled down" 60 active -- scaled_down "$blue" ||
+  die "the old version kept its pods"
+sleep 3
+read -r _ total failed _ < <(tally_since active green "$release")
+check "no request to the active Service failed, through the switch and the old pods' removal ($total requests)" \
+  test "$failed" = 0
+stop_load active
+stop_load preview
 
 say "Controller metrics (http://127.0.0.1:$metrics_port/metrics)"
 curl -sf "http://127.0.0.1:$metrics_port/metrics" |
@@ -235,9 +397,10 @@ curl -sf "http://127.0.0.1:$metrics_port/metrics" |
 
 say "Done: three releases, each checked"
 cat <<MSG
-The cluster and the controller keep running:
-  export KUBECONFIG=$kubeconfig PATH=$plugin_dir:\$PATH
-  kubectl rollouts list rollouts -n $ns
-  curl http://127.0.0.1:$metrics_port/metrics    # and :$healthz_port/readyz
-Stop what the demo started with: hack/demo.sh down
+The cluster, the controller, Traefik and Prometheus keep running, in network
+namespace $netns (commands there: ip netns exec $netns COMMAND):
+  ip netns exec $netns env KUBECONFIG=$kubeconfig PATH=$plugin_dir:\$PATH kubectl rollouts list rollouts -n $ns
+  ip netns exec $netns curl -H 'Host: canary.demo.local' http://127.0.0.1:$TRAEFIK_PORT/
+  ip netns exec $netns curl http://127.0.0.1:$metrics_port/metrics    # and :$healthz_port/readyz
+Stop everything the demo started with: hack/demo.sh down
 MSG

@@ -8,9 +8,11 @@
 pub mod process;
 pub mod prometheus;
 pub mod rig;
+pub mod scripts;
+
+pub use scripts::{hack_script, repo_root};
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -22,10 +24,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use tokio::sync::oneshot;
 
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Starts the cluster (or finds it running) and installs the CRDs, once per
 /// test binary. Returns the kubeconfig path.
 pub fn kubeconfig() -> &'static Path {
@@ -34,28 +32,6 @@ pub fn kubeconfig() -> &'static Path {
         Ok(path) => path,
         Err(e) => panic!("{e}"),
     })
-}
-
-/// Runs `hack/<script>` and returns the last line it prints (a path).
-pub fn hack_script(script: &str, args: &[&str]) -> std::result::Result<PathBuf, String> {
-    let out = Command::new("bash")
-        .arg(repo_root().join("hack").join(script))
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("running hack/{script}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "hack/{script} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let path = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
-    Ok(PathBuf::from(path))
 }
 
 pub async fn client() -> Result<Client> {

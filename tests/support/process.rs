@@ -16,24 +16,7 @@ pub struct ControllerProcess {
     child: Child,
 }
 
-/// A port free right now (the OS picks it).
-pub fn free_port() -> Result<u16> {
-    let [port] = free_ports()?;
-    Ok(port)
-}
-
-/// `N` ports free right now, all different: each stays bound until all
-/// are picked (the OS may hand out a port again once it is let go).
-pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
-    let listeners = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    let mut ports = [0; N];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener.local_addr()?.port();
-    }
-    Ok(ports)
-}
+pub use super::scripts::free_ports;
 
 /// The directory holding upstream Argo Rollouts' `rollouts-controller` and
 /// `kubectl-argo-rollouts` (hack/build-argo-rollouts.sh: built once, then

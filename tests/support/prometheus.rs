@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::hack_script;
-use super::process::free_port;
+use super::scripts::{free_port, hack_script};
 
 /// hack/prometheus.sh's answer, once per test binary (tests starting at the
 /// same time wait for the one download).

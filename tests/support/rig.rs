@@ -31,8 +31,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::process::{Child, Command};
 
-use super::process::free_ports;
-use super::repo_root;
+use super::scripts::{free_ports, hack_script, repo_root};
 
 /// The port every pod answers on (the containerPort of the rig's pods).
 pub const POD_PORT: u16 = 8080;
@@ -53,7 +52,7 @@ pub fn enter() -> Option<ExitCode> {
     if std::env::var_os("ROLLOUTS_RIG").is_some() {
         return None;
     }
-    if let Err(e) = super::hack_script("traefik.sh", &[]) {
+    if let Err(e) = hack_script("traefik.sh", &[]) {
         eprintln!("{e}");
         return Some(ExitCode::FAILURE);
     }
@@ -234,7 +233,7 @@ pub struct Traefik {
 
 impl Traefik {
     pub async fn start(kubeconfig: &Path) -> Result<Traefik> {
-        let bin = super::hack_script("traefik.sh", &[]).map_err(anyhow::Error::msg)?;
+        let bin = hack_script("traefik.sh", &[]).map_err(anyhow::Error::msg)?;
         let [web_port, metrics_port] = free_ports()?;
         let log = std::env::temp_dir().join(format!("rig-traefik-{web_port}.log"));
         let file = std::fs::File::create(&log)?;
@@ -400,6 +399,24 @@ impl Load {
                 Outcome::Failed(why) => tally.failed.push(why.clone()),
             }
         }
+        tally
+    }
+
+    /// Takes the requests answered before `to` out of the record and
+    /// returns their tally: a load that runs for hours (the demo's) keeps
+    /// only what has not been counted yet.
+    pub fn drain(&self, to: Instant) -> Tally {
+        let mut tally = Tally::default();
+        lock(&self.log).retain(|(at, outcome)| {
+            if *at >= to {
+                return true;
+            }
+            match outcome {
+                Outcome::Served(tag) => *tally.served.entry(tag.clone()).or_default() += 1,
+                Outcome::Failed(why) => tally.failed.push(why.clone()),
+            }
+            false
+        });
         tally
     }
 
