@@ -44,9 +44,16 @@ destroy() { # name state
   exists "$1" || { rm -rf "$2"; return 0; }
   ip netns exec "$1" env ROLLOUTS_CLUSTER_DIR="$2" bash "$here/cluster.sh" down \
     >/dev/null 2>&1 || true
-  local pids
+  local pids pid i
   pids=$(ip netns pids "$1" 2>/dev/null || true)
   [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
+  # A killed process takes a moment to exit: return when all have.
+  for pid in $pids; do
+    for i in $(seq 1 50); do
+      [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || break
+      sleep 0.1
+    done
+  done
   ip netns del "$1" 2>/dev/null || true
   rm -rf "$2"
 }

@@ -12,6 +12,8 @@
 //!                         `<unix second> <requests> <failed> <tag>=<n> ...`
 //!   DIR/view/NAME         the same second drawn for a terminal
 
+#[path = "../tests/support/crds.rs"]
+mod crds;
 #[allow(dead_code)]
 #[path = "../tests/support/prometheus.rs"]
 mod prometheus;
@@ -97,8 +99,8 @@ async fn run(dir: &Path) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("a client for the cluster")?;
+    let traefik = Traefik::start(&kubeconfig, &client).await?;
     let _pods = PodServer::start(client).await?;
-    let traefik = Traefik::start(&kubeconfig).await?;
     let prometheus = Prometheus::start(&format!("127.0.0.1:{}", traefik.metrics_port)).await?;
     for sub in ["load", "traffic", "view"] {
         std::fs::create_dir_all(dir.join(sub))

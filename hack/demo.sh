@@ -55,6 +55,7 @@ if [ -z "${ROLLOUTS_RIG:-}" ]; then
   say "Build and downloads (the first run builds the control plane from the Go module proxy)"
   bash hack/build-control-plane.sh >/dev/null
   echo "Traefik: $(bash hack/traefik.sh | tail -n1)"
+  echo "Gateway API CRDs: $(bash hack/gateway-api-crds.sh | tail -n1)"
   echo "Prometheus: $(bash hack/prometheus.sh | tail -n1)"
   if [ -n "${ROLLOUTS_CONTROLLER_BIN:-}" ] && [ -n "${ROLLOUTS_PLUGIN_BIN:-}" ] && [ -n "${ROLLOUTS_RIG_BIN:-}" ]; then
     controller=$ROLLOUTS_CONTROLLER_BIN plugin=$ROLLOUTS_PLUGIN_BIN rig=$ROLLOUTS_RIG_BIN

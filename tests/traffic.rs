@@ -156,8 +156,8 @@ async fn run(filter: Option<&str>) -> Result<()> {
         )
         .await?;
     let rig = Rig {
+        traefik: Traefik::start(kubeconfig(), &client).await?,
         _pods: PodServer::start(client).await?,
-        traefik: Traefik::start(kubeconfig()).await?,
     };
     // Each scenario with its name, as libtest would list it.
     macro_rules! scenarios {
@@ -175,6 +175,7 @@ async fn run(filter: Option<&str>) -> Result<()> {
         a_web_metric_on_the_canarys_own_service_passes_a_good_release_and_aborts_a_bad_one,
         a_progress_deadline_abort_sends_no_request_to_a_canary_that_never_got_ready,
         max_traffic_weight_splits_out_of_its_total,
+        the_gateway_api_provider_splits_an_httproute_by_its_weights,
     ];
     let mut failed = Vec::new();
     for (name, scenario) in scenarios {
@@ -759,6 +760,74 @@ async fn max_traffic_weight_splits_out_of_its_total(rig: &Rig) -> Result<()> {
     eprintln!(
         "  setWeight 200 of 1000: {:?}; {total} requests, none failed",
         at.served
+    );
+    env.cleanup().await
+}
+
+/// The rig's Gateway API provider (what issue 31's routing will drive): an
+/// HTTPRoute whose rule sends 70/30 to a blue-green Rollout's active and
+/// preview Services, paused with the old pods behind one and the new behind
+/// the other, splits the requests 70/30, and none fails.
+async fn the_gateway_api_provider_splits_an_httproute_by_its_weights(rig: &Rig) -> Result<()> {
+    let host = "gateway.rig.test";
+    let manifest = manifest(
+        "ingress.gateway.rig.test",
+        "    blueGreen:
+      activeService: web-stable
+      previewService: web-canary
+      autoPromotionEnabled: false",
+    );
+    let env = deploy(&manifest).await?;
+    set_image(&env, "rig/web:green").await?;
+    wait_rollout(&env, RO, "the blue-green pause", paused).await?;
+    env.apply_yaml(&format!(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: traefik}}
+spec: {{controllerName: {controller}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: rig}}
+spec:
+  gatewayClassName: traefik
+  listeners:
+  - {{name: web, protocol: HTTP, port: {port}, allowedRoutes: {{namespaces: {{from: Same}}}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web}}
+spec:
+  parentRefs: [{{name: rig}}]
+  hostnames: [{host}]
+  rules:
+  - backendRefs:
+    - {{name: web-stable, port: 80, weight: 70}}
+    - {{name: web-canary, port: 80, weight: 30}}
+"#,
+        controller = rig::GATEWAY_CONTROLLER,
+        port = rig.traefik.web_port,
+    ))
+    .await?;
+    let load = Load::start(rig.traefik.web_port, host, RATE);
+    // Until Traefik has read the route, requests get 404: settle first.
+    let split = load
+        .settle(
+            "the HTTPRoute at 70/30",
+            "green",
+            30.0,
+            TOLERANCE,
+            WINDOW,
+            SETTLE,
+        )
+        .await?;
+    let from = Instant::now();
+    tokio::time::sleep(WINDOW).await;
+    let total = no_failures(&load, from)?;
+    eprintln!(
+        "  70/30 route: {:?}; then {total} requests, none failed",
+        split.served
     );
     env.cleanup().await
 }

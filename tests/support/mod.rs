@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod crds;
 pub mod process;
 pub mod prometheus;
 pub mod rig;
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -52,36 +52,11 @@ pub async fn client() -> Result<Client> {
 
 /// Server-side applies crds/*.yaml and waits until they are Established.
 async fn install_crds(client: &Client) -> Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let ssa = PatchParams::apply("rollouts-tests").force();
-    for (file, _) in rollouts::api::crds() {
-        let path = repo_root().join("crds").join(file);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)?;
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &ssa, &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("applying {file}"))?;
-        wait_for(
-            &format!("CRD {name} Established"),
-            Duration::from_secs(30),
-            || async {
-                let crd = api.get(&name).await?;
-                let established = crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                Ok(established
-                    .then_some(())
-                    .ok_or_else(|| "not established yet".to_string()))
-            },
-        )
-        .await?;
-    }
-    Ok(())
+    let files: Vec<PathBuf> = rollouts::api::crds()
+        .into_iter()
+        .map(|(file, _)| repo_root().join("crds").join(file))
+        .collect();
+    crds::apply(client, &files, "rollouts-tests").await
 }
 
 /// A namespace of its own for one test, with a controller scoped to it.

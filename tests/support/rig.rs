@@ -9,7 +9,8 @@
 //!   asks for (label [`ANSWER_LABEL`]), which is how a test makes a bad
 //!   release.
 //! - [`Traefik`]: Traefik 3.7 (hack/traefik.sh), reading the cluster with
-//!   its NGINX-annotation provider.
+//!   its NGINX-annotation provider and its Gateway API provider (the
+//!   standard-channel CRDs of hack/gateway-api-crds.sh installed first).
 //! - [`Load`]: a steady stream of requests through the proxy, recording
 //!   when each was answered, by which revision, or that it failed.
 
@@ -45,16 +46,18 @@ pub const ANSWER_LABEL: &str = "rig.rollouts.test/answer";
 /// given the same IP answers instead.
 const DRAIN: Duration = Duration::from_secs(30);
 
-/// Inside the rig: `None`, go on. Outside: fetches Traefik (the rig has no
-/// network), runs this binary again with the same arguments inside a rig,
+/// Inside the rig: `None`, go on. Outside: fetches Traefik and the Gateway
+/// API CRDs (the rig has no network), runs this binary again with the same arguments inside a rig,
 /// and returns its exit code.
 pub fn enter() -> Option<ExitCode> {
     if std::env::var_os("ROLLOUTS_RIG").is_some() {
         return None;
     }
-    if let Err(e) = hack_script("traefik.sh", &[]) {
-        eprintln!("{e}");
-        return Some(ExitCode::FAILURE);
+    for script in ["traefik.sh", "gateway-api-crds.sh"] {
+        if let Err(e) = hack_script(script, &[]) {
+            eprintln!("{e}");
+            return Some(ExitCode::FAILURE);
+        }
     }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -222,8 +225,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Traefik, reading Ingresses with ingress-nginx's annotations. Killed when
-/// dropped.
+/// The GatewayClass controller name Traefik's Gateway API provider serves.
+pub const GATEWAY_CONTROLLER: &str = "traefik.io/gateway-controller";
+
+/// Traefik, reading Ingresses with ingress-nginx's annotations, and the
+/// Gateway API (a Gateway's listener must use port `web_port`, its
+/// entrypoint's). Killed when dropped.
 pub struct Traefik {
     pub web_port: u16,
     pub metrics_port: u16,
@@ -232,8 +239,17 @@ pub struct Traefik {
 }
 
 impl Traefik {
-    pub async fn start(kubeconfig: &Path) -> Result<Traefik> {
+    pub async fn start(kubeconfig: &Path, client: &Client) -> Result<Traefik> {
         let bin = hack_script("traefik.sh", &[]).map_err(anyhow::Error::msg)?;
+        // Its Gateway API provider stops without the CRDs.
+        let dir = hack_script("gateway-api-crds.sh", &[]).map_err(anyhow::Error::msg)?;
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        super::crds::apply(client, &files, "rollouts-rig").await?;
         let [web_port, metrics_port] = free_ports()?;
         let log = std::env::temp_dir().join(format!("rig-traefik-{web_port}.log"));
         let file = std::fs::File::create(&log)?;
@@ -242,6 +258,7 @@ impl Traefik {
                 format!("--entryPoints.web.address=127.0.0.1:{web_port}"),
                 format!("--entryPoints.metrics.address=127.0.0.1:{metrics_port}"),
                 "--providers.kubernetesingressnginx=true".into(),
+                "--providers.kubernetesgateway=true".into(),
                 "--metrics.prometheus=true".into(),
                 "--metrics.prometheus.entryPoint=metrics".into(),
                 "--global.checkNewVersion=false".into(),
