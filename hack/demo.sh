@@ -208,7 +208,6 @@ share_is() { # name tag pct seconds tolerance
   echo "last $4 s: $2 served $n of $total requests, $failed failed"
   return 1
 }
-pct() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", t ? 100 * n / t : 0 }'; }
 
 # As wait_until, drawing the last second of each named load while it waits:
 # in place on a terminal, every 5 s otherwise (a log).
