@@ -329,6 +329,13 @@ pub struct Tally {
 }
 
 impl Tally {
+    fn count(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Served(tag) => *self.served.entry(tag.clone()).or_default() += 1,
+            Outcome::Failed(why) => self.failed.push(why.clone()),
+        }
+    }
+
     pub fn add(&mut self, other: Tally) {
         for (tag, n) in other.served {
             *self.served.entry(tag).or_default() += n;
@@ -411,10 +418,7 @@ impl Load {
             if *at < from || to.is_some_and(|to| *at >= to) {
                 continue;
             }
-            match outcome {
-                Outcome::Served(tag) => *tally.served.entry(tag.clone()).or_default() += 1,
-                Outcome::Failed(why) => tally.failed.push(why.clone()),
-            }
+            tally.count(outcome);
         }
         tally
     }
@@ -428,10 +432,7 @@ impl Load {
             if *at >= to {
                 return true;
             }
-            match outcome {
-                Outcome::Served(tag) => *tally.served.entry(tag.clone()).or_default() += 1,
-                Outcome::Failed(why) => tally.failed.push(why.clone()),
-            }
+            tally.count(outcome);
             false
         });
         tally
